@@ -1,0 +1,61 @@
+"""Rows → response bodies. Everything here is read from PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.api.schemas import AttemptOut, ErrorInfo, JobDetail, Progress
+from app.models import Job, TrainedConfiguration
+from app.repositories import attempts as attempts_repo
+
+
+def _configuration_ids(session: Session, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(TrainedConfiguration.job_id, TrainedConfiguration.id).where(TrainedConfiguration.job_id.in_(job_ids))
+    ).all()
+    return {job_id: config_id for job_id, config_id in rows}
+
+
+def _progress_fields(job: Job, configuration_id: uuid.UUID | None) -> dict:
+    return dict(
+        job_id=job.id,
+        kind=job.kind,
+        status=job.status,
+        phase=job.phase,
+        percent=round(job.percent, 2),
+        message=job.message,
+        iteration=job.iteration,
+        n_iterations=job.n_iterations,
+        best_score=job.best_score,
+        eta_seconds=job.eta_seconds if job.status == "running" else None,
+        attempts=job.attempts,
+        resumed_from_iteration=job.resumed_from_iteration,
+        cancel_requested=job.cancel_requested_at is not None,
+        not_before=job.not_before,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+        error=ErrorInfo(type=job.error_type, message=job.error_message) if job.error_type else None,
+        configuration_id=configuration_id,
+    )
+
+
+def progress(session: Session, job: Job) -> Progress:
+    return Progress(**_progress_fields(job, _configuration_ids(session, [job.id]).get(job.id)))
+
+
+def progress_page(session: Session, jobs: list[Job]) -> list[Progress]:
+    ids = _configuration_ids(session, [job.id for job in jobs])
+    return [Progress(**_progress_fields(job, ids.get(job.id))) for job in jobs]
+
+
+def detail(session: Session, job: Job) -> JobDetail:
+    attempts = [AttemptOut.model_validate(a) for a in attempts_repo.for_job(session, job.id)]
+    fields = _progress_fields(job, _configuration_ids(session, [job.id]).get(job.id))
+    return JobDetail(**fields, priority=job.priority, params=job.params, attempt_history=attempts)

@@ -1,0 +1,123 @@
+"""/api/v2/training: start, look at, cancel and retry jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from redis.exceptions import RedisError
+from rq import Worker
+
+from app import queue
+from app.api import presenters
+from app.api.deps import RedisDep, SessionDep, SettingsDep
+from app.api.schemas import JobDetail, JobPage, Progress, QueueInfo, StartAccepted, StartTraining, Status
+from app.repositories import jobs as jobs_repo
+from app.services import dispatch
+from app.services import jobs as jobs_service
+
+router = APIRouter(prefix="/api/v2/training", tags=["training"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
+
+
+def _progress_url(request: Request, job_id: uuid.UUID) -> str:
+    return str(request.url_for("job_progress", job_id=job_id))
+
+
+@router.post(
+    "/start",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=StartAccepted,
+    responses={200: {"description": "replay of an earlier request with the same Idempotency-Key"}},
+)
+def start_training(
+    body: StartTraining,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> StartAccepted:
+    """Accept a training job. It is committed to PostgreSQL before it is enqueued; if Redis is
+    down the job is still accepted and the reconciler enqueues it once Redis is back."""
+    result = jobs_service.start(
+        session,
+        kind="training",
+        priority=body.priority,
+        params=body.job_params(),
+        n_iterations=body.n_iterations,
+        idempotency_key=idempotency_key,
+        max_queued=settings.max_queued_jobs,
+    )
+    session.commit()
+    if result.created:
+        dispatch.send(redis, result.job)
+    else:
+        response.status_code = status.HTTP_200_OK
+    view = presenters.progress(session, result.job)
+    return StartAccepted(**view.model_dump(), progress_url=_progress_url(request, result.job.id))
+
+
+@router.get("/jobs", response_model=JobPage)
+def list_jobs(
+    session: SessionDep,
+    status_filter: Annotated[Status | None, Query(alias="status")] = None,
+    kind: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPage:
+    rows, total = jobs_service.list_jobs(session, status=status_filter, kind=kind, limit=limit, offset=offset)
+    return JobPage(items=presenters.progress_page(session, list(rows)), total=total, limit=limit, offset=offset)
+
+
+@router.get("/jobs/{job_id}", response_model=JobDetail)
+def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
+    return presenters.detail(session, jobs_service.get(session, job_id))
+
+
+@router.get("/jobs/{job_id}/progress", response_model=Progress, name="job_progress")
+def get_progress(job_id: uuid.UUID, session: SessionDep) -> Progress:
+    return presenters.progress(session, jobs_service.get(session, job_id))
+
+
+@router.delete("/jobs/{job_id}", response_model=Progress, status_code=status.HTTP_202_ACCEPTED)
+def cancel_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep) -> Progress:
+    """Cancel: a queued job ends `canceled` now; a running job is asked to stop and ends
+    `canceled` at its next iteration (or is killed after the grace period). Finished: 409."""
+    job, rq_job_id = jobs_service.cancel(session, job_id)
+    session.commit()
+    if rq_job_id:
+        # If Redis is away the dispatch stays, harmlessly: no worker runs a job that is not queued.
+        with contextlib.suppress(RedisError):
+            queue.remove(redis, rq_job_id, job.priority)
+    return presenters.progress(session, job)
+
+
+@router.post("/jobs/{job_id}/retry", response_model=Progress, status_code=status.HTTP_202_ACCEPTED)
+def retry_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Progress:
+    job = jobs_service.retry(session, job_id, settings.max_queued_jobs)
+    session.commit()
+    dispatch.send(redis, job)
+    return presenters.progress(session, job)
+
+
+@router.get("/queue", response_model=QueueInfo)
+def queue_info(session: SessionDep, redis: RedisDep) -> QueueInfo:
+    counts = jobs_repo.count_by_status(session)
+    try:
+        depth = queue.queue_depths(redis)
+        workers, redis_ok = Worker.count(connection=redis), True
+    except RedisError:
+        depth, workers, redis_ok = {p: 0 for p in queue.QUEUE_NAMES}, 0, False
+    return QueueInfo(
+        depth=depth,
+        queued=counts.get("queued", 0),
+        running=counts.get("running", 0),
+        failed=counts.get("failed", 0),
+        workers=workers,
+        redis_ok=redis_ok,
+    )

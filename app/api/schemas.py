@@ -1,0 +1,124 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.training.catalog import strategy_names
+
+Priority = Literal["high", "normal", "low"]
+Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
+Objective = Literal["sharpe", "total_return", "calmar"]
+Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
+
+
+class StartTraining(BaseModel):
+    """POST /api/v2/training/start. Unknown fields and wrong types are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    strategy: str = Field(max_length=64, description="a registered strategy, e.g. sma_crossover")
+    symbol: str = Field(pattern=r"^[A-Z0-9]{2,20}$", description="e.g. BTCUSDT")
+    timeframe: Timeframe
+    start: datetime | None = Field(None, description="first candle (inclusive); default: all data")
+    end: datetime | None = Field(None, description="last candle (exclusive); default: all data")
+    n_iterations: int = Field(50, ge=1, le=2000, description="optimisation trials")
+    priority: Priority = "normal"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    objective: Objective = "sharpe"
+    holdout_fraction: float = Field(0.2, ge=0.05, le=0.5)
+    folds: int = Field(0, ge=0, le=10, description="walk-forward folds for validation; 0 = holdout only")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        names = strategy_names()
+        if value not in names:
+            raise ValueError(f"unknown strategy {value!r}; known: {', '.join(names)}")
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @model_validator(mode="after")
+    def _range(self) -> StartTraining:
+        if self.start and self.end and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    def job_params(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"priority"})
+
+
+class ErrorInfo(BaseModel):
+    type: str | None
+    message: str | None
+
+
+class Progress(BaseModel):
+    job_id: uuid.UUID
+    kind: str
+    status: Status
+    phase: str | None
+    percent: float
+    message: str | None
+    iteration: int | None
+    n_iterations: int | None
+    best_score: float | None
+    eta_seconds: float | None
+    attempts: int
+    resumed_from_iteration: int | None
+    cancel_requested: bool
+    not_before: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None
+    error: ErrorInfo | None
+    configuration_id: uuid.UUID | None
+
+
+class StartAccepted(Progress):
+    progress_url: str
+
+
+class AttemptOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    number: int
+    status: str
+    worker_name: str | None
+    start_iteration: int
+    error_type: str | None
+    error_message: str | None
+    started_at: datetime
+    heartbeat_at: datetime
+    finished_at: datetime | None
+
+
+class JobDetail(Progress):
+    priority: Priority
+    params: dict[str, Any]
+    attempt_history: list[AttemptOut]
+
+
+class JobPage(BaseModel):
+    items: list[Progress]
+    total: int
+    limit: int
+    offset: int
+
+
+class QueueInfo(BaseModel):
+    depth: dict[str, int] = Field(description="dispatches waiting in Redis per priority")
+    queued: int = Field(description="jobs queued in PostgreSQL (the truth)")
+    running: int
+    failed: int
+    workers: int
+    redis_ok: bool

@@ -1,0 +1,48 @@
+"""Engine and session factory. One engine per process: a forked job process builds its own."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+_engines: dict[tuple[int, str], Engine] = {}
+
+
+def sync_url(url: str) -> str:
+    """Accept plain postgresql:// URLs and use psycopg 3 for them."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def get_engine(database_url: str) -> Engine:
+    """The engine of this process for that URL. After fork() a child never reuses the
+    parent's pooled connections: the key includes the pid."""
+    key = (os.getpid(), database_url)
+    engine = _engines.get(key)
+    if engine is None:
+        engine = create_engine(
+            sync_url(database_url),
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=5,
+            connect_args={"connect_timeout": 5},
+        )
+        _engines[key] = engine
+    return engine
+
+
+def session_factory(database_url: str) -> sessionmaker[Session]:
+    return sessionmaker(get_engine(database_url), expire_on_commit=False)
+
+
+@contextmanager
+def transaction(database_url: str) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on error."""
+    with session_factory(database_url)() as session, session.begin():
+        yield session

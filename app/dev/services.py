@@ -1,0 +1,247 @@
+"""Throwaway PostgreSQL and Redis servers in a directory of their own.
+
+Used by the local stack (`make dev`) and by the test suite, which also kills and restarts them
+to inject faults. Only the server binaries are needed; nothing is installed system-wide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise ServiceError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def postgres_bindir() -> Path:
+    """Directory holding initdb and postgres: Debian keeps them out of PATH."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    for directory in reversed(candidates):
+        if (Path(directory) / "postgres").exists():
+            return Path(directory)
+    found = shutil.which("postgres")
+    if found:
+        return Path(found).parent
+    raise ServiceError("PostgreSQL server binaries not found: apt-get install postgresql")
+
+
+def _run_as() -> tuple[int, int] | None:
+    """PostgreSQL refuses to run as root: use the `postgres` system user then."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise ServiceError("running as root needs a 'postgres' user (apt-get install postgresql)") from exc
+    return entry.pw_uid, entry.pw_gid
+
+
+def _demote(ids: tuple[int, int] | None):
+    if ids is None:
+        return None
+
+    def _set() -> None:
+        os.setgid(ids[1])
+        os.setuid(ids[0])
+
+    return _set
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL cluster under `directory`, listening on 127.0.0.1:`port`, trust auth."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    database: str = "trad"
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://trad@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    def init(self) -> None:
+        ids = _run_as()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if ids:
+            os.chown(self.directory, *ids)
+            parent = self.directory.parent  # a private temp dir must let the server user through
+            os.chmod(parent, parent.stat().st_mode | 0o711)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        bindir = postgres_bindir()
+        subprocess.run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "trad",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_demote(ids),
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.init()
+        ids = _run_as()
+        log = open(self.directory / "postgres.log", "ab")  # noqa: SIM115 - owned by the server process
+        self.proc = subprocess.Popen(
+            [
+                str(postgres_bindir() / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.directory}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=log,
+            stderr=log,
+            preexec_fn=_demote(ids),
+            start_new_session=True,
+        )
+        wait_for_port(self.port, timeout, self.proc)
+        self._wait_ready(timeout)
+        self._create_database()
+
+    def _wait_ready(self, timeout: float) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(host="127.0.0.1", port=self.port, user="trad", dbname="postgres").close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _create_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="trad", dbname="postgres", autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+
+    def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 30.0) -> None:
+        """SIGINT is PostgreSQL's fast shutdown; SIGKILL simulates a crash."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if sig == signal.SIGKILL:  # children of a crashed postmaster must go too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@dataclass
+class RedisServer:
+    """A redis-server under `directory` with AOF on, listening on 127.0.0.1:`port`."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    password: str | None = None
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            raise ServiceError("redis-server not found: apt-get install redis-server")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for_port(self.port, timeout, self.proc)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

@@ -1,0 +1,29 @@
+"""Why an attempt stopped. Each exception maps to one way of ending an attempt."""
+
+
+class AttemptStopped(Exception):
+    """Base of the controlled stops raised from JobContext.check()."""
+
+
+class Canceled(AttemptStopped):
+    """The user asked to cancel: the job ends `canceled`."""
+
+
+class Preempted(AttemptStopped):
+    """The worker is stopping (SIGTERM): checkpoint, re-queue at the front, no attempt used up."""
+
+
+class WorkerLost(AttemptStopped):
+    """The worker process that forked this job is gone."""
+
+
+class Fenced(AttemptStopped):
+    """This attempt is no longer the job's current attempt (the reaper gave the job to another)."""
+
+
+class Stalled(Exception):
+    """No progress for longer than the kind's stall timeout."""
+
+
+class JobInputError(Exception):
+    """A deterministic failure (bad parameters, no data): retrying cannot help."""

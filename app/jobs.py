@@ -1,0 +1,13 @@
+"""RQ entrypoints. Their dotted paths are stored in Redis with every queued job: public API."""
+
+from __future__ import annotations
+
+from app.settings import get_settings
+
+
+def run(job_id: str) -> str:
+    """Run one attempt of the job `job_id` (a training_jobs id) in this job process."""
+    from app.execution import process
+    from app.execution.runner import run_job
+
+    return run_job(get_settings(), job_id, process.worker_name, process.parent())

@@ -1,0 +1,82 @@
+"""RQ transport: which queue a job goes to, putting it there, taking it out, and finding it.
+
+Redis only carries job ids. PostgreSQL holds everything a user may ask about later.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from redis import Redis
+from rq import Queue
+from rq.job import Job as RQJob
+from rq.serializers import JSONSerializer
+
+# Strict priority order: a worker always drains the first queue before the next.
+QUEUE_NAMES: dict[str, str] = {"high": "training-high", "normal": "training", "low": "training-low"}
+ENTRYPOINT = "app.jobs.run"  # stored in Redis with every job: public API, never rename
+RESULT_TTL_S = 60  # RQ's own record is disposable; the truth is in PostgreSQL
+
+
+@lru_cache(maxsize=8)
+def redis_connection(url: str) -> Redis:
+    return Redis.from_url(url, socket_connect_timeout=3, socket_timeout=30, health_check_interval=15)
+
+
+def get_queue(connection: Redis, priority: str) -> Queue:
+    return Queue(QUEUE_NAMES[priority], connection=connection, serializer=JSONSerializer)
+
+
+def all_queues(connection: Redis) -> list[Queue]:
+    return [get_queue(connection, p) for p in QUEUE_NAMES]
+
+
+def enqueue(
+    connection: Redis, job_id: str, rq_job_id: str, priority: str, timeout_s: int, at_front: bool = False
+) -> None:
+    """Put one dispatch of a job on its queue. `rq_job_id` is unique per dispatch, so a
+    re-dispatch never collides with an RQ record of an earlier one."""
+    get_queue(connection, priority).enqueue_call(
+        ENTRYPOINT,
+        args=[job_id],
+        job_id=rq_job_id,
+        timeout=timeout_s,
+        result_ttl=RESULT_TTL_S,
+        failure_ttl=24 * 3600,
+        at_front=at_front,
+        description=f"job {job_id}",
+    )
+
+
+def remove(connection: Redis, rq_job_id: str, priority: str) -> None:
+    """Take a queued dispatch out of Redis (cancel of a queued job). Absent is fine."""
+    queue = get_queue(connection, priority)
+    queue.remove(rq_job_id)
+    RQJob(rq_job_id, connection=connection, serializer=JSONSerializer).delete(remove_from_queue=False)
+
+
+def is_present(connection: Redis, rq_job_id: str, priority: str) -> bool:
+    """Whether this dispatch is still somewhere a worker will take it from or is running it:
+    the queue list, the intermediate list of reliable dequeue, or the started registry."""
+    queue = get_queue(connection, priority)
+    pipe = connection.pipeline()
+    pipe.lpos(queue.key, rq_job_id)
+    pipe.lpos(queue.intermediate_queue.key, rq_job_id)
+    pipe.zscore(queue.started_job_registry.key, rq_job_id)
+    in_queue, in_intermediate, started_prefix = pipe.execute()
+    if in_queue is not None or in_intermediate is not None:
+        return True
+    if started_prefix is not None:
+        return True
+    # RQ 3 keys started executions as "<job id>:<execution id>".
+    cursor = 0
+    while True:
+        cursor, members = connection.zscan(queue.started_job_registry.key, cursor, match=f"{rq_job_id}:*", count=200)
+        if members:
+            return True
+        if cursor == 0:
+            return False
+
+
+def queue_depths(connection: Redis) -> dict[str, int]:
+    return {priority: get_queue(connection, priority).count for priority in QUEUE_NAMES}

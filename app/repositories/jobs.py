@@ -1,0 +1,63 @@
+"""Queries on training_jobs. Functions take a Session; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Job
+
+
+def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job | None:
+    stmt = select(Job).where(Job.id == job_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def get_by_idempotency_key(session: Session, key: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+
+
+def list_jobs(
+    session: Session, *, status: str | None, kind: str | None, limit: int, offset: int
+) -> tuple[Sequence[Job], int]:
+    stmt = select(Job)
+    count = select(func.count()).select_from(Job)
+    if status:
+        stmt, count = stmt.where(Job.status == status), count.where(Job.status == status)
+    if kind:
+        stmt, count = stmt.where(Job.kind == kind), count.where(Job.kind == kind)
+    rows = session.scalars(stmt.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
+    return rows, session.scalar(count) or 0
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {status: n for status, n in rows}
+
+
+def count_queued(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
+
+
+def set_dispatch(session: Session, job_id: uuid.UUID, rq_job_id: str, now: datetime) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(rq_job_id=rq_job_id, enqueued_at=now))
+
+
+def due_queued(session: Session, now: datetime, enqueued_before: datetime, limit: int = 500) -> Sequence[Job]:
+    """Queued rows a worker may take now that were dispatched long enough ago (or never)."""
+    stmt = (
+        select(Job)
+        .where(Job.status == "queued")
+        .where((Job.not_before.is_(None)) | (Job.not_before <= now))
+        .where((Job.enqueued_at.is_(None)) | (Job.enqueued_at <= enqueued_before))
+        .order_by(Job.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(stmt).all()

@@ -1,0 +1,55 @@
+"""The one configuration object. Nothing else in the project reads the environment."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ENV_FILE = "/etc/trad/trad.env"
+
+
+def _env_file() -> Path | None:
+    """The env file named by TRAD_ENV_FILE (default /etc/trad/trad.env), if it can be read."""
+    path = Path(os.environ.get("TRAD_ENV_FILE", DEFAULT_ENV_FILE))
+    return path if path.is_file() and os.access(path, os.R_OK) else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    database_url: str = "postgresql+psycopg://trad@127.0.0.1:5432/trad"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    api_token: SecretStr = SecretStr("")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+
+    # Queue and admission.
+    max_queued_jobs: int = Field(1000, ge=1, description="start answers 429 beyond this many queued jobs")
+    max_request_bytes: int = Field(64 * 1024, ge=1024)
+
+    # Liveness and recovery.
+    heartbeat_interval_s: float = Field(5.0, gt=0)
+    heartbeat_stale_s: float = Field(30.0, gt=0)
+    maintenance_interval_s: float = Field(5.0, gt=0, description="reaper and reconciler period")
+    reconcile_grace_s: float = Field(5.0, ge=0, description="age before a queued row is checked in Redis")
+    cancel_poll_s: float = Field(0.5, gt=0)
+    cancel_grace_s: float = Field(10.0, gt=0, description="time a job has to stop before it is killed")
+    retry_backoff_base_s: float = Field(5.0, ge=0)
+    retry_backoff_max_s: float = Field(300.0, ge=0)
+    worker_idle_wait_s: int = Field(10, ge=1, description="longest blocking pop; bounds watchdog gaps")
+
+    @property
+    def api_token_value(self) -> str:
+        return self.api_token.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, then the env file (the environment wins)."""
+    env_file = _env_file()
+    return Settings(_env_file=env_file) if env_file else Settings()

@@ -1,0 +1,136 @@
+"""The trad worker: RQ's forking Worker plus what RQ does not do for us.
+
+- SIGTERM (systemctl stop/restart) asks the running job to checkpoint (SIGUSR1 to the job
+  process), then RQ's warm shutdown waits for it; a second SIGTERM/SIGINT stops at once.
+- Every second while a job runs, and before every blocking pop while idle, the worker pings
+  the systemd watchdog, updates STATUS, enforces the second phase of cancel (kills a job that
+  ignored its cancel request for `cancel_grace_s`), and runs the reaper and reconciler pass
+  when it is due.
+- A stale Redis registration of the worker's own name (left by kill -9) is cleared at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+
+from redis import Redis
+from rq import Worker
+from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
+from sqlalchemy import select
+
+from app import notify, queue
+from app.clock import utcnow
+from app.db import transaction
+from app.execution import process, signals
+from app.models import Job
+from app.services import lifecycle, maintenance
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TradWorker(Worker):
+    def __init__(self, settings: Settings, name: str, connection: Redis) -> None:
+        self.settings = settings
+        super().__init__(
+            queue.all_queues(connection),
+            name=name,
+            connection=connection,
+            serializer=JSONSerializer,
+            job_monitoring_interval=1,
+            worker_ttl=settings.worker_idle_wait_s + 15,  # RQ blocks for worker_ttl - 15 s
+        )
+        self._next_maintenance = 0.0
+        self._next_status = 0.0
+
+    # --- start-up -------------------------------------------------------------------------
+
+    def register_birth(self) -> None:
+        if self.connection.exists(self.key) and not self.connection.hexists(self.key, "death"):
+            log.warning("clearing a stale registration of worker name %s", self.name)
+            self.register_death()
+        super().register_birth()
+
+    # --- signals --------------------------------------------------------------------------
+
+    def request_stop(self, signum, frame) -> None:
+        notify.stopping("stopping: checkpointing the running job" if self.horse_pid else "stopping")
+        if self.get_state() == WorkerStatus.BUSY and self.horse_pid:
+            log.info("asking job process %d to checkpoint", self.horse_pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.horse_pid, signals.CHECKPOINT_SIGNAL)
+        super().request_stop(signum, frame)
+
+    def setup_work_horse_signals(self) -> None:
+        super().setup_work_horse_signals()
+        process.enter_job_process(self.name, os.getppid())
+
+    # --- periodic duties ------------------------------------------------------------------
+
+    def heartbeat(self, timeout=None, pipeline=None) -> None:
+        super().heartbeat(timeout, pipeline)
+        if pipeline is None and not self.is_horse:
+            notify.watchdog()
+            if self.get_state() != WorkerStatus.BUSY:
+                notify.status("idle")
+            self._maybe_maintain()
+
+    def maintain_heartbeats(self, job, execution) -> None:
+        super().maintain_heartbeats(job, execution)
+        notify.watchdog()
+        try:
+            self._watch_job(uuid.UUID(job.args[0]))
+        except Exception as exc:  # PostgreSQL away: try again next second
+            log.warning("could not check the running job: %s", exc)
+        self._maybe_maintain()
+
+    def _maybe_maintain(self) -> None:
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + self.settings.maintenance_interval_s
+        try:
+            report = maintenance.run_once(self.settings, self.connection)
+        except Exception as exc:
+            log.warning("maintenance pass failed: %s", exc)
+            return
+        if report.reaped or report.redispatched:
+            log.info("maintenance: reaped %s, redispatched %s", report.reaped, report.redispatched)
+
+    def _watch_job(self, job_id: uuid.UUID) -> None:
+        with transaction(self.settings.database_url) as session:
+            row = session.execute(
+                select(Job.status, Job.phase, Job.percent, Job.cancel_requested_at, Job.current_attempt_id).where(
+                    Job.id == job_id
+                )
+            ).one_or_none()
+        if row is None:
+            return
+        now_mono = time.monotonic()
+        if now_mono >= self._next_status:
+            self._next_status = now_mono + 2
+            notify.status(f"job {job_id} {row.phase or 'starting'} {row.percent:.0f}%")
+        overdue = (
+            row.cancel_requested_at
+            and (utcnow() - row.cancel_requested_at).total_seconds() > self.settings.cancel_grace_s
+        )
+        if row.status == "running" and overdue and self.horse_pid and row.current_attempt_id:
+            self._kill_for_cancel(job_id, row.current_attempt_id)
+
+    def _kill_for_cancel(self, job_id: uuid.UUID, attempt_id: int) -> None:
+        log.warning(
+            "job did not stop within %.0fs of its cancel request: killing it",
+            self.settings.cancel_grace_s,
+            extra={"job_id": str(job_id)},
+        )
+        self._stopped_job_id = self.get_current_job_id()
+        self.kill_horse()
+        with transaction(self.settings.database_url) as session:
+            claim = lifecycle.lock_current(session, job_id, attempt_id)
+            if claim is not None:
+                lifecycle.cancel(claim, f"canceled: killed after {self.settings.cancel_grace_s:.0f}s grace")

@@ -1,0 +1,144 @@
+"""Fixtures: a throwaway PostgreSQL and Redis for the whole run, a schema built by Alembic,
+clean tables per test, the real app, and real forking worker processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from sqlalchemy import text
+
+from app.api.app import create_app
+from app.db import get_engine, session_factory
+from app.dev.services import PostgresServer, RedisServer
+from app.migrate import upgrade
+from app.settings import Settings
+from tests.support import WorkerProcess, start_worker
+
+TOKEN = "test-token-0123456789"
+TEST_TIMINGS = {
+    "heartbeat_interval_s": "1",
+    "heartbeat_stale_s": "6",
+    "maintenance_interval_s": "1",
+    "reconcile_grace_s": "1",
+    "cancel_poll_s": "0.2",
+    "cancel_grace_s": "4",
+    "retry_backoff_base_s": "0.5",
+    "retry_backoff_max_s": "2",
+    "worker_idle_wait_s": "2",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "faults: fault-injection tests with real processes and signals")
+    config.addinivalue_line("markers", "soak: long randomised fault-injection soak")
+
+
+@pytest.fixture(scope="session")
+def base_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="trad-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(base_dir: Path) -> Iterator[PostgresServer]:
+    server = PostgresServer(base_dir / "postgres")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(base_dir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(base_dir / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def migrated(postgres: PostgresServer) -> str:
+    upgrade(postgres.url)
+    return postgres.url
+
+
+@pytest.fixture(scope="session")
+def settings(migrated: str, redis_server: RedisServer) -> Settings:
+    return Settings(database_url=migrated, redis_url=redis_server.url, api_token=TOKEN, **TEST_TIMINGS)
+
+
+@pytest.fixture
+def clean(settings: Settings) -> Iterator[Settings]:
+    """Every test starts with empty tables and an empty Redis."""
+    with get_engine(settings.database_url).begin() as conn:
+        conn.execute(
+            text(
+                "TRUNCATE training_jobs, training_attempts, training_progress, training_trials, "
+                "trained_configurations, candles CASCADE"
+            )
+        )
+    Redis.from_url(settings.redis_url).flushall()
+    yield settings
+
+
+@pytest.fixture
+def db(clean: Settings):
+    with session_factory(clean.database_url)() as session:
+        yield session
+
+
+@pytest.fixture
+def redis(clean: Settings) -> Redis:
+    return Redis.from_url(clean.redis_url)
+
+
+@pytest.fixture
+def client(clean: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(clean), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        yield c
+
+
+@pytest.fixture
+def anon_client(clean: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(clean)) as c:
+        yield c
+
+
+def process_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "API_"))}
+    env.update(
+        {
+            "DATABASE_URL": settings.database_url,
+            "REDIS_URL": settings.redis_url,
+            "API_TOKEN": TOKEN,
+            "TRAD_ENV_FILE": "/nonexistent",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update({k.upper(): v for k, v in TEST_TIMINGS.items()})
+    return env
+
+
+@pytest.fixture
+def workers(clean: Settings, tmp_path: Path) -> Iterator:
+    """Start real worker processes: `workers("w1")`. All are killed at teardown."""
+    started: list[WorkerProcess] = []
+
+    def _start(name: str = "w1", *extra: str, env_overrides: dict[str, str] | None = None) -> WorkerProcess:
+        env = process_env(clean)
+        env.update(env_overrides or {})
+        worker = start_worker(env, name, tmp_path, *extra)
+        started.append(worker)
+        return worker
+
+    yield _start
+    for worker in started:
+        worker.kill_all()

@@ -1,0 +1,67 @@
+"""Start one trad worker: `python worker.py --name trad-worker-1`.
+
+Listens on training-high, training, training-low in strict priority order and runs each job
+in a forked process. Under systemd (Type=notify) it reports READY once PostgreSQL and Redis
+answer, pings the watchdog, and shows what it is doing in STATUS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from sqlalchemy import text
+
+from app import logs, notify
+from app.db import get_engine
+from app.queue import redis_connection
+from app.settings import get_settings
+from app.worker import TradWorker
+
+log = logging.getLogger("trad.worker")
+
+
+def wait_for_dependencies(database_url: str, redis_url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            with get_engine(database_url).connect() as conn:
+                conn.execute(text("SELECT 1"))
+            redis_connection(redis_url).ping()
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"PostgreSQL or Redis not reachable after {timeout_s:.0f}s: {exc}") from exc
+            notify.status(f"waiting for PostgreSQL and Redis: {exc}")
+            notify.watchdog()
+            log.warning("waiting for PostgreSQL and Redis: %s", exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="worker name, unique per running worker")
+    parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for PostgreSQL and Redis")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    logs.configure(settings.log_level, process=args.name)
+    wait_for_dependencies(settings.database_url, settings.redis_url, args.wait)
+    get_engine(settings.database_url).dispose()  # no pooled connection crosses a fork
+    worker = TradWorker(settings, args.name, redis_connection(settings.redis_url))
+    notify.ready("idle")
+    log.info("worker %s ready", args.name)
+    try:
+        worker.work(burst=args.burst, logging_level=settings.log_level)
+    finally:
+        notify.stopping()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
