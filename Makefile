@@ -1,0 +1,36 @@
+# The two commands: `make dev` brings the stack up locally, `make test` runs the tests.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: dev test test-fast lint lock bench clean
+
+$(BIN)/.installed: requirements.txt requirements/dev.txt
+	bash ops/scripts/dev_system_packages.sh
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+dev: $(BIN)/.installed
+	$(BIN)/python -m app.dev up
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+lock:
+	cd requirements && ../$(BIN)/pip-compile -q --strip-extras --no-header --no-emit-index-url \
+		--no-emit-find-links --output-file ../requirements.txt runtime.in
+	cd requirements && ../$(BIN)/pip-compile -q --strip-extras --no-header --no-emit-index-url \
+		--no-emit-find-links --output-file dev.txt dev.in
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/training.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,226 @@
+"""`trad` (or `python -m app.cli`): operator commands on the server.
+
+trad db upgrade | db check
+trad smoke [--timeout S]
+trad candles import --symbol BTCUSDT --timeframe 1m FILE
+trad candles synth --symbol BTCUSDT --timeframe 1m --bars 20000 [--seed 1]
+trad candles list
+trad jobs list [--status S] | jobs show ID | jobs cancel ID | jobs retry ID
+trad maintenance run-once
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from app import migrate
+from app.db import transaction
+from app.queue import redis_connection
+from app.settings import Settings, get_settings
+
+SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
+TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
+
+
+class CliError(Exception):
+    pass
+
+
+def _symbol(value: str) -> str:
+    if not SYMBOL.match(value):
+        raise argparse.ArgumentTypeError("symbol must be 2-20 capital letters or digits, e.g. BTCUSDT")
+    return value
+
+
+def _job_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a job id: {value!r}") from None
+
+
+def _positive(limit: int):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+        if not 1 <= n <= limit:
+            raise argparse.ArgumentTypeError(f"must be between 1 and {limit}")
+        return n
+
+    return parse
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "upgrade":
+        migrate.upgrade(settings.database_url)
+        print("database schema is at the latest revision")
+    else:
+        migrate.check(settings.database_url)
+        print("models and schema agree")
+    return 0
+
+
+def cmd_smoke(args: argparse.Namespace, settings: Settings) -> int:
+    from app.models import Job
+    from app.services import dispatch
+    from app.services import jobs as jobs_service
+
+    with transaction(settings.database_url) as session:
+        result = jobs_service.start(
+            session,
+            kind="smoke",
+            priority="high",
+            params={},
+            n_iterations=4,
+            idempotency_key=None,
+            max_queued=settings.max_queued_jobs,
+        )
+        job = result.job
+    sent = dispatch.send(redis_connection(settings.redis_url), job)
+    print(f"smoke job {job.id} queued{'' if sent else ' (Redis unavailable: the reconciler will enqueue it)'}")
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        with transaction(settings.database_url) as session:
+            row = session.get(Job, job.id)
+            status, message = row.status, row.message
+        if status in ("succeeded", "failed", "canceled"):
+            print(f"smoke job {job.id} {status}: {message}")
+            return 0 if status == "succeeded" else 1
+        time.sleep(0.2)
+    print(f"smoke job {job.id} not finished after {args.timeout}s (is a worker running?)", file=sys.stderr)
+    return 1
+
+
+def cmd_candles(args: argparse.Namespace, settings: Settings) -> int:
+    from app.engine.csv_import import CandleParseError
+    from app.repositories import candles as candles_repo
+    from app.services import candles as candles_service
+
+    if args.action == "list":
+        with transaction(settings.database_url) as session:
+            for symbol, timeframe, source, count, first, last in candles_repo.coverage(session):
+                print(f"{symbol}\t{timeframe}\t{count}\t{first.isoformat()}\t{last.isoformat()}\t{source}")
+        return 0
+    if args.action == "synth":
+        with transaction(settings.database_url) as session:
+            report = candles_service.generate_synthetic(session, args.symbol, args.timeframe, args.bars, args.seed)
+        print(f"{report.inserted} new synthetic bars of {report.rows} for {args.symbol} {args.timeframe}")
+        return 0
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+    try:
+        with path.open(encoding="utf-8", newline="") as fh, transaction(settings.database_url) as session:
+            report = candles_service.import_csv(session, args.symbol, args.timeframe, fh)
+    except CandleParseError as exc:
+        raise CliError(f"{path}: {exc}; nothing was imported") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path}: not a UTF-8 text file ({exc.reason}); nothing was imported") from None
+    print(f"{path}: {report.rows} rows read, {report.inserted} new bars for {args.symbol} {args.timeframe}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    from app.queue import get_queue
+    from app.services import dispatch
+    from app.services import jobs as jobs_service
+    from app.services.jobs import JobError
+
+    try:
+        with transaction(settings.database_url) as session:
+            if args.action == "list":
+                rows, total = jobs_service.list_jobs(session, status=args.status, kind=None, limit=args.limit, offset=0)
+                for j in rows:
+                    print(f"{j.id}\t{j.kind}\t{j.status}\t{j.percent:5.1f}%\t{j.phase or '-'}\t{j.created_at:%F %T}")
+                print(f"{len(rows)} of {total}")
+                return 0
+            if args.action == "show":
+                j = jobs_service.get(session, args.job_id)
+                print(json.dumps({c.key: getattr(j, c.key) for c in j.__table__.columns}, default=str, indent=2))
+                return 0
+            if args.action == "cancel":
+                job, rq_job_id = jobs_service.cancel(session, args.job_id)
+            else:
+                job, rq_job_id = jobs_service.retry(session, args.job_id, settings.max_queued_jobs), None
+    except JobError as exc:
+        raise CliError(exc.message) from None
+    connection = redis_connection(settings.redis_url)
+    if args.action == "cancel" and rq_job_id:
+        get_queue(connection, job.priority).remove(rq_job_id)
+    if args.action == "retry":
+        dispatch.send(connection, job)
+    print(f"job {job.id}: {job.status} ({job.message})")
+    return 0
+
+
+def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import maintenance
+
+    report = maintenance.run_once(settings, redis_connection(settings.redis_url))
+    if not report.ran:
+        print("another process holds the maintenance lock; nothing done")
+    else:
+        print(f"reaped: {len(report.reaped)}, redispatched: {len(report.redispatched)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trad", description="Operate the trad training-job service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade", "check"])
+    db.set_defaults(func=cmd_db)
+
+    smoke = sub.add_parser("smoke", help="run a smoke job end to end and wait for it")
+    smoke.add_argument("--timeout", type=_positive(3600), default=60)
+    smoke.set_defaults(func=cmd_smoke)
+
+    candles = sub.add_parser("candles", help="candle data")
+    csub = candles.add_subparsers(dest="action", required=True)
+    imp = csub.add_parser("import", help="import a CSV file (generic or exchange kline layout)")
+    imp.add_argument("--symbol", type=_symbol, required=True)
+    imp.add_argument("--timeframe", choices=TIMEFRAMES, required=True)
+    imp.add_argument("file")
+    synth = csub.add_parser("synth", help="generate seeded synthetic candles (labelled synthetic)")
+    synth.add_argument("--symbol", type=_symbol, required=True)
+    synth.add_argument("--timeframe", choices=TIMEFRAMES, default="1m")
+    synth.add_argument("--bars", type=_positive(5_000_000), default=20_000)
+    synth.add_argument("--seed", type=int, default=1)
+    csub.add_parser("list", help="stored candles per symbol and timeframe")
+    candles.set_defaults(func=cmd_candles)
+
+    jobs = sub.add_parser("jobs", help="look at, cancel and retry jobs")
+    jsub = jobs.add_subparsers(dest="action", required=True)
+    jl = jsub.add_parser("list")
+    jl.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
+    jl.add_argument("--limit", type=_positive(1000), default=20)
+    for action in ("show", "cancel", "retry"):
+        jsub.add_parser(action).add_argument("job_id", type=_job_id)
+    jobs.set_defaults(func=cmd_jobs)
+
+    maint = sub.add_parser("maintenance", help="reaper and reconciler")
+    maint.add_argument("action", choices=["run-once"])
+    maint.set_defaults(func=cmd_maintenance)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, get_settings())
+    except CliError as exc:
+        print(f"trad: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

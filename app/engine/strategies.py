@@ -1,0 +1,165 @@
+"""Strategies: each a typed parameter space and a function from candles to desired positions.
+
+`signals(candles, params)` returns an int8 array in {-1, 0, +1}: the position wanted from the
+next bar's open, decided on bar t's close with data up to bar t only (no look-ahead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.engine import indicators as ind
+from app.engine.candles import Candles
+from app.engine.errors import InvalidParams, UnknownStrategy
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    kind: str  # "int" | "float"
+    low: float
+    high: float
+
+    def validate(self, value: Any) -> int | float:
+        if self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+                raise InvalidParams(f"parameter {self.name!r} must be an integer")
+            value = int(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+                raise InvalidParams(f"parameter {self.name!r} must be a number")
+            value = float(value)
+        if not self.low <= value <= self.high:
+            raise InvalidParams(f"parameter {self.name!r} must be between {self.low} and {self.high}")
+        return value
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    space: tuple[ParamSpec, ...]
+    compute: Callable[[Candles, dict[str, Any]], np.ndarray]
+    constraint: Callable[[dict[str, Any]], str | None] = lambda p: None
+
+    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        names = {s.name for s in self.space}
+        unknown = set(params) - names
+        if unknown:
+            raise InvalidParams(f"unknown parameter(s) for {self.name}: {', '.join(sorted(unknown))}")
+        missing = names - set(params)
+        if missing:
+            raise InvalidParams(f"missing parameter(s) for {self.name}: {', '.join(sorted(missing))}")
+        clean = {s.name: s.validate(params[s.name]) for s in self.space}
+        problem = self.constraint(clean)
+        if problem:
+            raise InvalidParams(problem)
+        return clean
+
+    def signals(self, candles: Candles, params: dict[str, Any]) -> np.ndarray:
+        return self.compute(candles, params).astype(np.int8)
+
+
+def _sma_crossover(c: Candles, p: dict[str, Any]) -> np.ndarray:
+    fast, slow = ind.sma(c.close, p["fast"]), ind.sma(c.close, p["slow"])
+    return np.nan_to_num(np.sign(fast - slow))
+
+
+def _band_events(
+    close: np.ndarray, upper: np.ndarray, lower: np.ndarray, mid: np.ndarray, breakout: bool
+) -> np.ndarray:
+    """Entry events at band crossings, exit events when price crosses `mid`, held in between."""
+    events = np.full(len(close), np.nan)
+    side = np.sign(close - mid)
+    crossed_mid = side != ind.shift(side)
+    events[crossed_mid & ~np.isnan(mid)] = 0.0
+    long_entry, short_entry = (close > upper, close < lower) if breakout else (close < lower, close > upper)
+    events[long_entry] = 1.0
+    events[short_entry] = -1.0
+    return ind.hold_states(events)
+
+
+def _bollinger_breakout(c: Candles, p: dict[str, Any]) -> np.ndarray:
+    mid = ind.sma(c.close, p["window"])
+    sd = ind.rolling_std(c.close, p["window"])
+    return _band_events(c.close, mid + p["k"] * sd, mid - p["k"] * sd, mid, breakout=True)
+
+
+def _rsi_reversion(c: Candles, p: dict[str, Any]) -> np.ndarray:
+    r = ind.rsi(c.close, p["period"])
+    fifty = np.where(np.isnan(r), np.nan, 50.0)
+    return _band_events(r, np.full(len(r), p["upper"]), np.full(len(r), p["lower"]), fifty, breakout=False)
+
+
+def _liquidity_sweep(c: Candles, p: dict[str, Any]) -> np.ndarray:
+    """A bar trades beyond the prior `lookback`-bar high (low) and closes back inside: take the
+    reversal. Exit at a stop `stop_pct` beyond the sweep bar's extreme (checked on closes'
+    bars' highs/lows, filled next open like any signal) or after `max_hold` bars."""
+    lookback, stop, max_hold = p["lookback"], p["stop_pct"] / 100.0, p["max_hold"]
+    prior_high, prior_low = ind.shift(ind.rolling_max(c.high, lookback)), ind.shift(ind.rolling_min(c.low, lookback))
+    with np.errstate(invalid="ignore"):
+        short_sweep = (c.high > prior_high) & (c.close < prior_high)
+        long_sweep = (c.low < prior_low) & (c.close > prior_low)
+    entries = np.flatnonzero(short_sweep | long_sweep)
+    pos = np.zeros(len(c), dtype=np.int8)
+    n, busy_until = len(c), -1
+    for t in entries:
+        if t <= busy_until:
+            continue
+        side = -1 if short_sweep[t] else 1
+        end = min(t + max_hold, n - 1)
+        window = slice(t + 1, end + 1)
+        if side == -1:
+            hits = np.flatnonzero(c.high[window] >= c.high[t] * (1 + stop))
+        else:
+            hits = np.flatnonzero(c.low[window] <= c.low[t] * (1 - stop))
+        exit_bar = t + 1 + hits[0] if len(hits) else end
+        pos[t:exit_bar] = side
+        busy_until = exit_bar
+    return pos
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy(
+            "sma_crossover",
+            (ParamSpec("fast", "int", 2, 200), ParamSpec("slow", "int", 5, 1000)),
+            _sma_crossover,
+            lambda p: None if p["fast"] < p["slow"] else "fast must be less than slow",
+        ),
+        Strategy(
+            "rsi_reversion",
+            (
+                ParamSpec("period", "int", 2, 100),
+                ParamSpec("lower", "float", 5, 45),
+                ParamSpec("upper", "float", 55, 95),
+            ),
+            _rsi_reversion,
+        ),
+        Strategy(
+            "bollinger_breakout",
+            (ParamSpec("window", "int", 5, 500), ParamSpec("k", "float", 0.5, 4.0)),
+            _bollinger_breakout,
+        ),
+        Strategy(
+            "liquidity_sweep",
+            (
+                ParamSpec("lookback", "int", 5, 500),
+                ParamSpec("stop_pct", "float", 0.1, 10.0),
+                ParamSpec("max_hold", "int", 1, 1000),
+            ),
+            _liquidity_sweep,
+        ),
+    )
+}
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise UnknownStrategy(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}") from None

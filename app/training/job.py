@@ -1,0 +1,175 @@
+"""The `training` job kind: load candles, run the engine through its phases with progress and
+trial persistence, and save exactly one configuration.
+
+Phases and their share of the progress bar: data preparation 0–25 %, optimisation 25–75 %,
+validation 75–95 %, saving 95–100 %.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import exists, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from app.engine.errors import TrainingInputError
+from app.engine.optimise import TrialRecord
+from app.engine.pipeline import TrainingOutcome, TrainingSpec, run_training
+from app.execution.context import JobContext
+from app.execution.errors import Fenced, JobInputError
+from app.models import Job, TrainedConfiguration, Trial
+from app.services import candles as candles_service
+
+PHASES: dict[str, tuple[float, float]] = {
+    "data_preparation": (0.0, 25.0),
+    "optimisation": (25.0, 75.0),
+    "validation": (75.0, 95.0),
+    "saving": (95.0, 100.0),
+}
+
+
+def overall_percent(phase: str, fraction: float) -> float:
+    lo, hi = PHASES[phase]
+    return lo + (hi - lo) * max(0.0, min(1.0, fraction))
+
+
+class JobHooks:
+    """The engine's TrainingHooks, backed by PostgreSQL through the job's context."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+
+    def progress(
+        self,
+        phase: str,
+        fraction: float,
+        message: str,
+        *,
+        iteration: int | None = None,
+        best_score: float | None = None,
+        eta_seconds: float | None = None,
+    ) -> None:
+        self.ctx.progress(
+            overall_percent(phase, fraction),
+            phase,
+            message,
+            iteration=iteration,
+            best_score=best_score,
+            eta_seconds=eta_seconds,
+        )
+
+    def completed_trials(self) -> list[TrialRecord]:
+        with self.ctx.session() as session:
+            rows = session.scalars(select(Trial).where(Trial.job_id == self.ctx.job_id).order_by(Trial.number)).all()
+        return [TrialRecord(number=r.number, params=r.params, score=r.score, metrics=r.metrics) for r in rows]
+
+    def save_trial(self, trial: TrialRecord) -> None:
+        """Persist a finished trial, only while this attempt still owns the job; a trial number
+        already stored (an earlier attempt got that far) is kept as it is."""
+        current = exists().where(
+            Job.id == self.ctx.job_id, Job.current_attempt_id == self.ctx.attempt_id, Job.status == "running"
+        )
+        with self.ctx.session() as session:
+            owned = session.scalar(select(current))
+            if not owned:
+                raise Fenced("this attempt is no longer the job's current attempt")
+            session.execute(
+                pg_insert(Trial)
+                .values(
+                    job_id=self.ctx.job_id,
+                    attempt_id=self.ctx.attempt_id,
+                    number=trial.number,
+                    params=trial.params,
+                    score=trial.score,
+                    metrics=trial.metrics,
+                )
+                .on_conflict_do_nothing(constraint="uq_training_trials_job_id_number")
+            )
+
+    def check(self) -> None:
+        self.ctx.check()
+
+
+def spec_from_params(params: dict) -> TrainingSpec:
+    return TrainingSpec(
+        strategy=params["strategy"],
+        symbol=params["symbol"],
+        timeframe=params["timeframe"],
+        n_iterations=int(params["n_iterations"]),
+        seed=int(params["seed"]),
+        objective=params.get("objective", "sharpe"),
+        holdout_fraction=float(params.get("holdout_fraction", 0.2)),
+        folds=int(params.get("folds", 0)),
+    )
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _ms(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(value / 1000, UTC) if value is not None else None
+
+
+def run_training_job(ctx: JobContext):
+    params = ctx.params
+    spec = spec_from_params(params)
+    hooks = JobHooks(ctx)
+    hooks.progress("data_preparation", 0.0, "loading candles")
+    with ctx.session() as session:
+        candles = candles_service.load(
+            session, spec.symbol, spec.timeframe, _parse_time(params.get("start")), _parse_time(params.get("end"))
+        )
+    if candles is None or len(candles) == 0:
+        raise JobInputError(
+            f"no candles for {spec.symbol} {spec.timeframe} in the requested range; "
+            f"import some with `trad candles import`"
+        )
+    done = hooks.completed_trials()
+    if done:
+        ctx.set_resumed_from(len(done))
+    try:
+        outcome = run_training(spec, candles, hooks)
+    except TrainingInputError as exc:
+        raise JobInputError(str(exc)) from exc
+    hooks.progress("saving", 0.0, "saving the configuration")
+    return _writer(ctx.job_id, spec, outcome)
+
+
+def _writer(job_id: uuid.UUID, spec: TrainingSpec, outcome: TrainingOutcome):
+    def write(session: Session) -> None:
+        session.execute(
+            insert(TrainedConfiguration).values(
+                id=uuid.uuid4(),
+                job_id=job_id,
+                strategy=spec.strategy,
+                symbol=spec.symbol,
+                timeframe=spec.timeframe,
+                params=outcome.params,
+                objective=spec.objective,
+                score=outcome.score,
+                train_metrics=outcome.train_metrics,
+                validation_metrics=outcome.validation_metrics,
+                overfit=outcome.overfit,
+                overfit_reason=outcome.overfit_reason,
+                details={
+                    "equity_curve": outcome.equity_curve,
+                    "n_bars": outcome.n_bars,
+                    "n_trials": outcome.n_trials,
+                    "train_range_ms": outcome.train_range_ms,
+                    "validation_range_ms": outcome.validation_range_ms,
+                    "folds": outcome.folds,
+                    "fee_bps": spec.fee_bps,
+                    "slippage_bps": spec.slippage_bps,
+                    "holdout_fraction": spec.holdout_fraction,
+                },
+                data_start=_ms(outcome.data_start_ms),
+                data_end=_ms(outcome.data_end_ms),
+                seed=spec.seed,
+                code_version=outcome.code_version,
+            )
+        )
+
+    return write
