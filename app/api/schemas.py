@@ -6,7 +6,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from app.training.catalog import strategy_names
 
@@ -17,21 +26,21 @@ Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
 
 class StartTraining(BaseModel):
-    """POST /api/v2/training/start. Unknown fields and wrong types are refused."""
+    """POST /api/v2/training/start. Unknown fields and wrong types (e.g. "10" for a number) are refused."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
-    strategy: str = Field(max_length=64, description="a registered strategy, e.g. sma_crossover")
-    symbol: str = Field(pattern=r"^[A-Z0-9]{2,20}$", description="e.g. BTCUSDT")
+    strategy: StrictStr = Field(max_length=64, description="a registered strategy, e.g. sma_crossover")
+    symbol: StrictStr = Field(pattern=r"^[A-Z0-9]{2,20}$", description="e.g. BTCUSDT")
     timeframe: Timeframe
     start: datetime | None = Field(None, description="first candle (inclusive); default: all data")
     end: datetime | None = Field(None, description="last candle (exclusive); default: all data")
-    n_iterations: int = Field(50, ge=1, le=2000, description="optimisation trials")
+    n_iterations: StrictInt = Field(50, ge=1, le=2000, description="optimisation trials")
     priority: Priority = "normal"
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: StrictInt = Field(0, ge=0, le=2**31 - 1)
     objective: Objective = "sharpe"
-    holdout_fraction: float = Field(0.2, ge=0.05, le=0.5)
-    folds: int = Field(0, ge=0, le=10, description="walk-forward folds for validation; 0 = holdout only")
+    holdout_fraction: StrictFloat = Field(0.2, ge=0.05, le=0.5)
+    folds: StrictInt = Field(0, ge=0, le=10, description="walk-forward folds for validation; 0 = holdout only")
 
     @field_validator("strategy")
     @classmethod

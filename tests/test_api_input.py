@@ -1,0 +1,122 @@
+"""Bad input gets a clear 4xx naming the problem, and changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from app.models import Job
+
+GOOD = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
+
+
+def job_count(db) -> int:
+    db.expire_all()
+    return db.scalar(select(func.count()).select_from(Job))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"strategy": "nope"}, "strategy"),
+        ({"n_iterations": 0}, "n_iterations"),
+        ({"n_iterations": 100000}, "n_iterations"),
+        ({"n_iterations": "10"}, "n_iterations"),
+        ({"timeframe": "7m"}, "timeframe"),
+        ({"symbol": "btc/usdt"}, "symbol"),
+        ({"seed": -1}, "seed"),
+        ({"priority": "urgent"}, "priority"),
+        ({"start": "2024-02-01T00:00:00Z", "end": "2024-01-01T00:00:00Z"}, "end must be after start"),
+        ({"start": "yesterday"}, "start"),
+        ({"unexpected": 1}, "unexpected"),
+        ({"strategy": None}, "strategy"),
+    ],
+)
+def test_invalid_start_is_422_naming_the_field(client, db, change, field):
+    body = {**GOOD, **change}
+    resp = client.post("/api/v2/training/start", json=body)
+    assert resp.status_code == 422, resp.text
+    assert field in resp.text
+    assert job_count(db) == 0
+
+
+@pytest.mark.parametrize("missing", ["strategy", "symbol", "timeframe"])
+def test_missing_field_is_422(client, db, missing):
+    body = {k: v for k, v in GOOD.items() if k != missing}
+    resp = client.post("/api/v2/training/start", json=body)
+    assert resp.status_code == 422 and missing in resp.text
+    assert job_count(db) == 0
+
+
+def test_not_json_and_oversize_bodies(client, db):
+    assert client.post("/api/v2/training/start", content=b"{not json", headers={"Content-Type": "application/json"}
+                       ).status_code == 422  # fmt: skip
+    big = {**GOOD, "strategy": "x" * 100_000}
+    resp = client.post("/api/v2/training/start", json=big)
+    assert resp.status_code == 413 and "bytes" in resp.json()["detail"]
+    assert client.post("/api/v2/training/start", json=GOOD, headers={"Idempotency-Key": "k" * 201}).status_code == 422
+    assert job_count(db) == 0
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic abc", "Bearer "])
+def test_missing_or_invalid_token_is_401(anon_client, db, header):
+    headers = {"Authorization": header} if header else {}
+    for method, path in [("post", "/api/v2/training/start"), ("get", "/api/v2/training/jobs"),
+                         ("get", f"/api/v2/training/jobs/{uuid.uuid4()}/progress"), ("get", "/api/v2/training/queue"),
+                         ("delete", f"/api/v2/training/jobs/{uuid.uuid4()}")]:  # fmt: skip
+        kwargs = {"json": GOOD} if method == "post" else {}
+        resp = getattr(anon_client, method)(path, headers=headers, **kwargs)
+        assert resp.status_code == 401, (method, path, resp.text)
+        assert resp.headers["www-authenticate"] == "Bearer"
+    assert job_count(db) == 0
+
+
+def test_unknown_and_malformed_ids(client):
+    unknown = uuid.uuid4()
+    for method, path in [("get", f"/api/v2/training/jobs/{unknown}"), ("get", f"/api/v2/training/jobs/{unknown}/progress"),
+                         ("delete", f"/api/v2/training/jobs/{unknown}"), ("post", f"/api/v2/training/jobs/{unknown}/retry")]:  # fmt: skip
+        resp = getattr(client, method)(path)
+        assert resp.status_code == 404 and str(unknown) in resp.json()["detail"]
+    assert client.get("/api/v2/training/jobs/not-a-uuid/progress").status_code == 422
+
+
+def test_list_filters_and_validates(client, db):
+    client.post("/api/v2/training/start", json=GOOD)
+    assert client.get("/api/v2/training/jobs", params={"status": "queued"}).json()["total"] == 1
+    assert client.get("/api/v2/training/jobs", params={"status": "running"}).json()["total"] == 0
+    assert client.get("/api/v2/training/jobs", params={"status": "bogus"}).status_code == 422
+    assert client.get("/api/v2/training/jobs", params={"limit": 0}).status_code == 422
+    assert client.get("/api/v2/training/jobs", params={"limit": "many"}).status_code == 422
+
+
+def test_cancel_queued_then_finished_is_409_and_retry_rules(client, db, redis):
+    job_id = client.post("/api/v2/training/start", json=GOOD).json()["job_id"]
+    assert redis.llen("rq:queue:training") == 1
+    resp = client.delete(f"/api/v2/training/jobs/{job_id}")
+    assert resp.status_code == 202 and resp.json()["status"] == "canceled"
+    assert redis.llen("rq:queue:training") == 0, "cancel of a queued job takes it out of Redis"
+    again = client.delete(f"/api/v2/training/jobs/{job_id}")
+    assert again.status_code == 409 and "canceled" in again.json()["detail"]
+    retried = client.post(f"/api/v2/training/jobs/{job_id}/retry")
+    assert retried.status_code == 202 and retried.json()["status"] == "queued"
+    assert client.post(f"/api/v2/training/jobs/{job_id}/retry").status_code == 409
+
+
+def test_queue_full_is_429_with_retry_after(client, db, clean):
+    client.app.state.settings = clean.model_copy(update={"max_queued_jobs": 2})
+    for seed in range(2):
+        assert client.post("/api/v2/training/start", json={**GOOD, "seed": seed}).status_code == 202
+    resp = client.post("/api/v2/training/start", json={**GOOD, "seed": 9})
+    assert resp.status_code == 429 and resp.headers["retry-after"] == "30"
+    assert job_count(db) == 2
+
+
+def test_health_and_queue(client, anon_client):
+    assert anon_client.get("/healthz").json() == {"status": "ok"}
+    ready = anon_client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"postgresql": "ok", "redis": "ok"}
+    client.post("/api/v2/training/start", json={**GOOD, "priority": "high"})
+    q = client.get("/api/v2/training/queue").json()
+    assert q["depth"] == {"high": 1, "normal": 0, "low": 0} and q["queued"] == 1 and q["redis_ok"] is True

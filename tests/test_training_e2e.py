@@ -1,0 +1,99 @@
+"""End to end: start a job over HTTP → a forking worker runs it → progress goes through the
+four phases in order up to 100 → succeeded → exactly one configuration, reproducible."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from app.engine.backtest import Costs, backtest
+from app.engine.strategies import get_strategy
+from app.engine.validate import split
+from app.models import ProgressEvent, TrainedConfiguration
+from app.services import candles as candles_service
+from tests.support import wait_until
+
+PHASE_ORDER = ["data_preparation", "optimisation", "validation", "saving"]
+
+
+def start_body(**overrides):
+    body = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "5m", "n_iterations": 12, "seed": 7}
+    body.update(overrides)
+    return body
+
+
+def load_demo(db, bars=20_000):
+    candles_service.generate_synthetic(db, "BTCUSDT", "1m", bars, seed=3)
+    db.commit()
+
+
+def test_job_runs_through_four_phases_and_saves_one_configuration(client, db, workers):
+    load_demo(db)
+    workers("w1")
+    resp = client.post("/api/v2/training/start", json=start_body())
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["job_id"]
+    assert resp.json()["progress_url"].endswith(f"/api/v2/training/jobs/{job_id}/progress")
+
+    seen = []
+
+    def finished():
+        body = client.get(f"/api/v2/training/jobs/{job_id}/progress").json()
+        seen.append(body["percent"])
+        return body if body["status"] in ("succeeded", "failed", "canceled") else None
+
+    final = wait_until(finished, timeout=90, interval=0.1, what="training job to finish")
+    assert final["status"] == "succeeded", final
+    assert final["percent"] == 100.0 and final["iteration"] == 12 and final["attempts"] == 1
+    assert final["configuration_id"] is not None and final["error"] is None
+    assert seen == sorted(seen), "percent went backwards"
+
+    events = db.scalars(select(ProgressEvent).where(ProgressEvent.job_id == job_id).order_by(ProgressEvent.id)).all()
+    phases = [e.phase for e in events]
+    assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == PHASE_ORDER
+    percents = [e.percent for e in events]
+    assert percents == sorted(percents) and percents[-1] >= 95.0
+    for e in events:
+        lo, hi = {"data_preparation": (0, 25), "optimisation": (25, 75), "validation": (75, 95), "saving": (95, 100)}[
+            e.phase
+        ]
+        assert lo <= e.percent <= hi, (e.phase, e.percent)
+    assert [e.iteration for e in events if e.phase == "optimisation"] == list(range(1, 13))
+
+    configs = db.scalars(select(TrainedConfiguration).where(TrainedConfiguration.job_id == job_id)).all()
+    assert len(configs) == 1
+    config = configs[0]
+    assert config.strategy == "sma_crossover" and config.symbol == "BTCUSDT" and config.timeframe == "5m"
+    assert config.seed == 7 and config.code_version
+
+    # Re-running the backtest with the saved parameters reproduces the saved validation metrics.
+    candles = candles_service.load(db, "BTCUSDT", "5m", None, None)
+    _, holdout = split(candles, 0.2)
+    strategy = get_strategy("sma_crossover")
+    again = backtest(holdout, strategy.signals(holdout, config.params), Costs())
+    assert again.metrics == config.validation_metrics
+
+
+def test_same_idempotency_key_and_body_returns_the_same_job(client, db):
+    load_demo(db, 2_000)
+    headers = {"Idempotency-Key": "abc-123"}
+    first = client.post("/api/v2/training/start", json=start_body(), headers=headers)
+    again = client.post("/api/v2/training/start", json=start_body(), headers=headers)
+    assert first.status_code == 202 and again.status_code == 200
+    assert first.json()["job_id"] == again.json()["job_id"]
+    other = client.post("/api/v2/training/start", json=start_body(seed=8), headers=headers)
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
+    assert client.get("/api/v2/training/jobs").json()["total"] == 1
+
+
+def test_no_candles_fails_without_retry(client, db, workers):
+    workers("w1")
+    resp = client.post("/api/v2/training/start", json=start_body(symbol="NODATA"))
+    job_id = resp.json()["job_id"]
+    final = wait_until(
+        lambda: (b := client.get(f"/api/v2/training/jobs/{job_id}").json())["status"] == "failed" and b,
+        timeout=30,
+        what="job to fail",
+    )
+    assert final["error"]["type"] == "JobInputError" and "no candles" in final["error"]["message"]
+    assert final["attempts"] == 1 and len(final["attempt_history"]) == 1
+    assert db.scalar(select(func.count()).select_from(TrainedConfiguration)) == 0
