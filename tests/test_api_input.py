@@ -51,8 +51,12 @@ def test_missing_field_is_422(client, db, missing):
 
 
 def test_not_json_and_oversize_bodies(client, db):
-    assert client.post("/api/v2/training/start", content=b"{not json", headers={"Content-Type": "application/json"}
-                       ).status_code == 422  # fmt: skip
+    assert (
+        client.post(
+            "/api/v2/training/start", content=b"{not json", headers={"Content-Type": "application/json"}
+        ).status_code
+        == 422
+    )
     big = {**GOOD, "strategy": "x" * 100_000}
     resp = client.post("/api/v2/training/start", json=big)
     assert resp.status_code == 413 and "bytes" in resp.json()["detail"]
@@ -63,9 +67,13 @@ def test_not_json_and_oversize_bodies(client, db):
 @pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic abc", "Bearer "])
 def test_missing_or_invalid_token_is_401(anon_client, db, header):
     headers = {"Authorization": header} if header else {}
-    for method, path in [("post", "/api/v2/training/start"), ("get", "/api/v2/training/jobs"),
-                         ("get", f"/api/v2/training/jobs/{uuid.uuid4()}/progress"), ("get", "/api/v2/training/queue"),
-                         ("delete", f"/api/v2/training/jobs/{uuid.uuid4()}")]:  # fmt: skip
+    for method, path in [
+        ("post", "/api/v2/training/start"),
+        ("get", "/api/v2/training/jobs"),
+        ("get", f"/api/v2/training/jobs/{uuid.uuid4()}/progress"),
+        ("get", "/api/v2/training/queue"),
+        ("delete", f"/api/v2/training/jobs/{uuid.uuid4()}"),
+    ]:
         kwargs = {"json": GOOD} if method == "post" else {}
         resp = getattr(anon_client, method)(path, headers=headers, **kwargs)
         assert resp.status_code == 401, (method, path, resp.text)
@@ -75,8 +83,12 @@ def test_missing_or_invalid_token_is_401(anon_client, db, header):
 
 def test_unknown_and_malformed_ids(client):
     unknown = uuid.uuid4()
-    for method, path in [("get", f"/api/v2/training/jobs/{unknown}"), ("get", f"/api/v2/training/jobs/{unknown}/progress"),
-                         ("delete", f"/api/v2/training/jobs/{unknown}"), ("post", f"/api/v2/training/jobs/{unknown}/retry")]:  # fmt: skip
+    for method, path in [
+        ("get", f"/api/v2/training/jobs/{unknown}"),
+        ("get", f"/api/v2/training/jobs/{unknown}/progress"),
+        ("delete", f"/api/v2/training/jobs/{unknown}"),
+        ("post", f"/api/v2/training/jobs/{unknown}/retry"),
+    ]:
         resp = getattr(client, method)(path)
         assert resp.status_code == 404 and str(unknown) in resp.json()["detail"]
     assert client.get("/api/v2/training/jobs/not-a-uuid/progress").status_code == 422

@@ -17,8 +17,14 @@ def test_upgrade_downgrade_upgrade_and_no_drift(postgres):
     upgrade(url)
     engine = create_engine(sync_url(url))
     tables = set(inspect(engine).get_table_names())
-    assert {"training_jobs", "training_attempts", "training_progress", "training_trials",
-            "trained_configurations", "candles"} <= tables  # fmt: skip
+    assert {
+        "training_jobs",
+        "training_attempts",
+        "training_progress",
+        "training_trials",
+        "trained_configurations",
+        "candles",
+    } <= tables
     downgrade(url)
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(url)
