@@ -16,9 +16,10 @@ def run_smoke_job(ctx: JobContext) -> None:
     with ctx.session() as session:
         session.execute(text("SELECT 1"))
     digest = b"trad"
+    hashes = min(int(ctx.params.get("hashes_per_step", 20_000)), 100_000_000)
     for step in range(1, STEPS + 1):
         ctx.check()
-        for _ in range(20_000):
+        for _ in range(hashes):
             digest = hashlib.sha256(digest).digest()
         ctx.progress(100.0 * step / STEPS, "smoke", f"step {step} of {STEPS}", iteration=step)
     return None

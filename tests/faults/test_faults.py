@@ -1,0 +1,195 @@
+"""Fault injection with real processes and real signals. Figures are printed, not asserted
+(run with -s to see them): detection time after kill -9, cancel latency, work lost per SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from redis import Redis
+
+from tests.faults.conftest import attempts, config_count, job, start, trial_numbers
+from tests.support import child_pids, wait_until
+
+pytestmark = pytest.mark.faults
+
+
+def wait_iteration(db, job_id, at_least: int, timeout: float = 60):
+    return wait_until(
+        lambda: (j := job(db, job_id)).status == "running" and (j.iteration or 0) >= at_least and j,
+        timeout=timeout,
+        what=f"job past iteration {at_least}",
+    )
+
+
+def wait_terminal(db, job_id, timeout: float = 120):
+    return wait_until(
+        lambda: (j := job(db, job_id)).status in ("succeeded", "failed", "canceled") and j,
+        timeout=timeout,
+        interval=0.1,
+        what="job to finish",
+    )
+
+
+def test_sigterm_checkpoints_and_resumes_without_using_an_attempt(client, db, long_data, workers):
+    w1 = workers("w1")
+    job_id = start(client)
+    before = wait_iteration(db, job_id, 20).iteration
+    w1.signal(signal.SIGTERM)
+    assert w1.wait(30) == 0, w1.log()
+    stopped = job(db, job_id)
+    assert stopped.status == "queued", stopped.message
+    done_at_stop = len(trial_numbers(db, job_id))
+    workers("w2")
+    final = wait_terminal(db, job_id)
+    assert final.status == "succeeded", final.message
+    history = attempts(db, job_id)
+    assert [a.status for a in history] == ["preempted", "succeeded"]
+    assert final.resumed_from_iteration == done_at_stop >= before
+    assert trial_numbers(db, job_id) == list(range(300)), "trials continue, not restart"
+    assert config_count(db, job_id) == 1
+    print(f"\nSIGTERM: {before} trials seen before the signal, {done_at_stop} kept; work lost ≤ 1 iteration")
+
+
+def test_kill_9_of_a_worker_is_recovered_by_the_reaper(client, db, long_data, workers):
+    w1 = workers("w1")
+    job_id = start(client)
+    wait_iteration(db, job_id, 10)
+    killed_at = time.monotonic()
+    w1.kill_all()  # the worker and its job process, as `systemctl kill -s KILL` does
+    workers("w2")
+    wait_until(lambda: attempts(db, job_id)[0].status == "lost", timeout=60, what="attempt declared lost")
+    detected = time.monotonic() - killed_at
+    final = wait_terminal(db, job_id)
+    assert final.status == "succeeded"
+    history = attempts(db, job_id)
+    assert [a.status for a in history] == ["lost", "succeeded"]
+    assert history[0].error_type == "WorkerLost" and "no heartbeat" in history[0].error_message
+    assert final.resumed_from_iteration and final.resumed_from_iteration >= 10
+    assert trial_numbers(db, job_id) == list(range(300)) and config_count(db, job_id) == 1
+    print(f"\nkill -9: attempt declared lost {detected:.1f}s after the kill (stale bound 6s in tests, 30s default)")
+
+
+def test_orphaned_job_process_notices_its_worker_died(client, db, long_data, workers):
+    w1 = workers("w1")
+    job_id = start(client)
+    wait_iteration(db, job_id, 10)
+    horse = child_pids(w1.pid)
+    assert horse, "the job runs in a forked process"
+    w1.signal(signal.SIGKILL)  # only the worker: its job process lives on
+    wait_until(lambda: attempts(db, job_id)[0].status == "lost", timeout=30, what="orphan to give up its attempt")
+    workers("w2")
+    final = wait_terminal(db, job_id)
+    assert final.status == "succeeded" and config_count(db, job_id) == 1
+    assert trial_numbers(db, job_id) == list(range(300))
+
+
+def test_cancel_of_a_running_job(client, db, long_data, workers):
+    workers("w1")
+    job_id = start(client, n_iterations=1500)
+    wait_iteration(db, job_id, 10)
+    asked = time.monotonic()
+    resp = client.delete(f"/api/v2/training/jobs/{job_id}")
+    assert resp.status_code == 202 and resp.json()["cancel_requested"] is True
+    final = wait_terminal(db, job_id, timeout=30)
+    latency = time.monotonic() - asked
+    assert final.status == "canceled" and final.error_type is None
+    assert [a.status for a in attempts(db, job_id)] == ["canceled"]
+    assert config_count(db, job_id) == 0
+    assert 10 <= len(trial_numbers(db, job_id)) < 1500, "partial work is recorded"
+    assert client.delete(f"/api/v2/training/jobs/{job_id}").status_code == 409
+    print(f"\ncancel of a running job: canceled {latency:.2f}s after the request")
+
+
+def test_cancel_kills_a_job_that_ignores_it(client, db, workers, clean):
+    """The smoke job checks only between steps; with huge steps it ignores the request, and
+    the worker kills it after the grace period (4 s in tests)."""
+    from app.queue import redis_connection
+    from app.services import dispatch
+    from app.services import jobs as jobs_service
+
+    workers("w1")
+    result = jobs_service.start(
+        db,
+        kind="smoke",
+        priority="normal",
+        params={"hashes_per_step": 30_000_000},
+        n_iterations=4,
+        idempotency_key=None,
+        max_queued=100,
+    )
+    db.commit()
+    dispatch.send(redis_connection(clean.redis_url), result.job)
+    job_id = result.job.id
+    wait_until(lambda: job(db, job_id).status == "running", timeout=20, what="smoke job running")
+    client.delete(f"/api/v2/training/jobs/{job_id}")
+    final = wait_terminal(db, job_id, timeout=30)
+    assert final.status == "canceled" and "killed" in final.message
+    assert [a.status for a in attempts(db, job_id)] == ["canceled"]
+
+
+def test_redis_flushall_loses_nothing(client, db, long_data, workers, clean):
+    ids = [start(client, n_iterations=20, seed=s) for s in range(4)]
+    Redis.from_url(clean.redis_url).flushall()
+    workers("w1")
+    for job_id in ids:
+        assert wait_terminal(db, job_id).status == "succeeded"
+        assert config_count(db, job_id) == 1
+
+
+def test_redis_down_at_submit_is_accepted_then_enqueued(client, db, long_data, workers, redis_server):
+    redis_server.stop()
+    try:
+        resp = client.post(
+            "/api/v2/training/start",
+            json={"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1m", "n_iterations": 15, "seed": 1},
+        )
+        assert resp.status_code == 202 and resp.json()["status"] == "queued"
+    finally:
+        redis_server.start()
+    workers("w1")
+    assert wait_terminal(db, resp.json()["job_id"]).status == "succeeded"
+
+
+def test_redis_killed_and_restarted_from_aof_mid_job(client, db, long_data, workers, redis_server):
+    workers("w1")
+    running = start(client)
+    waiting = start(client, n_iterations=20, seed=9)
+    wait_iteration(db, running, 10)
+    time.sleep(1.1)  # appendfsync everysec: let one fsync happen, as in production
+    redis_server.stop(signal.SIGKILL)
+    redis_server.start()
+    for job_id in (running, waiting):
+        final = wait_terminal(db, job_id)
+        assert final.status == "succeeded", final.message
+        assert config_count(db, job_id) == 1
+
+
+def test_postgres_restart_mid_job(client, db, long_data, workers, postgres):
+    workers("w1")
+    job_id = start(client)
+    wait_iteration(db, job_id, 10)
+    db.close()
+    postgres.stop()
+    time.sleep(2)  # an outage of a couple of seconds, as a restart causes
+    postgres.start()
+    final = wait_terminal(db, job_id, timeout=120)
+    assert final.status == "succeeded", final.message
+    assert config_count(db, job_id) == 1
+    assert trial_numbers(db, job_id) == list(range(300))
+
+
+def test_postgres_down_api_answers_503(client, db, postgres):
+    db.close()
+    postgres.stop()
+    try:
+        resp = client.post(
+            "/api/v2/training/start",
+            json={"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1m", "n_iterations": 5, "seed": 1},
+        )
+        assert resp.status_code == 503 and "PostgreSQL" in resp.json()["detail"]
+        assert client.get("/readyz").status_code == 503
+    finally:
+        postgres.start()
+    assert client.get("/api/v2/training/jobs").json()["total"] == 0, "nothing half-written"
