@@ -1,0 +1,127 @@
+"""Benchmark a whole training run on one core: one year of synthetic 1-minute candles
+(525,600 bars), 200 iterations, all four phases.
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/training.py
+
+Prints wall time per phase, backtests per second, peak RSS, and the speed of the vectorised
+backtester against the per-bar reference loop (tests/engine/reference.py) on the same data,
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.engine.backtest import Costs, backtest  # noqa: E402
+from app.engine.candles import synthetic  # noqa: E402
+from app.engine.pipeline import TrainingSpec, run_training  # noqa: E402
+from app.engine.strategies import get_strategy  # noqa: E402
+from tests.engine.reference import reference_backtest  # noqa: E402
+
+
+class TimingHooks:
+    def __init__(self) -> None:
+        self.phase_started: dict[str, float] = {}
+        self.trials = 0
+
+    def progress(self, phase, fraction, message, **_):
+        self.phase_started.setdefault(phase, time.perf_counter())
+
+    def completed_trials(self):
+        return []
+
+    def save_trial(self, trial):
+        json.dumps(trial.params), json.dumps(trial.metrics)
+        self.trials += 1
+
+    def check(self):
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bars", type=int, default=525_600)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--strategy", default="sma_crossover")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--reference-bars", type=int, default=50_000, help="slice timed with the per-bar loop")
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    candles = synthetic(args.bars, args.seed)
+    generated = time.perf_counter()
+    hooks = TimingHooks()
+    spec = TrainingSpec(args.strategy, "BENCH", "1m", args.iterations, args.seed)
+    start = time.perf_counter()
+    outcome = run_training(spec, candles, hooks)
+    saving_start = time.perf_counter()
+    json.dumps(
+        {
+            "params": outcome.params,
+            "train": outcome.train_metrics,
+            "validation": outcome.validation_metrics,
+            "curve": outcome.equity_curve,
+        }
+    )
+    end = time.perf_counter()
+    marks = hooks.phase_started
+    phases = {
+        "data_preparation": marks["optimisation"] - start,
+        "optimisation": marks["validation"] - marks["optimisation"],
+        "validation": saving_start - marks["validation"],
+        "saving": end - saving_start,
+    }
+
+    strategy = get_strategy(args.strategy)
+    params = outcome.params
+    ref_slice = candles[: args.reference_bars]
+    positions = strategy.signals(ref_slice, params)
+    vec_times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        backtest(ref_slice, positions, Costs())
+        vec_times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    reference_backtest(ref_slice, positions, Costs())
+    ref_time = time.perf_counter() - t
+    full_positions = strategy.signals(candles, params)
+    full_times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        backtest(candles, strategy.signals(candles, params), Costs())
+        full_times.append(time.perf_counter() - t)
+    del full_positions
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"bars: {args.bars}, iterations: {args.iterations}, strategy: {args.strategy}")
+    print(f"synthetic data generated in {generated - t0:.2f} s (not part of the job)")
+    for name, seconds in phases.items():
+        print(f"  {name:<17} {seconds:7.2f} s")
+    total = end - start
+    print(f"whole job: {total:.2f} s (target ≤ 15 s)")
+    print(
+        f"backtests per second (signals + backtest on {args.bars} bars, median of 5): "
+        f"{1 / statistics.median(full_times):.1f}"
+    )
+    print(f"optimisation: {args.iterations / phases['optimisation']:.1f} trials/s including sampling")
+    speedup = ref_time / statistics.median(vec_times)
+    print(
+        f"vectorised vs per-bar reference loop on the first {args.reference_bars} bars: "
+        f"{statistics.median(vec_times) * 1000:.1f} ms vs {ref_time * 1000:.0f} ms = {speedup:.0f}x faster"
+    )
+    print(f"peak RSS: {peak_mb:.0f} MB (target ≤ 300 MB)")
+
+
+if __name__ == "__main__":
+    main()
