@@ -97,3 +97,24 @@ def test_no_candles_fails_without_retry(client, db, workers):
     assert final["error"]["type"] == "JobInputError" and "no candles" in final["error"]["message"]
     assert final["attempts"] == 1 and len(final["attempt_history"]) == 1
     assert db.scalar(select(func.count()).select_from(TrainedConfiguration)) == 0
+
+
+def test_configuration_routes(client, db, workers):
+    load_demo(db)
+    workers("w1")
+    job_id = client.post("/api/v2/training/start", json=start_body(n_iterations=5)).json()["job_id"]
+    final = wait_until(
+        lambda: (b := client.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"] == "succeeded" and b,
+        timeout=60,
+        what="job to succeed",
+    )
+    config_id = final["configuration_id"]
+    detail = client.get(f"/api/v2/training/configurations/{config_id}").json()
+    assert detail["job_id"] == job_id and detail["seed"] == 7 and "equity_curve" in detail["details"]
+    page = client.get("/api/v2/training/configurations", params={"symbol": "BTCUSDT"}).json()
+    assert page["total"] == 1 and page["items"][0]["id"] == config_id
+    best = client.get("/api/v2/training/configurations/best", params={"symbol": "BTCUSDT"}).json()
+    assert best["id"] == config_id
+    assert client.get("/api/v2/training/configurations/best", params={"symbol": "ETHUSDT"}).status_code == 404
+    assert client.get("/api/v2/training/configurations/best", params={"symbol": "eth"}).status_code == 422
+    assert client.get(f"/api/v2/training/configurations/{job_id}").status_code == 404

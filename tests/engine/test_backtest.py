@@ -49,8 +49,15 @@ def test_matches_reference_loop(n, seed, fee, slip, data):
 
 def test_fees_are_charged_on_each_side():
     closes = [100.0, 100.0, 100.0, 100.0]
-    c = Candles("1m", np.arange(4, dtype=np.int64) * 60_000, np.array(closes), np.array(closes) * 1.0,
-                np.array(closes) * 1.0, np.array(closes), np.ones(4))  # fmt: skip
+    c = Candles(
+        "1m",
+        np.arange(4, dtype=np.int64) * 60_000,
+        np.array(closes),
+        np.array(closes) * 1.0,
+        np.array(closes) * 1.0,
+        np.array(closes),
+        np.ones(4),
+    )
     # Long from bar 1's open, flip short at bar 2's open, flat at bar 3's open: 1 + 2 + 1 sides.
     result = backtest(c, np.array([1, -1, 0, 0], dtype=np.int8), Costs(fee_bps=10, slippage_bps=0))
     assert result.equity[-1] == pytest.approx(0.999 * (1 - 2 * 0.001) * 0.999)  # a flip pays |Δ| = 2 sides
@@ -58,9 +65,15 @@ def test_fees_are_charged_on_each_side():
 
 
 def test_signal_is_filled_at_the_next_open():
-    c = Candles("1m", np.arange(3, dtype=np.int64) * 60_000, np.array([100.0, 110.0, 121.0]),
-                np.array([100.0, 110.0, 121.0]), np.array([100.0, 110.0, 121.0]), np.array([100.0, 110.0, 121.0]),
-                np.ones(3))  # fmt: skip
+    c = Candles(
+        "1m",
+        np.arange(3, dtype=np.int64) * 60_000,
+        np.array([100.0, 110.0, 121.0]),
+        np.array([100.0, 110.0, 121.0]),
+        np.array([100.0, 110.0, 121.0]),
+        np.array([100.0, 110.0, 121.0]),
+        np.ones(3),
+    )
     # Long decided on bar 0's close: earns nothing on bar 0, gains from bar 1's open onwards.
     result = backtest(c, np.array([1, 1, 1], dtype=np.int8), Costs(0, 0))
     assert list(result.equity) == pytest.approx([1.0, 1.0, 1.1])

@@ -73,8 +73,16 @@ def test_synthetic_is_deterministic_and_valid():
 
 def run(train: Candles, n: int, completed=()):
     seen = []
-    result = optimise(train, get_strategy("sma_crossover"), n_iterations=n, seed=11, objective="sharpe",
-                      costs=Costs(), completed=list(completed), on_trial=seen.append)  # fmt: skip
+    result = optimise(
+        train,
+        get_strategy("sma_crossover"),
+        n_iterations=n,
+        seed=11,
+        objective="sharpe",
+        costs=Costs(),
+        completed=list(completed),
+        on_trial=seen.append,
+    )
     return result, seen
 
 

@@ -24,8 +24,15 @@ def perturb_after(c: Candles, t: int, seed: int) -> Candles:
     factor = np.ones(len(c))
     factor[t + 1 :] = np.exp(rng.normal(0, 0.05, len(c) - t - 1))
     widen = np.where(np.arange(len(c)) > t, 1.02, 1.0)  # wicks change only after t too
-    return Candles(c.timeframe, c.open_time, c.open * factor, c.high * factor * widen, c.low * factor / widen,
-                   c.close * factor, c.volume)  # fmt: skip
+    return Candles(
+        c.timeframe,
+        c.open_time,
+        c.open * factor,
+        c.high * factor * widen,
+        c.low * factor / widen,
+        c.close * factor,
+        c.volume,
+    )
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,0 +1,82 @@
+"""/api/v2/training/configurations: the saved results of training jobs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict
+
+from app.api.deps import SessionDep
+from app.repositories import configurations as repo
+
+router = APIRouter(prefix="/api/v2/training/configurations", tags=["configurations"])
+Symbol = Annotated[str | None, Query(pattern=r"^[A-Z0-9]{2,20}$")]
+StrategyName = Annotated[str | None, Query(max_length=64)]
+
+
+class Configuration(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    strategy: str
+    symbol: str
+    timeframe: str
+    params: dict[str, Any]
+    objective: str
+    score: float | None
+    train_metrics: dict[str, Any]
+    validation_metrics: dict[str, Any]
+    overfit: bool
+    overfit_reason: str | None
+    data_start: datetime | None
+    data_end: datetime | None
+    seed: int
+    code_version: str
+    created_at: datetime
+
+
+class ConfigurationDetail(Configuration):
+    details: dict[str, Any]
+
+
+class ConfigurationPage(BaseModel):
+    items: list[Configuration]
+    total: int
+    limit: int
+    offset: int
+
+
+@router.get("", response_model=ConfigurationPage)
+def list_configurations(
+    session: SessionDep,
+    symbol: Symbol = None,
+    strategy: StrategyName = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ConfigurationPage:
+    rows, total = repo.list_configurations(session, symbol=symbol, strategy=strategy, limit=limit, offset=offset)
+    return ConfigurationPage(
+        items=[Configuration.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/best", response_model=ConfigurationDetail)
+def best_configuration(
+    session: SessionDep, symbol: Annotated[str, Query(pattern=r"^[A-Z0-9]{2,20}$")], strategy: StrategyName = None
+) -> ConfigurationDetail:
+    row = repo.best(session, symbol=symbol, strategy=strategy)
+    if row is None:
+        raise HTTPException(404, detail=f"no configuration for {symbol}" + (f" and {strategy}" if strategy else ""))
+    return ConfigurationDetail.model_validate(row)
+
+
+@router.get("/{config_id}", response_model=ConfigurationDetail)
+def get_configuration(config_id: uuid.UUID, session: SessionDep) -> ConfigurationDetail:
+    row = repo.get(session, config_id)
+    if row is None:
+        raise HTTPException(404, detail=f"no configuration with id {config_id}")
+    return ConfigurationDetail.model_validate(row)
