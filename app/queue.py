@@ -50,9 +50,8 @@ def enqueue(
 
 def remove(connection: Redis, rq_job_id: str, priority: str) -> None:
     """Take a queued dispatch out of Redis (cancel of a queued job). Absent is fine."""
-    queue = get_queue(connection, priority)
-    queue.remove(rq_job_id)
-    RQJob(rq_job_id, connection=connection, serializer=JSONSerializer).delete(remove_from_queue=False)
+    get_queue(connection, priority).remove(rq_job_id)
+    connection.delete(RQJob.key_for(rq_job_id))
 
 
 def is_present(connection: Redis, rq_job_id: str, priority: str) -> bool:

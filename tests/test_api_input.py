@@ -132,3 +132,10 @@ def test_health_and_queue(client, anon_client):
     client.post("/api/v2/training/start", json={**GOOD, "priority": "high"})
     q = client.get("/api/v2/training/queue").json()
     assert q["depth"] == {"high": 1, "normal": 0, "low": 0} and q["queued"] == 1 and q["redis_ok"] is True
+
+
+def test_cancel_of_a_queued_job_whose_dispatch_redis_lost(client, db, redis):
+    job_id = client.post("/api/v2/training/start", json=GOOD).json()["job_id"]
+    redis.flushall()
+    resp = client.delete(f"/api/v2/training/jobs/{job_id}")
+    assert resp.status_code == 202 and resp.json()["status"] == "canceled"
