@@ -46,3 +46,10 @@ def transaction(database_url: str) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error."""
     with session_factory(database_url)() as session, session.begin():
         yield session
+
+
+def dispose_process_engines() -> None:
+    """Close this process's pooled connections cleanly (a job process calls it before it exits)."""
+    pid = os.getpid()
+    for key in [k for k in _engines if k[0] == pid]:
+        _engines.pop(key).dispose()

@@ -7,7 +7,11 @@ from app.settings import get_settings
 
 def run(job_id: str) -> str:
     """Run one attempt of the job `job_id` (a training_jobs id) in this job process."""
+    from app.db import dispose_process_engines
     from app.execution import process
     from app.execution.runner import run_job
 
-    return run_job(get_settings(), job_id, process.worker_name, process.parent())
+    try:
+        return run_job(get_settings(), job_id, process.worker_name, process.parent())
+    finally:
+        dispose_process_engines()

@@ -1,0 +1,112 @@
+"""The reaper and the reconciler, driven directly against the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, text, update
+
+from app import queue
+from app.clock import utcnow
+from app.db import get_engine
+from app.models import Attempt, Job
+from app.services import jobs as jobs_service
+from app.services import lifecycle, maintenance
+from app.services.maintenance import LOCK_KEY
+
+
+def queued_job(db, max_attempts: int | None = None) -> Job:
+    job = jobs_service.start(
+        db, kind="smoke", priority="normal", params={}, n_iterations=4, idempotency_key=None, max_queued=100
+    ).job
+    if max_attempts is not None:
+        job.max_attempts = max_attempts
+    db.commit()
+    return job
+
+
+def running_with_stale_heartbeat(db, max_attempts: int | None = None) -> Job:
+    job = queued_job(db, max_attempts)
+    claim = lifecycle.claim(db, job.id, "ghost-worker", 1)
+    assert claim is not None
+    db.commit()
+    db.execute(update(Attempt).where(Attempt.job_id == job.id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+    db.commit()
+    return job
+
+
+def fresh(db, job_id) -> Job:
+    db.expire_all()
+    return db.get(Job, job_id)
+
+
+def test_lost_attempt_is_requeued_with_backoff_then_redispatched(db, redis, clean):
+    job = running_with_stale_heartbeat(db)
+    report = maintenance.run_once(clean, redis)
+    assert report.ran and report.reaped == [str(job.id)]
+    row = fresh(db, job.id)
+    assert row.status == "queued" and row.rq_job_id is None and row.not_before > utcnow()
+    attempt = db.scalars(select(Attempt).where(Attempt.job_id == job.id)).one()
+    assert attempt.status == "lost" and attempt.error_type == "WorkerLost" and "ghost-worker" in attempt.error_message
+    # Not due yet: nothing is sent.
+    assert maintenance.run_once(clean, redis).redispatched == []
+    db.execute(update(Job).where(Job.id == job.id).values(not_before=utcnow() - timedelta(seconds=1)))
+    db.commit()
+    assert maintenance.run_once(clean, redis).redispatched == [str(job.id)]
+    row = fresh(db, job.id)
+    assert queue.is_present(redis, row.rq_job_id, "normal")
+    # Present now: a second pass does not send it twice.
+    db.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow() - timedelta(minutes=5)))
+    db.commit()
+    assert maintenance.run_once(clean, redis).redispatched == []
+    assert redis.llen("rq:queue:training") == 1
+
+
+def test_exhausted_attempts_fail_the_job_with_worker_lost(db, redis, clean):
+    job = running_with_stale_heartbeat(db, max_attempts=1)
+    maintenance.run_once(clean, redis)
+    row = fresh(db, job.id)
+    assert row.status == "failed" and row.error_type == "WorkerLost" and row.finished_at is not None
+
+
+def test_lost_attempt_of_a_job_being_canceled_ends_canceled(db, redis, clean):
+    job = running_with_stale_heartbeat(db)
+    jobs_service.cancel(db, job.id)
+    db.commit()
+    maintenance.run_once(clean, redis)
+    assert fresh(db, job.id).status == "canceled"
+
+
+def test_backoff_grows_and_is_capped():
+    samples = [lifecycle.backoff_seconds(n, 5, 300) for n in (1, 2, 3, 10) for _ in range(50)]
+    first, second, third, tenth = (samples[i * 50 : (i + 1) * 50] for i in range(4))
+    assert min(first) >= 2.5 and max(first) < 7.5
+    assert min(second) >= 5 and max(second) < 15
+    assert min(third) >= 10
+    assert max(tenth) < 450 and min(tenth) >= 150
+    assert len(set(first)) > 1, "jitter"
+
+
+def test_reconciler_sends_a_job_redis_never_got(db, redis, clean):
+    job = queued_job(db)  # committed, never sent (as if Redis were down at submit)
+    db.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow() - timedelta(minutes=1)))
+    db.commit()
+    report = maintenance.run_once(clean, redis)
+    assert report.redispatched == [str(job.id)]
+    assert redis.llen("rq:queue:training") == 1
+
+
+def test_only_one_pass_runs_at_a_time(db, redis, clean):
+    with get_engine(clean.database_url).connect() as other, other.begin():
+        assert other.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LOCK_KEY}).scalar()
+        assert maintenance.run_once(clean, redis).ran is False
+    assert maintenance.run_once(clean, redis).ran is True
+
+
+def test_claim_is_exclusive(db, clean):
+    job = queued_job(db)
+    assert lifecycle.claim(db, job.id, "a", 1) is not None
+    db.commit()
+    assert lifecycle.claim(db, job.id, "b", 2) is None, "a second dispatch of a running job does nothing"
+    db.rollback()
+    assert db.scalar(select(func.count()).select_from(Attempt).where(Attempt.job_id == job.id)) == 1
