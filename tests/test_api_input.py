@@ -139,3 +139,13 @@ def test_cancel_of_a_queued_job_whose_dispatch_redis_lost(client, db, redis):
     redis.flushall()
     resp = client.delete(f"/api/v2/training/jobs/{job_id}")
     assert resp.status_code == 202 and resp.json()["status"] == "canceled"
+
+
+def test_metrics_in_prometheus_format(client, anon_client):
+    client.post("/api/v2/training/start", json=GOOD)
+    body = anon_client.get("/metrics")
+    assert body.status_code == 200 and body.headers["content-type"].startswith("text/plain")
+    text = body.text
+    assert 'trad_jobs{kind="training",status="queued"} 1.0' in text
+    assert 'trad_queue_depth{priority="normal"} 1.0' in text
+    assert "trad_postgres_up 1.0" in text and "trad_redis_up 1.0" in text

@@ -1,0 +1,84 @@
+"""GET /metrics in the Prometheus text format. Every figure is read at scrape time: job and
+attempt counts from PostgreSQL (the truth), queue depth and workers from Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis import Redis
+from rq import Worker
+from sqlalchemy import text
+
+from app import queue
+from app.api.deps import RedisDep, SettingsDep
+from app.db import transaction
+from app.models import JOB_STATUSES
+
+router = APIRouter(tags=["health"])
+
+
+class TradCollector:
+    def __init__(self, database_url: str, redis: Redis) -> None:
+        self.database_url, self.redis = database_url, redis
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._postgres()
+        yield from self._redis()
+
+    def _postgres(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("trad_postgres_up", "1 if PostgreSQL answered this scrape")
+        try:
+            with transaction(self.database_url) as s:
+                jobs = s.execute(text("SELECT kind, status, count(*) FROM training_jobs GROUP BY 1, 2")).all()
+                attempts = s.execute(text("SELECT status, count(*) FROM training_attempts GROUP BY 1")).all()
+                oldest = s.execute(
+                    text(
+                        "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+                        "FROM training_jobs WHERE status = 'queued'"
+                    )
+                ).scalar()
+        except Exception:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        by_job = GaugeMetricFamily("trad_jobs", "Jobs by kind and status", labels=["kind", "status"])
+        seen = {(k, st): n for k, st, n in jobs}
+        for kind in sorted({k for k, _ in seen} | {"training"}):
+            for status in JOB_STATUSES:
+                by_job.add_metric([kind, status], seen.get((kind, status), 0))
+        yield by_job
+        by_attempt = CounterMetricFamily("trad_attempts", "Attempts ever started, by outcome", labels=["status"])
+        for status, n in attempts:
+            by_attempt.add_metric([status], n)
+        yield by_attempt
+        yield GaugeMetricFamily("trad_oldest_queued_job_seconds", "Age of the oldest queued job", value=float(oldest))
+
+    def _redis(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("trad_redis_up", "1 if Redis answered this scrape")
+        try:
+            depths = queue.queue_depths(self.redis)
+            workers = Worker.count(connection=self.redis)
+        except Exception:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        depth = GaugeMetricFamily("trad_queue_depth", "Dispatches waiting in Redis", labels=["priority"])
+        for priority, n in depths.items():
+            depth.add_metric([priority], n)
+        yield depth
+        yield GaugeMetricFamily("trad_workers", "Workers registered in Redis", value=workers)
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(settings: SettingsDep, redis: RedisDep) -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TradCollector(settings.database_url, redis))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
