@@ -3,6 +3,8 @@ four phases in order up to 100 → succeeded → exactly one configuration, repr
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import func, select
 
 from app.engine.backtest import Costs, backtest
@@ -118,3 +120,19 @@ def test_configuration_routes(client, db, workers):
     assert client.get("/api/v2/training/configurations/best", params={"symbol": "ETHUSDT"}).status_code == 404
     assert client.get("/api/v2/training/configurations/best", params={"symbol": "eth"}).status_code == 422
     assert client.get(f"/api/v2/training/configurations/{job_id}").status_code == 404
+
+
+def test_progress_can_be_followed_as_a_stream(client, db, workers):
+    load_demo(db)
+    job_id = client.post("/api/v2/training/start", json=start_body(n_iterations=30)).json()["job_id"]
+    workers("w1")
+    lines = []
+    with client.stream("GET", f"/api/v2/training/jobs/{job_id}/progress", params={"follow": "true"}) as resp:
+        assert resp.headers["content-type"].startswith("application/x-ndjson")
+        for line in resp.iter_lines():
+            if line:
+                lines.append(json.loads(line))
+    assert lines[0]["job_id"] == job_id and lines[-1]["status"] == "succeeded"
+    assert len(lines) >= 2
+    percents = [body["percent"] for body in lines]
+    assert percents == sorted(percents) and percents[-1] == 100.0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 from rq import Worker
 
@@ -14,6 +17,8 @@ from app import queue
 from app.api import presenters
 from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.api.schemas import JobDetail, JobPage, Progress, QueueInfo, StartAccepted, StartTraining, Status
+from app.db import transaction
+from app.models import TERMINAL_STATUSES
 from app.repositories import jobs as jobs_repo
 from app.services import dispatch
 from app.services import jobs as jobs_service
@@ -79,9 +84,47 @@ def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
     return presenters.detail(session, jobs_service.get(session, job_id))
 
 
-@router.get("/jobs/{job_id}/progress", response_model=Progress, name="job_progress")
-def get_progress(job_id: uuid.UUID, session: SessionDep) -> Progress:
-    return presenters.progress(session, jobs_service.get(session, job_id))
+@router.get(
+    "/jobs/{job_id}/progress",
+    response_model=Progress,
+    name="job_progress",
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {}},
+            "description": "with follow=true: one JSON line per change until the job ends",
+        }
+    },
+)
+def get_progress(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    follow: Annotated[bool, Query(description="stream NDJSON lines until the job ends")] = False,
+):
+    view = presenters.progress(session, jobs_service.get(session, job_id))
+    if not follow:
+        return view
+    return StreamingResponse(_follow(settings.database_url, job_id, view), media_type="application/x-ndjson")
+
+
+def _follow(
+    database_url: str,
+    job_id: uuid.UUID,
+    first: Progress,
+    poll_s: float = 0.5,
+    keepalive_s: float = 15.0,
+    max_s: float = 6 * 3600,
+) -> Iterator[str]:
+    """Progress lines from PostgreSQL: one per change, the same line again every `keepalive_s`."""
+    last, sent_at, started = first, time.monotonic(), time.monotonic()
+    yield first.model_dump_json() + "\n"
+    while last.status not in TERMINAL_STATUSES and time.monotonic() - started < max_s:
+        time.sleep(poll_s)
+        with transaction(database_url) as session:
+            current = presenters.progress(session, jobs_service.get(session, job_id))
+        if current != last or time.monotonic() - sent_at >= keepalive_s:
+            last, sent_at = current, time.monotonic()
+            yield current.model_dump_json() + "\n"
 
 
 @router.delete("/jobs/{job_id}", response_model=Progress, status_code=status.HTTP_202_ACCEPTED)
