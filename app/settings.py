@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(5.0, gt=0)
     heartbeat_stale_s: float = Field(30.0, gt=0)
     maintenance_interval_s: float = Field(5.0, gt=0, description="reaper and reconciler period")
+    maintenance_in_api: bool = Field(True, description="the API also hosts the reaper and reconciler")
     reconcile_grace_s: float = Field(5.0, ge=0, description="age before a queued row is checked in Redis")
     cancel_poll_s: float = Field(0.5, gt=0)
     cancel_grace_s: float = Field(10.0, gt=0, description="time a job has to stop before it is killed")

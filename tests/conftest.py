@@ -71,7 +71,10 @@ def migrated(postgres: PostgresServer) -> str:
 
 @pytest.fixture(scope="session")
 def settings(migrated: str, redis_server: RedisServer) -> Settings:
-    return Settings(database_url=migrated, redis_url=redis_server.url, api_token=TOKEN, **TEST_TIMINGS)
+    # In-process API clients do not host the maintenance loop, so tests drive it themselves.
+    return Settings(
+        database_url=migrated, redis_url=redis_server.url, api_token=TOKEN, maintenance_in_api=False, **TEST_TIMINGS
+    )
 
 
 @pytest.fixture

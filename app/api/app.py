@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -11,7 +13,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import require_token
 from app.api.routes import configurations, health, metrics, training
+from app.queue import redis_connection
 from app.services.jobs import JobError, QueueFull
+from app.services.maintenance import MaintenanceLoop
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,8 +56,20 @@ class _TooLarge(Exception):
     pass
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    loop = None
+    if settings.maintenance_in_api:
+        loop = MaintenanceLoop(settings, redis_connection(settings.redis_url))
+        loop.start()
+    yield
+    if loop is not None:
+        loop.stop()
+
+
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="trad", version="2", summary="Training jobs for trading strategies")
+    app = FastAPI(title="trad", version="2", summary="Training jobs for trading strategies", lifespan=lifespan)
     app.state.settings = settings
     app.include_router(health.router)
     app.include_router(metrics.router)

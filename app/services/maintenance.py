@@ -12,6 +12,7 @@ advisory lock), run by every worker every few seconds.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -100,3 +101,26 @@ def _forget_started(connection: Redis, dispatches: list[tuple[str, str]]) -> Non
             queue.get_queue(connection, priority).started_job_registry.remove_executions(rq_job)
         except Exception as exc:  # the RQ record may be gone already
             log.debug("started registry not cleaned for %s: %s", rq_job_id, exc)
+
+
+class MaintenanceLoop(threading.Thread):
+    """Runs the pass every `maintenance_interval_s` in a thread of a process that never forks
+    (the API), so jobs are reaped and reconciled even while no worker is alive to do it."""
+
+    def __init__(self, settings: Settings, connection: Redis) -> None:
+        super().__init__(name="maintenance", daemon=True)
+        self._settings, self._connection = settings, connection
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._settings.maintenance_interval_s):
+            try:
+                report = run_once(self._settings, self._connection)
+            except Exception as exc:  # PostgreSQL or Redis away: try again next tick
+                log.warning("maintenance pass failed: %s", exc)
+                continue
+            if report.reaped or report.redispatched:
+                log.info("maintenance: reaped %s, redispatched %s", report.reaped, report.redispatched)
+
+    def stop(self) -> None:
+        self._stopped.set()

@@ -193,3 +193,124 @@ def test_postgres_down_api_answers_503(client, db, postgres):
     finally:
         postgres.start()
     assert client.get("/api/v2/training/jobs").json()["total"] == 0, "nothing half-written"
+
+
+def test_second_sigterm_stops_at_once_and_the_job_is_recovered(client, db, long_data, workers):
+    """The second signal is a cold shutdown: the job process dies with the worker, its
+    attempt goes stale and the reaper re-queues it."""
+    w1 = workers("w1")
+    job_id = start(client, n_iterations=400)
+    wait_iteration(db, job_id, 10)
+    w1.signal(signal.SIGTERM)
+    time.sleep(1.2)  # RQ ignores a repeat signal within one second (duplicate delivery guard)
+    w1.signal(signal.SIGTERM)
+    w1.wait(15)
+    status_after_stop = job(db, job_id).status
+    workers("w2")
+    final = wait_terminal(db, job_id, timeout=180)
+    assert final.status == "succeeded"
+    statuses = [a.status for a in attempts(db, job_id)]
+    # Either the checkpoint won the race (preempted) or the cold stop did (lost); never both, never failed.
+    assert statuses[-1] == "succeeded" and statuses[0] in ("preempted", "lost"), statuses
+    assert status_after_stop in ("queued", "running")
+    assert config_count(db, job_id) == 1
+
+
+def test_reaper_keeps_rq_registries_true(client, db, long_data, workers, clean):
+    """After a kill -9 the dead dispatch leaves RQ's started registry, so `rq info` is honest."""
+    from rq.registry import StartedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    from app.queue import get_queue
+
+    w1 = workers("w1")
+    job_id = start(client)
+    wait_iteration(db, job_id, 5)
+    dead_dispatch = job(db, job_id).rq_job_id
+    w1.kill_all()
+    workers("w2")  # hosts the reaper
+    wait_until(lambda: attempts(db, job_id)[0].status == "lost", timeout=60, what="attempt declared lost")
+    connection = Redis.from_url(clean.redis_url)
+    registry = StartedJobRegistry(queue=get_queue(connection, "normal"), serializer=JSONSerializer)
+    assert not [i for i in registry.get_job_ids(cleanup=False) if i.startswith(dead_dispatch)]
+
+
+def test_api_restart_mid_job(db, long_data, workers, clean, tmp_path):
+    """The API holds no job state: restarting it mid-job changes nothing for the job."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from app.dev.services import free_port, wait_for_port
+    from tests.conftest import TOKEN, process_env
+    from tests.support import ROOT
+
+    port = free_port()
+    env = {**process_env(clean), "API_PORT": str(port)}
+
+    def start_api():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(port, 30, proc)
+        return proc
+
+    api = start_api()
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        workers("w1")
+        job_id = http.post(
+            "/api/v2/training/start",
+            json={"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1m", "n_iterations": 300, "seed": 3},
+        ).json()["job_id"]
+        wait_iteration(db, job_id, 10)
+        api.terminate()
+        api.wait(15)
+        api = start_api()
+        final = wait_until(
+            lambda: (
+                (b := http.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"] in ("succeeded", "failed")
+                and b
+            ),
+            timeout=120,
+            what="job to finish",
+        )
+        assert final["status"] == "succeeded" and final["attempts"] == 1
+    finally:
+        api.terminate()
+        api.wait(15)
+        http.close()
+
+
+def test_the_api_reaps_when_no_worker_is_left(client, db, long_data, workers, clean):
+    """With every worker dead, the API's maintenance loop still declares the attempt lost and
+    re-queues the job; a worker started later runs it."""
+    import subprocess
+    import sys
+
+    from app.dev.services import free_port, wait_for_port
+    from tests.conftest import process_env
+    from tests.support import ROOT
+
+    w1 = workers("w1")
+    job_id = start(client)
+    wait_iteration(db, job_id, 5)
+    w1.kill_all()
+    port = free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "app.api"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**process_env(clean), "API_PORT": str(port)},
+    )
+    try:
+        wait_for_port(port, 30, api)
+        wait_until(lambda: job(db, job_id).status == "queued", timeout=60, what="API to re-queue the job")
+        assert attempts(db, job_id)[0].status == "lost"
+    finally:
+        api.terminate()
+        api.wait(15)
+    workers("w2")
+    assert wait_terminal(db, job_id).status == "succeeded"
