@@ -76,15 +76,15 @@ def cmd_smoke(args: argparse.Namespace, settings: Settings) -> int:
     with transaction(settings.database_url) as session:
         result = jobs_service.start(
             session,
+            settings,
             kind="smoke",
             priority="high",
             params={},
             n_iterations=4,
             idempotency_key=None,
-            max_queued=settings.max_queued_jobs,
         )
         job = result.job
-    sent = dispatch.send(redis_connection(settings.redis_url), job)
+    sent = dispatch.send(redis_connection(settings.redis_url), job, settings)
     print(f"smoke job {job.id} queued{'' if sent else ' (Redis unavailable: the reconciler will enqueue it)'}")
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
@@ -149,14 +149,14 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
             if args.action == "cancel":
                 job, rq_job_id = jobs_service.cancel(session, args.job_id)
             else:
-                job, rq_job_id = jobs_service.retry(session, args.job_id, settings.max_queued_jobs), None
+                job, rq_job_id = jobs_service.retry(session, settings, args.job_id), None
     except JobError as exc:
         raise CliError(exc.message) from None
     connection = redis_connection(settings.redis_url)
     if args.action == "cancel" and rq_job_id:
         get_queue(connection, job.priority).remove(rq_job_id)
     if args.action == "retry":
-        dispatch.send(connection, job)
+        dispatch.send(connection, job, settings)
     print(f"job {job.id}: {job.status} ({job.message})")
     return 0
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from app.execution.context import JobContext
+    from app.settings import Settings
 
 
 class Handler(Protocol):
@@ -17,11 +18,11 @@ class Handler(Protocol):
 
 @dataclass(frozen=True)
 class JobKind:
+    """A kind of job. Its limits (max attempts, hard timeout, stall timeout) are settings:
+    `<kind>_max_attempts`, `<kind>_timeout_s`, `<kind>_stall_timeout_s`."""
+
     name: str
     handler: str  # dotted path "module:function"; imported lazily in the job process
-    max_attempts: int = 3
-    timeout_s: int = 30 * 60  # hard limit for one attempt
-    stall_timeout_s: int = 5 * 60  # no progress for this long: the attempt is stalled
 
     def load_handler(self) -> Handler:
         module, _, attr = self.handler.partition(":")
@@ -32,9 +33,25 @@ KINDS: dict[str, JobKind] = {
     kind.name: kind
     for kind in (
         JobKind("training", "app.training.job:run_training_job"),
-        JobKind("smoke", "app.smoke:run_smoke_job", max_attempts=2, timeout_s=120, stall_timeout_s=60),
+        JobKind("smoke", "app.smoke:run_smoke_job"),
     )
 }
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_attempts: int
+    timeout_s: int  # hard limit for one attempt
+    stall_timeout_s: int  # no progress for this long: the attempt is stalled
+
+
+def limits(settings: Settings, kind: str) -> Limits:
+    get_kind(kind)
+    return Limits(
+        getattr(settings, f"{kind}_max_attempts"),
+        getattr(settings, f"{kind}_timeout_s"),
+        getattr(settings, f"{kind}_stall_timeout_s"),
+    )
 
 
 class UnknownKind(KeyError):

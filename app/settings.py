@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(300.0, ge=0)
     worker_idle_wait_s: int = Field(10, ge=1, description="longest blocking pop; bounds watchdog gaps")
 
+    # Per job kind: attempts before failing, hard timeout of one attempt, and the longest
+    # time without progress before an attempt counts as stalled.
+    training_max_attempts: int = Field(3, ge=1, le=100)
+    training_timeout_s: int = Field(30 * 60, ge=10)
+    training_stall_timeout_s: int = Field(5 * 60, ge=1)
+    smoke_max_attempts: int = Field(2, ge=1, le=100)
+    smoke_timeout_s: int = Field(120, ge=10)
+    smoke_stall_timeout_s: int = Field(60, ge=1)
+
     @property
     def api_token_value(self) -> str:
         return self.api_token.get_secret_value()

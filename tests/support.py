@@ -79,3 +79,17 @@ def start_worker(env: dict[str, str], name: str, log_dir: Path, *extra: str) -> 
         start_new_session=True,
     )
     return WorkerProcess(name, proc, log_path)
+
+
+def submit_smoke(db, settings, **params):
+    """Commit a smoke job and send it, as an entrypoint does. Returns the job."""
+    from app.queue import redis_connection
+    from app.services import dispatch
+    from app.services import jobs as jobs_service
+
+    job = jobs_service.start(
+        db, settings, kind="smoke", priority="normal", params=params, n_iterations=4, idempotency_key=None
+    ).job
+    db.commit()
+    assert dispatch.send(redis_connection(settings.redis_url), job, settings)
+    return job

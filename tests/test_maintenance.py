@@ -15,9 +15,9 @@ from app.services import lifecycle, maintenance
 from app.services.maintenance import LOCK_KEY
 
 
-def queued_job(db, max_attempts: int | None = None) -> Job:
+def queued_job(db, settings, max_attempts: int | None = None) -> Job:
     job = jobs_service.start(
-        db, kind="smoke", priority="normal", params={}, n_iterations=4, idempotency_key=None, max_queued=100
+        db, settings, kind="smoke", priority="normal", params={}, n_iterations=4, idempotency_key=None
     ).job
     if max_attempts is not None:
         job.max_attempts = max_attempts
@@ -25,8 +25,8 @@ def queued_job(db, max_attempts: int | None = None) -> Job:
     return job
 
 
-def running_with_stale_heartbeat(db, max_attempts: int | None = None) -> Job:
-    job = queued_job(db, max_attempts)
+def running_with_stale_heartbeat(db, settings, max_attempts: int | None = None) -> Job:
+    job = queued_job(db, settings, max_attempts)
     claim = lifecycle.claim(db, job.id, "ghost-worker", 1)
     assert claim is not None
     db.commit()
@@ -41,7 +41,7 @@ def fresh(db, job_id) -> Job:
 
 
 def test_lost_attempt_is_requeued_with_backoff_then_redispatched(db, redis, clean):
-    job = running_with_stale_heartbeat(db)
+    job = running_with_stale_heartbeat(db, clean)
     report = maintenance.run_once(clean, redis)
     assert report.ran and report.reaped == [str(job.id)]
     row = fresh(db, job.id)
@@ -63,14 +63,14 @@ def test_lost_attempt_is_requeued_with_backoff_then_redispatched(db, redis, clea
 
 
 def test_exhausted_attempts_fail_the_job_with_worker_lost(db, redis, clean):
-    job = running_with_stale_heartbeat(db, max_attempts=1)
+    job = running_with_stale_heartbeat(db, clean, max_attempts=1)
     maintenance.run_once(clean, redis)
     row = fresh(db, job.id)
     assert row.status == "failed" and row.error_type == "WorkerLost" and row.finished_at is not None
 
 
 def test_lost_attempt_of_a_job_being_canceled_ends_canceled(db, redis, clean):
-    job = running_with_stale_heartbeat(db)
+    job = running_with_stale_heartbeat(db, clean)
     jobs_service.cancel(db, job.id)
     db.commit()
     maintenance.run_once(clean, redis)
@@ -88,7 +88,7 @@ def test_backoff_grows_and_is_capped():
 
 
 def test_reconciler_sends_a_job_redis_never_got(db, redis, clean):
-    job = queued_job(db)  # committed, never sent (as if Redis were down at submit)
+    job = queued_job(db, clean)  # committed, never sent (as if Redis were down at submit)
     db.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow() - timedelta(minutes=1)))
     db.commit()
     report = maintenance.run_once(clean, redis)
@@ -104,7 +104,7 @@ def test_only_one_pass_runs_at_a_time(db, redis, clean):
 
 
 def test_claim_is_exclusive(db, clean):
-    job = queued_job(db)
+    job = queued_job(db, clean)
     assert lifecycle.claim(db, job.id, "a", 1) is not None
     db.commit()
     assert lifecycle.claim(db, job.id, "b", 2) is None, "a second dispatch of a running job does nothing"

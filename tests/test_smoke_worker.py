@@ -5,19 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from app.models import Attempt, Job, ProgressEvent
-from app.queue import redis_connection
-from app.services import dispatch
-from app.services import jobs as jobs_service
-from tests.support import wait_until
-
-
-def submit_smoke(db, settings) -> Job:
-    result = jobs_service.start(
-        db, kind="smoke", priority="high", params={}, n_iterations=4, idempotency_key=None, max_queued=100
-    )
-    db.commit()
-    assert dispatch.send(redis_connection(settings.redis_url), result.job)
-    return result.job
+from tests.support import submit_smoke, wait_until
 
 
 def test_smoke_job_succeeds_on_a_forking_worker(db, clean, workers):

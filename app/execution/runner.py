@@ -22,7 +22,7 @@ from app.db import transaction
 from app.execution.context import JobContext
 from app.execution.errors import Canceled, Fenced, JobInputError, Preempted, Stalled, WorkerLost
 from app.execution.heartbeat import Heartbeat
-from app.kinds import get_kind
+from app.kinds import get_kind, limits
 from app.logs import job_context
 from app.queue import redis_connection
 from app.services import dispatch, lifecycle
@@ -57,7 +57,8 @@ def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: in
             parent_pid=parent_pid,
         )
     log.info("attempt %d started", ctx.attempt_number)
-    heartbeat = Heartbeat(settings, ctx.attempt_id, kind.stall_timeout_s, lambda: ctx.last_progress_monotonic)
+    stall_timeout_s = limits(settings, kind.name).stall_timeout_s
+    heartbeat = Heartbeat(settings, ctx.attempt_id, stall_timeout_s, lambda: ctx.last_progress_monotonic)
     heartbeat.start()
     try:
         writer = kind.load_handler()(ctx)
@@ -150,5 +151,5 @@ def _end_once(
             )
         final = claim.job.status
     if requeued is not None:
-        dispatch.send(redis_connection(settings.redis_url), requeued, at_front=True)
+        dispatch.send(redis_connection(settings.redis_url), requeued, settings, at_front=True)
     return f"{outcome} → job {final}"

@@ -15,8 +15,9 @@ from redis.exceptions import RedisError
 
 from app import queue
 from app.clock import utcnow
-from app.kinds import get_kind
+from app.kinds import limits
 from app.models import Job
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,13 @@ def prepare(job: Job) -> None:
     job.enqueued_at = utcnow()
 
 
-def send(connection: Redis, job: Job, *, at_front: bool = False) -> bool:
-    """Send the committed dispatch to Redis. False when Redis is unreachable."""
+def send(connection: Redis, job: Job, settings: Settings, *, at_front: bool = False) -> bool:
+    """Send the committed dispatch to Redis. False when Redis is unreachable. RQ's own
+    timeout is the kind's hard timeout plus a minute: the job process's alarm fires first."""
     assert job.rq_job_id is not None
+    timeout = limits(settings, job.kind).timeout_s + 60
     try:
-        queue.enqueue(
-            connection, str(job.id), job.rq_job_id, job.priority, get_kind(job.kind).timeout_s + 60, at_front=at_front
-        )
+        queue.enqueue(connection, str(job.id), job.rq_job_id, job.priority, timeout, at_front=at_front)
     except RedisError as exc:
         log.warning("enqueue deferred to the reconciler: %s", exc, extra={"job_id": str(job.id)})
         return False

@@ -14,10 +14,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.clock import utcnow
-from app.kinds import get_kind
+from app.kinds import limits
 from app.models import TERMINAL_STATUSES, Job
+from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
 from app.services import dispatch
+from app.settings import Settings
 
 
 class JobError(Exception):
@@ -59,13 +61,13 @@ def request_hash(kind: str, priority: str, params: dict[str, Any]) -> str:
 
 def start(
     session: Session,
+    settings: Settings,
     *,
     kind: str,
     priority: str,
     params: dict[str, Any],
     n_iterations: int | None,
     idempotency_key: str | None,
-    max_queued: int,
 ) -> StartResult:
     """Create a queued job (not committed). Same idempotency key and body: the existing job."""
     digest = request_hash(kind, priority, params)
@@ -73,8 +75,7 @@ def start(
         existing = jobs_repo.get_by_idempotency_key(session, idempotency_key)
         if existing is not None:
             return _replay(existing, digest)
-    if jobs_repo.count_queued(session) >= max_queued:
-        raise QueueFull(f"the queue holds {max_queued} jobs already; try again later", retry_after_s=30)
+    _admit(session, settings)
     job = Job(
         id=uuid.uuid4(),
         kind=kind,
@@ -84,7 +85,7 @@ def start(
         idempotency_key=idempotency_key,
         request_hash=digest,
         n_iterations=n_iterations,
-        max_attempts=get_kind(kind).max_attempts,
+        max_attempts=limits(settings, kind).max_attempts,
         percent=0.0,
         attempts=0,
         message="waiting for a worker",
@@ -100,6 +101,12 @@ def start(
             raise
         return _replay(existing, digest)
     return StartResult(job, created=True)
+
+
+def _admit(session: Session, settings: Settings) -> None:
+    """Backpressure: refuse new work beyond `max_queued_jobs` queued jobs."""
+    if jobs_repo.count_queued(session) >= settings.max_queued_jobs:
+        raise QueueFull(f"the queue holds {settings.max_queued_jobs} jobs already; try again later", retry_after_s=30)
 
 
 def _replay(existing: Job, digest: str) -> StartResult:
@@ -139,19 +146,18 @@ def cancel(session: Session, job_id: uuid.UUID) -> tuple[Job, str | None]:
     return job, None
 
 
-def retry(session: Session, job_id: uuid.UUID, max_queued: int) -> Job:
+def retry(session: Session, settings: Settings, job_id: uuid.UUID) -> Job:
     """Queue a failed or canceled job again, keeping its attempt history and its trials."""
     job = jobs_repo.get(session, job_id, for_update=True)
     if job is None:
         raise JobNotFound(f"no job with id {job_id}")
     if job.status not in ("failed", "canceled"):
         raise JobConflict(f"only failed or canceled jobs can be retried; this one is {job.status}")
-    if jobs_repo.count_queued(session) >= max_queued:
-        raise QueueFull(f"the queue holds {max_queued} jobs already; try again later", retry_after_s=30)
+    _admit(session, settings)
     now = utcnow()
     job.status, job.finished_at, job.cancel_requested_at, job.not_before = "queued", None, None, None
     job.error_type = job.error_message = None
-    job.max_attempts = job.attempts + get_kind(job.kind).max_attempts
+    job.max_attempts = attempts_repo.counted_failures(session, job.id) + limits(settings, job.kind).max_attempts
     job.message, job.updated_at = "retry requested; waiting for a worker", now
     dispatch.prepare(job)
     return job

@@ -76,7 +76,7 @@ def run_once(settings: Settings, connection: Redis) -> PassReport:
         except RedisError as exc:
             log.warning("reconciler skipped: Redis unavailable: %s", exc)
     for job in to_send:
-        if dispatch.send(connection, job):
+        if dispatch.send(connection, job, settings):
             report.redispatched.append(str(job.id))
     _forget_started(connection, stale_dispatches)
     return report

@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 
 from tests.faults.conftest import attempts, config_count, job, start, trial_numbers
-from tests.support import child_pids, wait_until
+from tests.support import child_pids, submit_smoke, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -105,23 +105,8 @@ def test_cancel_of_a_running_job(client, db, long_data, workers):
 def test_cancel_kills_a_job_that_ignores_it(client, db, workers, clean):
     """The smoke job checks only between steps; with huge steps it ignores the request, and
     the worker kills it after the grace period (4 s in tests)."""
-    from app.queue import redis_connection
-    from app.services import dispatch
-    from app.services import jobs as jobs_service
-
     workers("w1")
-    result = jobs_service.start(
-        db,
-        kind="smoke",
-        priority="normal",
-        params={"hashes_per_step": 30_000_000},
-        n_iterations=4,
-        idempotency_key=None,
-        max_queued=100,
-    )
-    db.commit()
-    dispatch.send(redis_connection(clean.redis_url), result.job)
-    job_id = result.job.id
+    job_id = submit_smoke(db, clean, hashes_per_step=30_000_000).id
     wait_until(lambda: job(db, job_id).status == "running", timeout=20, what="smoke job running")
     client.delete(f"/api/v2/training/jobs/{job_id}")
     final = wait_terminal(db, job_id, timeout=30)
@@ -314,3 +299,15 @@ def test_the_api_reaps_when_no_worker_is_left(client, db, long_data, workers, cl
         api.wait(15)
     workers("w2")
     assert wait_terminal(db, job_id).status == "succeeded"
+
+
+def test_stalled_attempts_are_retried_then_failed(db, workers, clean):
+    """No progress for longer than the kind's stall timeout stops the attempt; the job is
+    retried with backoff and fails with a clear error once its attempts are used up."""
+    workers("w1", env_overrides={"SMOKE_STALL_TIMEOUT_S": "2", "SMOKE_MAX_ATTEMPTS": "2"})
+    job_id = submit_smoke(db, clean.model_copy(update={"smoke_max_attempts": 2}), hashes_per_step=50_000_000).id
+    final = wait_terminal(db, job_id, timeout=60)
+    assert final.status == "failed" and final.error_type == "Stalled", (final.error_type, final.message)
+    history = attempts(db, job_id)
+    assert [a.status for a in history] == ["failed", "failed"]
+    assert all(a.error_type == "Stalled" for a in history)

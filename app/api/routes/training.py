@@ -51,16 +51,16 @@ def start_training(
     down the job is still accepted and the reconciler enqueues it once Redis is back."""
     result = jobs_service.start(
         session,
+        settings,
         kind="training",
         priority=body.priority,
         params=body.job_params(),
         n_iterations=body.n_iterations,
         idempotency_key=idempotency_key,
-        max_queued=settings.max_queued_jobs,
     )
     session.commit()
     if result.created:
-        dispatch.send(redis, result.job)
+        dispatch.send(redis, result.job, settings)
     else:
         response.status_code = status.HTTP_200_OK
     view = presenters.progress(session, result.job)
@@ -142,9 +142,9 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep) -> Progr
 
 @router.post("/jobs/{job_id}/retry", response_model=Progress, status_code=status.HTTP_202_ACCEPTED)
 def retry_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Progress:
-    job = jobs_service.retry(session, job_id, settings.max_queued_jobs)
+    job = jobs_service.retry(session, settings, job_id)
     session.commit()
-    dispatch.send(redis, job)
+    dispatch.send(redis, job, settings)
     return presenters.progress(session, job)
 
 
