@@ -10,36 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
-
-from sqlalchemy import text
 
 from app import logs, notify
 from app.db import get_engine
 from app.queue import redis_connection
+from app.readiness import wait_for_dependencies
 from app.settings import get_settings
 from app.worker import TradWorker
 
 log = logging.getLogger("trad.worker")
-
-
-def wait_for_dependencies(database_url: str, redis_url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    delay = 0.5
-    while True:
-        try:
-            with get_engine(database_url).connect() as conn:
-                conn.execute(text("SELECT 1"))
-            redis_connection(redis_url).ping()
-            return
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"PostgreSQL or Redis not reachable after {timeout_s:.0f}s: {exc}") from exc
-            notify.status(f"waiting for PostgreSQL and Redis: {exc}")
-            notify.watchdog()
-            log.warning("waiting for PostgreSQL and Redis: %s", exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     logs.configure(settings.log_level, process=args.name)
-    wait_for_dependencies(settings.database_url, settings.redis_url, args.wait)
+    wait_for_dependencies(settings, args.wait)
     get_engine(settings.database_url).dispose()  # no pooled connection crosses a fork
     worker = TradWorker(settings, args.name, redis_connection(settings.redis_url))
     notify.ready("idle")

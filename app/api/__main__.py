@@ -4,35 +4,15 @@ socket is listening and PostgreSQL and Redis answer."""
 from __future__ import annotations
 
 import logging
-import time
 
 import uvicorn
-from sqlalchemy import text
 
 from app import logs, notify
 from app.api.app import create_app
-from app.db import get_engine
-from app.queue import redis_connection
-from app.settings import Settings, get_settings
+from app.readiness import wait_for_dependencies
+from app.settings import get_settings
 
 log = logging.getLogger("trad.api")
-
-
-def wait_for_dependencies(settings: Settings, timeout_s: float = 120.0) -> None:
-    deadline, delay = time.monotonic() + timeout_s, 0.5
-    while True:
-        try:
-            with get_engine(settings.database_url).connect() as conn:
-                conn.execute(text("SELECT 1"))
-            redis_connection(settings.redis_url).ping()
-            return
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"PostgreSQL or Redis not reachable after {timeout_s:.0f}s: {exc}") from exc
-            notify.status(f"waiting for PostgreSQL and Redis: {exc}")
-            log.warning("waiting for PostgreSQL and Redis: %s", exc)
-            time.sleep(delay)
-            delay = min(2 * delay, 5.0)
 
 
 class NotifyingServer(uvicorn.Server):

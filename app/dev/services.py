@@ -42,6 +42,19 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = Non
     raise ServiceError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def _stop(proc: subprocess.Popen | None, sig: signal.Signals, timeout: float) -> bool:
+    """Signal a server and wait for it (SIGKILL after `timeout`). False if it was not running."""
+    if proc is None or proc.poll() is not None:
+        return False
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return True
+
+
 def postgres_bindir() -> Path:
     """Directory holding initdb and postgres: Debian keeps them out of PATH."""
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
@@ -172,14 +185,8 @@ class PostgresServer:
 
     def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 30.0) -> None:
         """SIGINT is PostgreSQL's fast shutdown; SIGKILL simulates a crash."""
-        if self.proc is None or self.proc.poll() is not None:
+        if not _stop(self.proc, sig, timeout):
             return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
         if sig == signal.SIGKILL:  # children of a crashed postmaster must go too
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -233,14 +240,7 @@ class RedisServer:
         wait_for_port(self.port, timeout, self.proc)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _stop(self.proc, sig, timeout)
 
     def restart(self) -> None:
         self.stop()
