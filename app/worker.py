@@ -18,6 +18,7 @@ import time
 import uuid
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Worker
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 
 class TradWorker(Worker):
+    max_connection_wait_time = 5.0  # longest back-off while Redis is away; stays under WatchdogSec
+
     def __init__(self, settings: Settings, name: str, connection: Redis) -> None:
         self.settings = settings
         super().__init__(
@@ -47,6 +50,52 @@ class TradWorker(Worker):
         )
         self._next_maintenance = 0.0
         self._next_status = 0.0
+
+    def execute_job(self, job, queue) -> None:
+        """RQ's bookkeeping after a job needs Redis; if Redis is away at that moment the
+        worker carries on (PostgreSQL already holds the outcome) instead of exiting."""
+        try:
+            super().execute_job(job, queue)
+        except RedisError as exc:
+            log.warning("Redis unavailable while finishing RQ's record of %s: %s", job.id, exc)
+            self._horse_pid = 0
+            self.set_state_safely(WorkerStatus.IDLE)
+
+    def set_state_safely(self, state: str) -> None:
+        try:
+            self.set_state(state)
+        except RedisError:
+            self._state = state
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        except RedisError as exc:  # its registration expires by itself
+            log.warning("could not unregister from Redis: %s", exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        self._until_redis_answers(lambda: super(TradWorker, self).check_for_suspension(burst))
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        return self._until_redis_answers(
+            lambda: super(TradWorker, self).dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        )
+
+    def _until_redis_answers(self, call):
+        """RQ's work loop quits on a Redis error outside its blocking pop. Ride the outage out
+        instead: keep the watchdog fed, keep the reaper running, and try again."""
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except RedisError as exc:
+                if self._stop_requested:
+                    raise
+                notify.watchdog()
+                notify.status(f"waiting for Redis: {exc}")
+                log.warning("Redis unavailable; retrying in %.1fs: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_connection_wait_time)
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -73,16 +122,23 @@ class TradWorker(Worker):
     # --- periodic duties ------------------------------------------------------------------
 
     def heartbeat(self, timeout=None, pipeline=None) -> None:
-        super().heartbeat(timeout, pipeline)
-        if pipeline is None and not self.is_horse:
-            notify.watchdog()
-            if self.get_state() != WorkerStatus.BUSY:
-                notify.status("idle")
-            self._maybe_maintain()
+        if pipeline is not None or self.is_horse:
+            return super().heartbeat(timeout, pipeline)
+        notify.watchdog()  # the loop is alive, whether or not Redis answers
+        try:
+            super().heartbeat(timeout, pipeline)
+        except RedisError as exc:  # the next blocking pop backs off and retries
+            log.warning("Redis unavailable for the worker heartbeat: %s", exc)
+        if self.get_state() != WorkerStatus.BUSY:
+            notify.status("idle")
+        self._maybe_maintain()
 
     def maintain_heartbeats(self, job, execution) -> None:
-        super().maintain_heartbeats(job, execution)
         notify.watchdog()
+        try:
+            super().maintain_heartbeats(job, execution)
+        except RedisError as exc:  # the job runs on; its own heartbeat goes to PostgreSQL
+            log.warning("Redis unavailable while a job runs: %s", exc)
         try:
             self._watch_job(uuid.UUID(job.args[0]))
         except Exception as exc:  # PostgreSQL away: try again next second

@@ -139,16 +139,18 @@ def test_redis_down_at_submit_is_accepted_then_enqueued(client, db, long_data, w
 
 def test_redis_killed_and_restarted_from_aof_mid_job(client, db, long_data, workers, redis_server):
     workers("w1")
-    running = start(client)
+    running = start(client, n_iterations=1000)
     waiting = start(client, n_iterations=20, seed=9)
     wait_iteration(db, running, 10)
     time.sleep(1.1)  # appendfsync everysec: let one fsync happen, as in production
     redis_server.stop(signal.SIGKILL)
+    time.sleep(3)  # Redis stays down for a few seconds, as a restart or a crash loop causes
     redis_server.start()
     for job_id in (running, waiting):
         final = wait_terminal(db, job_id)
         assert final.status == "succeeded", final.message
         assert config_count(db, job_id) == 1
+    assert [a.status for a in attempts(db, running)] == ["succeeded"], "the running job rode out the outage"
 
 
 def test_postgres_restart_mid_job(client, db, long_data, workers, postgres):
