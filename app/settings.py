@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     maintenance_interval_s: float = Field(5.0, gt=0, description="reaper and reconciler period")
     maintenance_in_api: bool = Field(True, description="the API also hosts the reaper and reconciler")
     reconcile_grace_s: float = Field(5.0, ge=0, description="age before a queued row is checked in Redis")
+    db_outage_budget_s: float = Field(60.0, ge=0, description="how long a job waits out a PostgreSQL outage")
     cancel_poll_s: float = Field(0.5, gt=0)
     cancel_grace_s: float = Field(10.0, gt=0, description="time a job has to stop before it is killed")
     retry_backoff_base_s: float = Field(5.0, ge=0)

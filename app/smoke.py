@@ -13,8 +13,7 @@ STEPS = 4
 
 
 def run_smoke_job(ctx: JobContext) -> None:
-    with ctx.session() as session:
-        session.execute(text("SELECT 1"))
+    ctx.run(lambda s: s.execute(text("SELECT 1")))
     digest = b"trad"
     hashes = min(int(ctx.params.get("hashes_per_step", 20_000)), 100_000_000)
     for step in range(1, STEPS + 1):

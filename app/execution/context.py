@@ -3,14 +3,15 @@ handler makes at every iteration to learn whether it must stop (cancel, checkpoi
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.clock import utcnow
@@ -19,6 +20,9 @@ from app.execution import signals
 from app.execution.errors import Canceled, Fenced, Preempted, WorkerLost
 from app.models import Job, ProgressEvent
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class JobContext:
@@ -45,11 +49,21 @@ class JobContext:
         self._last_poll = 0.0
         self.last_progress_monotonic = time.monotonic()
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction for the handler's own reads and writes."""
-        with transaction(self.settings.database_url) as session:
-            yield session
+    def run(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one transaction. If PostgreSQL goes away (a restart, a failover) the
+        transaction is tried again until it answers, for up to `db_outage_budget_s`, so a
+        short outage costs the job nothing. `work` must be safe to repeat."""
+        deadline, delay = time.monotonic() + self.settings.db_outage_budget_s, 0.2
+        while True:
+            try:
+                with transaction(self.settings.database_url) as session:
+                    return work(session)
+            except OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("PostgreSQL unavailable; retrying in %.1fs: %s", delay, exc.orig or exc)
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
 
     def _current(self):
         return (Job.id == self.job_id) & (Job.current_attempt_id == self.attempt_id) & (Job.status == "running")
@@ -64,10 +78,11 @@ class JobContext:
         if now - self._last_poll < self.settings.cancel_poll_s:
             return
         self._last_poll = now
-        with self.session() as session:
-            row = session.execute(
+        row = self.run(
+            lambda s: s.execute(
                 select(Job.status, Job.current_attempt_id, Job.cancel_requested_at).where(Job.id == self.job_id)
             ).one_or_none()
+        )
         if row is None or row.status != "running" or row.current_attempt_id != self.attempt_id:
             raise Fenced("this attempt is no longer the job's current attempt")
         if row.cancel_requested_at is not None:
@@ -98,7 +113,8 @@ class JobContext:
             values["iteration"] = iteration
         if best_score is not None:
             values["best_score"] = best_score
-        with self.session() as session:
+
+        def write(session: Session) -> None:
             result = session.execute(update(Job).where(self._current()).values(**values))
             if result.rowcount != 1:
                 raise Fenced("this attempt is no longer the job's current attempt")
@@ -114,8 +130,9 @@ class JobContext:
                     created_at=now,
                 )
             )
+
+        self.run(write)
         self.last_progress_monotonic = time.monotonic()
 
     def set_resumed_from(self, iteration: int) -> None:
-        with self.session() as session:
-            session.execute(update(Job).where(self._current()).values(resumed_from_iteration=iteration))
+        self.run(lambda s: s.execute(update(Job).where(self._current()).values(resumed_from_iteration=iteration)))

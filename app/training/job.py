@@ -61,8 +61,9 @@ class JobHooks:
         )
 
     def completed_trials(self) -> list[TrialRecord]:
-        with self.ctx.session() as session:
-            rows = session.scalars(select(Trial).where(Trial.job_id == self.ctx.job_id).order_by(Trial.number)).all()
+        rows = self.ctx.run(
+            lambda s: s.scalars(select(Trial).where(Trial.job_id == self.ctx.job_id).order_by(Trial.number)).all()
+        )
         return [TrialRecord(number=r.number, params=r.params, score=r.score, metrics=r.metrics) for r in rows]
 
     def save_trial(self, trial: TrialRecord) -> None:
@@ -71,7 +72,8 @@ class JobHooks:
         current = exists().where(
             Job.id == self.ctx.job_id, Job.current_attempt_id == self.ctx.attempt_id, Job.status == "running"
         )
-        with self.ctx.session() as session:
+
+        def write(session: Session) -> None:
             owned = session.scalar(select(current))
             if not owned:
                 raise Fenced("this attempt is no longer the job's current attempt")
@@ -87,6 +89,8 @@ class JobHooks:
                 )
                 .on_conflict_do_nothing(constraint="uq_training_trials_job_id_number")
             )
+
+        self.ctx.run(write)
 
     def check(self) -> None:
         self.ctx.check()
@@ -118,10 +122,8 @@ def run_training_job(ctx: JobContext):
     spec = spec_from_params(params)
     hooks = JobHooks(ctx)
     hooks.progress("data_preparation", 0.0, "loading candles")
-    with ctx.session() as session:
-        candles = candles_service.load(
-            session, spec.symbol, spec.timeframe, _parse_time(params.get("start")), _parse_time(params.get("end"))
-        )
+    start, end = _parse_time(params.get("start")), _parse_time(params.get("end"))
+    candles = ctx.run(lambda s: candles_service.load(s, spec.symbol, spec.timeframe, start, end))
     if candles is None or len(candles) == 0:
         raise JobInputError(
             f"no candles for {spec.symbol} {spec.timeframe} in the requested range; "

@@ -155,7 +155,7 @@ def test_redis_killed_and_restarted_from_aof_mid_job(client, db, long_data, work
 
 def test_postgres_restart_mid_job(client, db, long_data, workers, postgres):
     workers("w1")
-    job_id = start(client)
+    job_id = start(client, n_iterations=1000)
     wait_iteration(db, job_id, 10)
     db.close()
     postgres.stop()
@@ -164,7 +164,8 @@ def test_postgres_restart_mid_job(client, db, long_data, workers, postgres):
     final = wait_terminal(db, job_id, timeout=120)
     assert final.status == "succeeded", final.message
     assert config_count(db, job_id) == 1
-    assert trial_numbers(db, job_id) == list(range(300))
+    assert trial_numbers(db, job_id) == list(range(1000))
+    assert [a.status for a in attempts(db, job_id)] == ["succeeded"], "the job waited the outage out"
 
 
 def test_postgres_down_api_answers_503(client, db, postgres):
