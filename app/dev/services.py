@@ -203,6 +203,7 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     password: str | None = None
+    config: str | None = None  # extra redis.conf text (users, ACL rules), written beside the data
     proc: subprocess.Popen | None = None
 
     @property
@@ -215,8 +216,12 @@ class RedisServer:
         if not Path(binary).exists():
             raise ServiceError("redis-server not found: apt-get install redis-server")
         self.directory.mkdir(parents=True, exist_ok=True)
-        args = [
-            binary,
+        args = [binary]
+        if self.config is not None:
+            conf = self.directory / "redis.conf"
+            conf.write_text(self.config)
+            args.append(str(conf))
+        args += [
             "--port",
             str(self.port),
             "--bind",
