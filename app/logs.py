@@ -16,6 +16,7 @@ current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("cur
 
 class JobIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)  # uvicorn's terminal copy of the message
         job_id = current_job_id.get()
         if job_id is not None and not hasattr(record, "job_id"):
             record.job_id = job_id

@@ -31,7 +31,8 @@ Installs or upgrades trad on a Debian or Ubuntu server over SSH and restarts it.
   SERVER     host name or address to deploy to (required)
   SSH_USER   login user: root, or a user with passwordless sudo (default root)
   SSH_PORT   SSH port (default 22)
-  SSH_OPTS   extra ssh options, e.g. "-i ~/.ssh/trad -o ProxyJump=bastion"
+  SSH_OPTS   extra ssh options, split on spaces, e.g. "-i ~/.ssh/trad -o ProxyJump=bastion";
+             put options that contain spaces (ProxyCommand) in a file and pass "-F FILE"
   WORKERS    number of trad-worker@N instances to run (default 2)
 Releases live in /srv/trad/releases/<version>; /srv/trad/current points at the live one.
 A failed health check switches back to the previous release by itself.
@@ -43,8 +44,12 @@ ssh_cmd() {
   ssh -p "$SSH_PORT" -o BatchMode=yes -o ConnectTimeout=15 $SSH_OPTS "$SSH_USER@$SERVER" "$@"
 }
 
-as_root() {
-  if [ "$SSH_USER" = root ]; then ssh_cmd "$@"; else ssh_cmd sudo -n "$@"; fi
+as_root() {  # as_root 'shell command line' — runs it on the server as root
+  if [ "$SSH_USER" = root ]; then
+    ssh_cmd "$1"
+  else
+    ssh_cmd "sudo -n sh -c $(printf '%q' "$1")"
+  fi
 }
 
 preflight() {
@@ -90,8 +95,11 @@ build_wheelhouse() {
     log "wheelhouse $key: building wheels for requirements.txt"
     rm -rf "$WHEELHOUSE"
     mkdir -p "$WHEELHOUSE"
-    python3 -m pip wheel --quiet --wheel-dir "$WHEELHOUSE" -r "$ROOT/requirements.txt" \
-      || die "could not build the wheelhouse; is pip available and the package index reachable from here?"
+    if ! python3 -m pip wheel --quiet --wheel-dir "$WHEELHOUSE" -r "$ROOT/requirements.txt" \
+      > "$CACHE_DIR/pip-wheel.log" 2>&1; then
+      tail -n 20 "$CACHE_DIR/pip-wheel.log" >&2
+      die "could not build the wheelhouse (log: $CACHE_DIR/pip-wheel.log); is pip available and the package index reachable from here?"
+    fi
     touch "$WHEELHOUSE/.complete"
   fi
   WHEEL_TAR="$CACHE_DIR/wheelhouse-$key.tar"
@@ -100,16 +108,16 @@ build_wheelhouse() {
 
 ship() {
   log "shipping release and wheelhouse to $SERVER:$REMOTE_TMP"
-  as_root mkdir -p "$REMOTE_TMP"
-  as_root sh -c "cat > '$REMOTE_TMP/release.tar'" < "$RELEASE_TAR" || die "upload of the release failed"
-  as_root sh -c "cat > '$REMOTE_TMP/wheelhouse.tar'" < "$WHEEL_TAR" || die "upload of the wheelhouse failed"
-  as_root sh -c "rm -rf '$REMOTE_TMP/src' && mkdir -p '$REMOTE_TMP/src' && tar -xf '$REMOTE_TMP/release.tar' -C '$REMOTE_TMP/src'"
+  as_root "mkdir -p $REMOTE_TMP"
+  as_root "cat > $REMOTE_TMP/release.tar" < "$RELEASE_TAR" || die "upload of the release failed"
+  as_root "cat > $REMOTE_TMP/wheelhouse.tar" < "$WHEEL_TAR" || die "upload of the wheelhouse failed"
+  as_root "rm -rf $REMOTE_TMP/src && mkdir -p $REMOTE_TMP/src && tar -xf $REMOTE_TMP/release.tar -C $REMOTE_TMP/src"
 }
 
 install_on_server() {
   log "installing $VERSION on $SERVER"
-  as_root bash "$REMOTE_TMP/src/ops/scripts/server_install.sh" \
-    --version "$VERSION" --workers "$WORKERS" --source "$REMOTE_TMP/src" --wheelhouse "$REMOTE_TMP/wheelhouse.tar"
+  as_root "bash $REMOTE_TMP/src/ops/scripts/server_install.sh --version $VERSION --workers $WORKERS \
+    --source $REMOTE_TMP/src --wheelhouse $REMOTE_TMP/wheelhouse.tar"
 }
 
 main() {

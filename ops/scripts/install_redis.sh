@@ -41,13 +41,13 @@ write_users() {
   admin=$(admin_password)
   [ -n "$admin" ] || admin=$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 40)
   tmp=$(mktemp)
-  trap 'rm -f "$tmp"' RETURN
   {
     echo "# Written by install_redis.sh; keep it private (0640 root:redis)."
     echo "user default on >$admin ~* &* +@all"
     echo "user trad on >$REDIS_APP_PASSWORD $APP_RULES"
   } > "$tmp"
   install_file "$tmp" "$USERS_CONF" 640 root:redis
+  rm -f "$tmp"
 }
 
 include_trad_conf() {

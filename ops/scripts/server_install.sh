@@ -240,6 +240,7 @@ prune() {
 main() {
   parse_args "$@"
   [ "$(id -u)" -eq 0 ] || die "run as root"
+  cd /  # commands run as other users (postgres, trad) must not start in root's home
   ensure_packages
   ensure_user
   ensure_env_file
