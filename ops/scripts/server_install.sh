@@ -203,7 +203,9 @@ restart() {
   local units=(trad-api.service) n
   for n in $(seq 1 "$WORKERS"); do units+=("trad-worker@$n.service"); done
   log "restarting ${units[*]} (running jobs checkpoint and resume)"
-  systemctl restart "${units[@]}" || true
+  # A release that crash-looped may have hit the start limit; clear it so the restart counts.
+  systemctl reset-failed "${units[@]}" 2>/dev/null || true
+  systemctl restart "${units[@]}" || log "restart reported a failure; the health check decides"
   systemctl start trad.target
 }
 
