@@ -19,6 +19,9 @@ import time
 import uuid
 from pathlib import Path
 
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
+
 from app import migrate
 from app.db import transaction
 from app.queue import redis_connection
@@ -220,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"trad: error: {exc}", file=sys.stderr)
         return 2
+    except OperationalError as exc:
+        print(f"trad: error: PostgreSQL is unreachable ({exc.orig or exc}); check DATABASE_URL", file=sys.stderr)
+        return 3
+    except RedisError as exc:
+        print(f"trad: error: Redis is unreachable ({exc}); check REDIS_URL", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

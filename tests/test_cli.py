@@ -1,0 +1,148 @@
+"""The `trad` command: candle import (both layouts, idempotent, atomic), synthetic data, jobs,
+smoke, and clear errors for bad input. Run as a real subprocess against the test databases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from app.engine.backtest import Costs, backtest
+from app.engine.candles import synthetic
+from app.engine.strategies import get_strategy
+from app.engine.validate import split
+from app.models import Candle, TrainedConfiguration
+from app.services import candles as candles_service
+from tests.conftest import process_env
+from tests.support import ROOT, wait_until
+
+
+def trad(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=process_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def candle_count(db, symbol="BTCUSDT", timeframe="1m") -> int:
+    db.expire_all()
+    return db.scalar(
+        select(func.count()).select_from(Candle).where(Candle.symbol == symbol, Candle.timeframe == timeframe)
+    )
+
+
+def write_generic_csv(path: Path, bars: int) -> Path:
+    c = synthetic(bars, 9)
+    rows = ["timestamp,open,high,low,close,volume"]
+    rows += [
+        f"{t},{o!r},{h!r},{lo!r},{cl!r},{v!r}"
+        for t, o, h, lo, cl, v in zip(
+            *(a.tolist() for a in (c.open_time, c.open, c.high, c.low, c.close, c.volume)), strict=True
+        )
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_import_is_idempotent_and_a_bad_row_keeps_nothing(clean, db, tmp_path):
+    good = write_generic_csv(tmp_path / "good.csv", 500)
+    first = trad(clean, "candles", "import", "--symbol", "BTCUSDT", "--timeframe", "1m", str(good))
+    assert first.returncode == 0 and "500 new bars" in first.stdout, first.stderr
+    again = trad(clean, "candles", "import", "--symbol", "BTCUSDT", "--timeframe", "1m", str(good))
+    assert again.returncode == 0 and "0 new bars" in again.stdout
+    assert candle_count(db) == 500
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "1704067200000,1,2,0.5,1.5,10,1704067259999,1,1,1,1,0\n1704067260000,1,2,0.5,oops,10,1704067319999,1,1,1,1,0\n"
+    )
+    result = trad(clean, "candles", "import", "--symbol", "ETHUSDT", "--timeframe", "1m", str(bad))
+    assert result.returncode == 2 and "line 2" in result.stderr and "nothing was imported" in result.stderr
+    assert candle_count(db, "ETHUSDT") == 0
+
+
+def test_kline_layout_imports(clean, db, tmp_path):
+    kline = tmp_path / "BTCUSDT-1m.csv"
+    kline.write_text(
+        "1704067200000,100,101,99,100.5,10,1704067259999,1000,5,4,400,0\n"
+        "1704067260000,100.5,102,100,101,12,1704067319999,1200,6,5,500,0\n"
+    )
+    result = trad(clean, "candles", "import", "--symbol", "BTCUSDT", "--timeframe", "1m", str(kline))
+    assert result.returncode == 0 and "2 new bars" in result.stdout
+    listing = trad(clean, "candles", "list")
+    assert "BTCUSDT\t1m\t2\t2024-01-01T00:00:00+00:00" in listing.stdout and "import" in listing.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["candles", "import", "--symbol", "btc", "--timeframe", "1m", "x.csv"], "symbol must be"),
+        (["candles", "import", "--symbol", "BTCUSDT", "--timeframe", "7m", "x.csv"], "invalid choice"),
+        (["candles", "import", "--symbol", "BTCUSDT", "--timeframe", "1m", "/no/such.csv"], "no such file"),
+        (["candles", "import", "--timeframe", "1m", "x.csv"], "--symbol"),
+        (["candles", "synth", "--symbol", "BTCUSDT", "--bars", "0"], "between 1 and"),
+        (["candles", "synth", "--symbol", "BTCUSDT", "--bars", "many"], "not an integer"),
+        (["candles", "synth", "--symbol", "BTCUSDT", "--bars", "999999999"], "between 1 and"),
+        (["jobs", "show", "not-a-uuid"], "not a job id"),
+        (["jobs", "show", str(uuid.UUID(int=1))], "no job with id"),
+        (["jobs", "cancel", str(uuid.UUID(int=1))], "no job with id"),
+        (["jobs", "list", "--status", "bogus"], "invalid choice"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_changes_nothing(clean, db, args, message):
+    result = trad(clean, *args)
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr, result.stderr
+    assert candle_count(db) == 0
+
+
+def test_binary_file_is_refused(clean, db, tmp_path):
+    blob = tmp_path / "blob.csv"
+    blob.write_bytes(b"\xff\xfe\x00garbage")
+    result = trad(clean, "candles", "import", "--symbol", "BTCUSDT", "--timeframe", "1m", str(blob))
+    assert result.returncode == 2 and "nothing was imported" in result.stderr
+
+
+def test_training_on_imported_candles_is_reproducible(clean, db, client, workers, tmp_path):
+    csv_path = write_generic_csv(tmp_path / "year.csv", 6_000)
+    assert trad(clean, "candles", "import", "--symbol", "BTCUSDT", "--timeframe", "1m", str(csv_path)).returncode == 0
+    workers("w1")
+    job_id = client.post(
+        "/api/v2/training/start",
+        json={"strategy": "bollinger_breakout", "symbol": "BTCUSDT", "timeframe": "15m", "n_iterations": 10, "seed": 4},
+    ).json()["job_id"]
+    wait_until(
+        lambda: client.get(f"/api/v2/training/jobs/{job_id}/progress").json()["status"] == "succeeded",
+        timeout=60,
+        what="job on imported candles",
+    )
+    config = db.scalars(select(TrainedConfiguration).where(TrainedConfiguration.job_id == job_id)).one()
+    candles = candles_service.load(db, "BTCUSDT", "15m", None, None)  # resampled from the imported 1m bars
+    _, holdout = split(candles, 0.2)
+    again = backtest(holdout, get_strategy("bollinger_breakout").signals(holdout, config.params), Costs())
+    assert again.metrics == config.validation_metrics
+    shown = trad(clean, "jobs", "show", job_id)
+    assert shown.returncode == 0 and '"status": "succeeded"' in shown.stdout
+
+
+def test_smoke_command_waits_for_a_worker(clean, db, workers):
+    workers("w1")
+    result = trad(clean, "smoke", "--timeout", "30")
+    assert result.returncode == 0 and "succeeded" in result.stdout, result.stdout + result.stderr
+    assert trad(clean, "maintenance", "run-once").returncode == 0
+
+
+def test_unreachable_database_is_a_clear_error(clean):
+    down = clean.model_copy(update={"database_url": "postgresql+psycopg://trad@127.0.0.1:1/trad"})
+    result = trad(down, "jobs", "list")
+    assert result.returncode == 3 and "PostgreSQL is unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
