@@ -1,0 +1,136 @@
+"""Benchmark the job pipeline with `smoke` jobs: submit → PostgreSQL → Redis → forking worker →
+PostgreSQL, with throwaway PostgreSQL and Redis servers started here.
+
+    .venv/bin/python bench/pipeline.py [--jobs 200] [--workers 1 2]
+
+Prints, per worker count, throughput and the median / p95 time from submit to succeeded, and
+as a baseline measured in the same run, plain RQ running a no-op function (`os.getpid`) with
+the same forking worker class and serializer and no PostgreSQL bookkeeping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from redis import Redis  # noqa: E402
+from rq import Queue, Worker  # noqa: E402
+from rq.serializers import JSONSerializer  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
+
+from app.db import get_engine, transaction  # noqa: E402
+from app.dev.services import PostgresServer, RedisServer  # noqa: E402
+from app.migrate import upgrade  # noqa: E402
+from app.models import Job  # noqa: E402
+from app.queue import redis_connection  # noqa: E402
+from app.services import dispatch  # noqa: E402
+from app.services import jobs as jobs_service  # noqa: E402
+from app.settings import Settings  # noqa: E402
+
+
+def run_trad(settings: Settings, env: dict[str, str], n_jobs: int, n_workers: int, log_dir: Path) -> dict:
+    with get_engine(settings.database_url).begin() as conn:
+        conn.execute(text("TRUNCATE training_jobs CASCADE"))
+    Redis.from_url(settings.redis_url).flushall()
+    connection = redis_connection(settings.redis_url)
+    started = time.monotonic()
+    for _ in range(n_jobs):
+        with transaction(settings.database_url) as session:
+            job = jobs_service.start(
+                session,
+                settings,
+                kind="smoke",
+                priority="normal",
+                params={"hashes_per_step": 1},
+                n_iterations=4,
+                idempotency_key=None,
+            ).job
+        dispatch.send(connection, job, settings)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "worker.py", "--name", f"bench-{i}"],
+            cwd=ROOT,
+            env=env,
+            stdout=open(log_dir / f"bench-{i}.log", "ab"),  # noqa: SIM115 - owned by the worker
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(n_workers)
+    ]
+    try:
+        while True:
+            with transaction(settings.database_url) as session:
+                done = session.scalar(select(func.count()).select_from(Job).where(Job.status == "succeeded"))
+            if done == n_jobs:
+                break
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        with transaction(settings.database_url) as session:
+            runs = [(j.finished_at - j.started_at).total_seconds() for j in session.scalars(select(Job))]
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+    return {
+        "throughput": n_jobs / elapsed,
+        "median_run_ms": statistics.median(runs) * 1000,
+        "p95_run_ms": statistics.quantiles(runs, n=20)[-1] * 1000,
+    }
+
+
+def run_plain_rq(redis_url: str, n_jobs: int) -> dict:
+    connection = Redis.from_url(redis_url)
+    connection.flushall()
+    queue = Queue("baseline", connection=connection, serializer=JSONSerializer)
+    for _ in range(n_jobs):
+        queue.enqueue_call("os.getpid", result_ttl=60)
+    started = time.monotonic()
+    Worker([queue], connection=connection, serializer=JSONSerializer).work(burst=True, logging_level="WARNING")
+    elapsed = time.monotonic() - started
+    return {"throughput": n_jobs / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="trad-bench-"))
+    pg, rs = PostgresServer(base / "postgres"), RedisServer(base / "redis")
+    pg.start()
+    rs.start()
+    try:
+        upgrade(pg.url)
+        settings = Settings(database_url=pg.url, redis_url=rs.url, api_token="bench", maintenance_in_api=False)
+        env = {
+            **os.environ,
+            "DATABASE_URL": pg.url,
+            "REDIS_URL": rs.url,
+            "TRAD_ENV_FILE": "/nonexistent",
+            "LOG_LEVEL": "WARNING",
+        }
+        baseline = run_plain_rq(rs.url, args.jobs)
+        print(f"baseline, plain RQ no-op job, 1 forking worker: {baseline['throughput']:.1f} jobs/s")
+        for n in args.workers:
+            r = run_trad(settings, env, args.jobs, n, base)
+            print(
+                f"trad smoke job, {n} worker(s): {r['throughput']:.1f} jobs/s "
+                f"({r['throughput'] / baseline['throughput']:.2f}× the baseline), "
+                f"run time median {r['median_run_ms']:.0f} ms, p95 {r['p95_run_ms']:.0f} ms"
+            )
+    finally:
+        pg.stop()
+        rs.stop()
+
+
+if __name__ == "__main__":
+    main()
