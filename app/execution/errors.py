@@ -25,5 +25,9 @@ class Stalled(Exception):
     """No progress for longer than the kind's stall timeout."""
 
 
+class AttemptTimeout(Exception):
+    """The attempt ran longer than the kind's hard timeout."""
+
+
 class JobInputError(Exception):
     """A deterministic failure (bad parameters, no data): retrying cannot help."""

@@ -20,26 +20,43 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, settings: Settings, attempt_id: int, stall_timeout_s: float, last_progress) -> None:
+    """Also the attempt's watchdog: past the kind's hard timeout, or with no progress for its
+    stall timeout, it interrupts the job (SIGALRM, which RQ turns into JobTimeoutException in
+    the job's thread) and records why in `reason` ("timeout" or "stalled")."""
+
+    def __init__(
+        self, settings: Settings, attempt_id: int, *, timeout_s: float, stall_timeout_s: float, last_progress
+    ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self._settings = settings
         self._attempt_id = attempt_id
-        self._stall_timeout_s = stall_timeout_s
+        self.timeout_s = timeout_s
+        self.stall_timeout_s = stall_timeout_s
         self._last_progress = last_progress  # callable → monotonic time of the last progress report
+        self._began = time.monotonic()
         self._stop = threading.Event()
-        self.stalled = False
+        self.reason: str | None = None
+        self._last_beat = 0.0
 
     def run(self) -> None:
-        while not self._stop.wait(self._settings.heartbeat_interval_s):
-            self.beat()
-            if time.monotonic() - self._last_progress() > self._stall_timeout_s:
-                log.error("no progress for %.0fs: stopping this attempt as stalled", self._stall_timeout_s)
-                self.stalled = True
-                # SIGALRM is how the job process is interrupted; the runner sees `stalled`.
-                os.kill(os.getpid(), signal.SIGALRM)
+        while not self._stop.wait(min(self._settings.heartbeat_interval_s, 1.0)):
+            now = time.monotonic()
+            if now - self._last_beat >= self._settings.heartbeat_interval_s:
+                self.beat()
+            if now - self._began > self.timeout_s:
+                self._interrupt("timeout", f"attempt ran past its hard timeout of {self.timeout_s:.0f}s")
+                return
+            if now - self._last_progress() > self.stall_timeout_s:
+                self._interrupt("stalled", f"no progress for {self.stall_timeout_s:.0f}s")
                 return
 
+    def _interrupt(self, reason: str, message: str) -> None:
+        log.error("%s: stopping this attempt", message)
+        self.reason = reason
+        os.kill(os.getpid(), signal.SIGALRM)
+
     def beat(self) -> None:
+        self._last_beat = time.monotonic()
         try:
             with transaction(self._settings.database_url) as session:
                 session.execute(

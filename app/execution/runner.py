@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.db import transaction
 from app.execution.context import JobContext
-from app.execution.errors import Canceled, Fenced, JobInputError, Preempted, Stalled, WorkerLost
+from app.execution.errors import AttemptTimeout, Canceled, Fenced, JobInputError, Preempted, Stalled, WorkerLost
 from app.execution.heartbeat import Heartbeat
 from app.kinds import get_kind, limits
 from app.logs import job_context
@@ -57,8 +57,14 @@ def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: in
             parent_pid=parent_pid,
         )
     log.info("attempt %d started", ctx.attempt_number)
-    stall_timeout_s = limits(settings, kind.name).stall_timeout_s
-    heartbeat = Heartbeat(settings, ctx.attempt_id, stall_timeout_s, lambda: ctx.last_progress_monotonic)
+    kind_limits = limits(settings, kind.name)
+    heartbeat = Heartbeat(
+        settings,
+        ctx.attempt_id,
+        timeout_s=kind_limits.timeout_s,
+        stall_timeout_s=kind_limits.stall_timeout_s,
+        last_progress=lambda: ctx.last_progress_monotonic,
+    )
     heartbeat.start()
     try:
         writer = kind.load_handler()(ctx)
@@ -73,7 +79,11 @@ def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: in
     except WorkerLost as exc:
         outcome = _end(settings, ctx, "lost", error=exc)
     except JobTimeoutException as exc:
-        error: BaseException = Stalled("no progress within the stall timeout") if heartbeat.stalled else exc
+        error: BaseException = exc
+        if heartbeat.reason == "stalled":
+            error = Stalled(f"no progress for {heartbeat.stall_timeout_s:.0f}s")
+        elif heartbeat.reason == "timeout":
+            error = AttemptTimeout(f"attempt ran past its hard timeout of {heartbeat.timeout_s:.0f}s")
         outcome = _end(settings, ctx, "transient", error=error)
     except JobInputError as exc:
         outcome = _end(settings, ctx, "failed", error=exc)

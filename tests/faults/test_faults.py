@@ -314,3 +314,13 @@ def test_stalled_attempts_are_retried_then_failed(db, workers, clean):
     history = attempts(db, job_id)
     assert [a.status for a in history] == ["failed", "failed"]
     assert all(a.error_type == "Stalled" for a in history)
+
+
+def test_hard_timeout_stops_the_attempt_and_retries_then_fails(db, workers, clean):
+    """Progress keeps coming, so the attempt is not stalled, but it runs past the kind's hard
+    timeout (10 s here): it is stopped, retried, and failed once attempts are used up."""
+    workers("w1", env_overrides={"SMOKE_TIMEOUT_S": "10", "SMOKE_MAX_ATTEMPTS": "2"})
+    job_id = submit_smoke(db, clean.model_copy(update={"smoke_max_attempts": 2}), hashes_per_step=12_000_000).id
+    final = wait_terminal(db, job_id, timeout=90)
+    assert final.status == "failed" and final.error_type == "AttemptTimeout", (final.error_type, final.message)
+    assert [a.error_type for a in attempts(db, job_id)] == ["AttemptTimeout", "AttemptTimeout"]
