@@ -17,6 +17,7 @@ dev: $(BIN)/.installed
 	$(BIN)/python -m app.dev up
 
 test: $(BIN)/.installed
+	bash ops/scripts/dev_system_packages.sh --test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import require_token
-from app.api.routes import configurations, health, metrics, training
+from app.api.routes import configurations, dashboard, health, metrics, training
 from app.queue import redis_connection
 from app.services.jobs import JobError, QueueFull
 from app.services.maintenance import MaintenanceLoop
@@ -73,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(dashboard.router)
     app.include_router(training.router, dependencies=[Depends(require_token)])
     app.include_router(configurations.router, dependencies=[Depends(require_token)])
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)

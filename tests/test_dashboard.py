@@ -1,0 +1,81 @@
+"""The dashboard in a real headless Chromium against a real API process: it renders the jobs
+PostgreSQL holds, and says so when the token is wrong."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.dev.services import free_port, wait_for_port
+from tests.conftest import TOKEN, process_env
+from tests.support import ROOT
+
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.fixture
+def api_url(clean, tmp_path: Path):
+    port = free_port()
+    env = {**process_env(clean), "API_PORT": str(port), "MAINTENANCE_IN_API": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port, 30, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def render(url: str, tmp_path: Path) -> str:
+    """The DOM after the page's scripts ran, as headless Chromium sees it."""
+    result = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_dashboard_lists_jobs_with_their_status(api_url, tmp_path):
+    http = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {TOKEN}"})
+    body = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
+    queued = http.post("/api/v2/training/start", json=body).json()["job_id"]
+    canceled = http.post("/api/v2/training/start", json={**body, "seed": 2}).json()["job_id"]
+    assert http.delete(f"/api/v2/training/jobs/{canceled}").json()["status"] == "canceled"
+    assert httpx.get(api_url + "/", follow_redirects=False).headers["location"] == "/dashboard"
+
+    dom = render(f"{api_url}/dashboard#token={TOKEN}", tmp_path)
+    assert f'data-job-id="{queued}" data-status="queued"' in dom
+    assert f'data-job-id="{canceled}" data-status="canceled"' in dom
+    assert "queued 1 · running 0 · failed 0" in dom
+    assert ">Cancel<" in dom and ">Retry<" in dom
+
+
+def test_dashboard_reports_a_wrong_token(api_url, tmp_path):
+    dom = render(f"{api_url}/dashboard#token=wrong", tmp_path)
+    assert "401 missing or invalid bearer token" in dom
+    assert "data-job-id" not in dom
