@@ -77,16 +77,7 @@ def cmd_smoke(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import jobs as jobs_service
 
     with transaction(settings.database_url) as session:
-        result = jobs_service.start(
-            session,
-            settings,
-            kind="smoke",
-            priority="high",
-            params={},
-            n_iterations=4,
-            idempotency_key=None,
-        )
-        job = result.job
+        job = jobs_service.start_smoke(session, settings)
     sent = dispatch.send(redis_connection(settings.redis_url), job, settings)
     print(f"smoke job {job.id} queued{'' if sent else ' (Redis unavailable: the reconciler will enqueue it)'}")
     deadline = time.monotonic() + args.timeout

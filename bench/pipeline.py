@@ -45,15 +45,7 @@ def run_trad(settings: Settings, env: dict[str, str], n_jobs: int, n_workers: in
     started = time.monotonic()
     for _ in range(n_jobs):
         with transaction(settings.database_url) as session:
-            job = jobs_service.start(
-                session,
-                settings,
-                kind="smoke",
-                priority="normal",
-                params={"hashes_per_step": 1},
-                n_iterations=4,
-                idempotency_key=None,
-            ).job
+            job = jobs_service.start_smoke(session, settings, priority="normal", hashes_per_step=1)
         dispatch.send(connection, job, settings)
     procs = [
         subprocess.Popen(

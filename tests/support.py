@@ -87,9 +87,7 @@ def submit_smoke(db, settings, **params):
     from app.services import dispatch
     from app.services import jobs as jobs_service
 
-    job = jobs_service.start(
-        db, settings, kind="smoke", priority="normal", params=params, n_iterations=4, idempotency_key=None
-    ).job
+    job = jobs_service.start_smoke(db, settings, priority="normal", **params)
     db.commit()
     assert dispatch.send(redis_connection(settings.redis_url), job, settings)
     return job

@@ -20,6 +20,7 @@ from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
 from app.services import dispatch
 from app.settings import Settings
+from app.smoke import STEPS as SMOKE_STEPS
 
 
 class JobError(Exception):
@@ -101,6 +102,19 @@ def start(
             raise
         return _replay(existing, digest)
     return StartResult(job, created=True)
+
+
+def start_smoke(session: Session, settings: Settings, *, priority: str = "high", **params: Any) -> Job:
+    """A smoke job (not committed): the CLI's `trad smoke`, the deploy health check, benchmarks."""
+    return start(
+        session,
+        settings,
+        kind="smoke",
+        priority=priority,
+        params=params,
+        n_iterations=SMOKE_STEPS,
+        idempotency_key=None,
+    ).job
 
 
 def _admit(session: Session, settings: Settings) -> None:
