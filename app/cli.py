@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 import uuid
@@ -23,12 +22,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from app import migrate
-from app.db import transaction
+from app.db import session_factory, transaction
 from app.queue import redis_connection
 from app.settings import Settings, get_settings
-
-SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
-TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
+from app.status import JobStatus
+from app.training.catalog import SYMBOL, TIMEFRAMES
 
 
 class CliError(Exception):
@@ -72,22 +70,23 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_smoke(args: argparse.Namespace, settings: Settings) -> int:
-    from app.models import Job
+    from app.repositories import jobs as jobs_repo
     from app.services import dispatch
     from app.services import jobs as jobs_service
 
-    with transaction(settings.database_url) as session:
+    with session_factory(settings.database_url)() as session:
         job = jobs_service.start_smoke(session, settings)
-    sent = dispatch.send(redis_connection(settings.redis_url), job, settings)
-    print(f"smoke job {job.id} queued{'' if sent else ' (Redis unavailable: the reconciler will enqueue it)'}")
+        delivery = dispatch.commit_and_send(session, redis_connection(settings.redis_url), settings)
+    note = "" if delivery.complete else " (Redis unavailable: the reconciler will enqueue it)"
+    print(f"smoke job {job.id} queued{note}")
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         with transaction(settings.database_url) as session:
-            row = session.get(Job, job.id)
-            status, message = row.status, row.message
-        if status in ("succeeded", "failed", "canceled"):
+            row = jobs_repo.get(session, job.id)
+            status, message = JobStatus(row.status), row.message
+        if status.is_finished:
             print(f"smoke job {job.id} {status}: {message}")
-            return 0 if status == "succeeded" else 1
+            return 0 if status.is_succeeded else 1
         time.sleep(0.2)
     print(f"smoke job {job.id} not finished after {args.timeout}s (is a worker running?)", file=sys.stderr)
     return 1
@@ -123,13 +122,13 @@ def cmd_candles(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    from app.queue import get_queue
     from app.services import dispatch
     from app.services import jobs as jobs_service
     from app.services.jobs import JobError
 
     try:
-        with transaction(settings.database_url) as session:
+        with dispatch.unit_of_work(settings) as uow:
+            session = uow.session
             if args.action == "list":
                 rows, total = jobs_service.list_jobs(session, status=args.status, kind=None, limit=args.limit, offset=0)
                 for j in rows:
@@ -141,16 +140,11 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps({c.key: getattr(j, c.key) for c in j.__table__.columns}, default=str, indent=2))
                 return 0
             if args.action == "cancel":
-                job, rq_job_id = jobs_service.cancel(session, args.job_id)
+                job = jobs_service.cancel(session, args.job_id)
             else:
-                job, rq_job_id = jobs_service.retry(session, settings, args.job_id), None
+                job = jobs_service.retry(session, settings, args.job_id)
     except JobError as exc:
         raise CliError(exc.message) from None
-    connection = redis_connection(settings.redis_url)
-    if args.action == "cancel" and rq_job_id:
-        get_queue(connection, job.priority).remove(rq_job_id)
-    if args.action == "retry":
-        dispatch.send(connection, job, settings)
     print(f"job {job.id}: {job.status} ({job.message})")
     return 0
 
@@ -195,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="look at, cancel and retry jobs")
     jsub = jobs.add_subparsers(dest="action", required=True)
     jl = jsub.add_parser("list")
-    jl.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
+    jl.add_argument("--status", choices=list(JobStatus))
     jl.add_argument("--limit", type=_positive(1000), default=20)
     for action in ("show", "cancel", "retry"):
         jsub.add_parser(action).add_argument("job_id", type=_job_id)

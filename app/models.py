@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -21,7 +22,10 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.status import AttemptStatus, JobStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -31,14 +35,11 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
-TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
-ATTEMPT_STATUSES = ("running", "succeeded", "failed", "canceled", "preempted", "lost")
 PRIORITIES = ("high", "normal", "low")
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def _in(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -55,7 +56,7 @@ class Job(Base):
 
     __tablename__ = "training_jobs"
     __table_args__ = (
-        CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+        CheckConstraint(_in("status", JobStatus), name="status"),
         CheckConstraint(_in("priority", PRIORITIES), name="priority"),
         CheckConstraint("percent >= 0 AND percent <= 100", name="percent"),
         Index("ix_training_jobs_status_created_at", "status", "created_at"),
@@ -63,7 +64,7 @@ class Job(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     kind: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     priority: Mapped[str] = mapped_column(String(8), default="normal")
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
@@ -95,6 +96,16 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[datetime | None]
 
+    @hybrid_method
+    def owned_by(self, attempt_id: int) -> bool:
+        """This attempt still owns the job: the job is running and it is its current attempt.
+        Every write an attempt makes is fenced on this, in Python and in SQL alike."""
+        return self.status == JobStatus.RUNNING and self.current_attempt_id == attempt_id
+
+    @owned_by.expression
+    def _owned_by_expression(cls, attempt_id: int):
+        return (cls.status == JobStatus.RUNNING) & (cls.current_attempt_id == attempt_id)
+
 
 class Attempt(Base):
     """One run of a job by one worker. A job may have several; each has its own row."""
@@ -102,14 +113,14 @@ class Attempt(Base):
     __tablename__ = "training_attempts"
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_training_attempts_job_id_number"),
-        CheckConstraint(_in("status", ATTEMPT_STATUSES), name="status"),
+        CheckConstraint(_in("status", AttemptStatus), name="status"),
         Index("ix_training_attempts_status_heartbeat_at", "status", "heartbeat_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    status: Mapped[str] = mapped_column(String(16), default=AttemptStatus.RUNNING)
     worker_name: Mapped[str | None] = mapped_column(String(120))
     pid: Mapped[int | None] = mapped_column(Integer)
     start_iteration: Mapped[int] = mapped_column(Integer, default=0)

@@ -5,12 +5,19 @@ Redis only carries job ids. PostgreSQL holds everything a user may ask about lat
 
 from __future__ import annotations
 
+import logging
+import time
 from functools import lru_cache
 
 from redis import Redis
-from rq import Queue
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
+
+log = logging.getLogger(__name__)
 
 # Strict priority order: a worker always drains the first queue before the next.
 QUEUE_NAMES: dict[str, str] = {"high": "training-high", "normal": "training", "low": "training-low"}
@@ -56,25 +63,46 @@ def remove(connection: Redis, rq_job_id: str, priority: str) -> None:
 
 def is_present(connection: Redis, rq_job_id: str, priority: str) -> bool:
     """Whether this dispatch is still somewhere a worker will take it from or is running it:
-    the queue list, the intermediate list of reliable dequeue, or the started registry."""
+    the queue list, the intermediate list of reliable dequeue, or the started registry. A
+    started-registry entry past its expiry (the score RQ gives it) belonged to a worker that
+    died: it does not count."""
     queue = get_queue(connection, priority)
     pipe = connection.pipeline()
     pipe.lpos(queue.key, rq_job_id)
     pipe.lpos(queue.intermediate_queue.key, rq_job_id)
     pipe.zscore(queue.started_job_registry.key, rq_job_id)
-    in_queue, in_intermediate, started_prefix = pipe.execute()
+    in_queue, in_intermediate, started_expiry = pipe.execute()
     if in_queue is not None or in_intermediate is not None:
         return True
-    if started_prefix is not None:
+    now = time.time()
+    if started_expiry is not None and started_expiry > now:
         return True
     # RQ 3 keys started executions as "<job id>:<execution id>".
     cursor = 0
     while True:
         cursor, members = connection.zscan(queue.started_job_registry.key, cursor, match=f"{rq_job_id}:*", count=200)
-        if members:
+        if any(expiry > now for _, expiry in members):
             return True
         if cursor == 0:
             return False
+
+
+def forget_started(connection: Redis, rq_job_id: str, priority: str) -> None:
+    """Take a dead dispatch out of RQ's started registry (its worker was lost), so `rq info`
+    stays true. Gone already is fine."""
+    try:
+        rq_job = RQJob.fetch(rq_job_id, connection=connection, serializer=JSONSerializer)
+        get_queue(connection, priority).started_job_registry.remove_executions(rq_job)
+    except (NoSuchJobError, RedisError) as exc:
+        log.debug("started registry not cleaned for %s: %s", rq_job_id, exc)
+
+
+def worker_count(connection: Redis) -> int:
+    return Worker.count(connection=connection)
+
+
+# RQ raises this in the job process when its timeout alarm fires.
+AttemptInterrupted = JobTimeoutException
 
 
 def queue_depths(connection: Redis) -> dict[str, int]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from sqlalchemy import text
 
 from app import notify
 from app.db import get_engine
 from app.queue import redis_connection
+from app.retry import retry_until
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,16 +23,12 @@ def check(settings: Settings) -> None:
 
 
 def wait_for_dependencies(settings: Settings, timeout_s: float = 120.0) -> None:
-    deadline, delay = time.monotonic() + timeout_s, 0.5
-    while True:
-        try:
-            check(settings)
-            return
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"PostgreSQL or Redis not reachable after {timeout_s:.0f}s: {exc}") from exc
-            notify.status(f"waiting for PostgreSQL and Redis: {exc}")
-            notify.watchdog()
-            log.warning("waiting for PostgreSQL and Redis: %s", exc)
-            time.sleep(delay)
-            delay = min(2 * delay, 5.0)
+    def waiting(exc: Exception, delay: float) -> None:
+        notify.status(f"waiting for PostgreSQL and Redis: {exc}")
+        notify.watchdog()
+        log.warning("waiting for PostgreSQL and Redis: %s", exc)
+
+    try:
+        retry_until(lambda: check(settings), retry_on=(Exception,), budget_s=timeout_s, on_retry=waiting)
+    except Exception as exc:
+        raise SystemExit(f"PostgreSQL or Redis not reachable after {timeout_s:.0f}s: {exc}") from exc

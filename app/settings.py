@@ -9,6 +9,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.kinds import smoke, training
+from app.kinds.limits import Limits
+
 DEFAULT_ENV_FILE = "/etc/trad/trad.env"
 
 
@@ -45,18 +48,26 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(300.0, ge=0)
     worker_idle_wait_s: int = Field(10, ge=1, description="longest blocking pop; bounds watchdog gaps")
 
-    # Per job kind: attempts before failing, hard timeout of one attempt, and the longest
-    # time without progress before an attempt counts as stalled.
-    training_max_attempts: int = Field(3, ge=1, le=100)
-    training_timeout_s: int = Field(30 * 60, ge=10)
-    training_stall_timeout_s: int = Field(5 * 60, ge=1)
-    smoke_max_attempts: int = Field(2, ge=1, le=100)
-    smoke_timeout_s: int = Field(120, ge=10)
-    smoke_stall_timeout_s: int = Field(60, ge=1)
+    # Per job kind (defaults are the kind's own): attempts before failing, hard timeout of one
+    # attempt, and the longest time without progress before an attempt counts as stalled.
+    training_max_attempts: int = Field(training.DEFAULT_LIMITS.max_attempts, ge=1, le=100)
+    training_timeout_s: int = Field(training.DEFAULT_LIMITS.timeout_s, ge=10)
+    training_stall_timeout_s: int = Field(training.DEFAULT_LIMITS.stall_timeout_s, ge=1)
+    smoke_max_attempts: int = Field(smoke.DEFAULT_LIMITS.max_attempts, ge=1, le=100)
+    smoke_timeout_s: int = Field(smoke.DEFAULT_LIMITS.timeout_s, ge=10)
+    smoke_stall_timeout_s: int = Field(smoke.DEFAULT_LIMITS.stall_timeout_s, ge=1)
 
     @property
     def api_token_value(self) -> str:
         return self.api_token.get_secret_value()
+
+    @property
+    def kind_limits(self) -> dict[str, Limits]:
+        """The limits of each job kind, by kind name: the one mapping from settings to kinds."""
+        return {
+            training.NAME: Limits(self.training_max_attempts, self.training_timeout_s, self.training_stall_timeout_s),
+            smoke.NAME: Limits(self.smoke_max_attempts, self.smoke_timeout_s, self.smoke_stall_timeout_s),
+        }
 
 
 @lru_cache(maxsize=1)

@@ -22,15 +22,16 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
-from sqlalchemy import select
 
 from app import notify, queue
 from app.clock import utcnow
 from app.db import transaction
 from app.execution import process, signals
-from app.models import Job
+from app.repositories import jobs as jobs_repo
+from app.retry import retry_until
 from app.services import lifecycle, maintenance
 from app.settings import Settings
+from app.status import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +85,20 @@ class TradWorker(Worker):
     def _until_redis_answers(self, call):
         """RQ's work loop quits on a Redis error outside its blocking pop. Ride the outage out
         instead: keep the watchdog fed, keep the reaper running, and try again."""
-        delay = 0.5
-        while True:
-            try:
-                return call()
-            except RedisError as exc:
-                if self._stop_requested:
-                    raise
-                notify.watchdog()
-                notify.status(f"waiting for Redis: {exc}")
-                log.warning("Redis unavailable; retrying in %.1fs: %s", delay, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, self.max_connection_wait_time)
+
+        def waiting(exc: Exception, delay: float) -> None:
+            notify.watchdog()
+            notify.status(f"waiting for Redis: {exc}")
+            log.warning("Redis unavailable; retrying in %.1fs: %s", delay, exc)
+
+        return retry_until(
+            call,
+            retry_on=(RedisError,),
+            budget_s=None,
+            max_delay_s=self.max_connection_wait_time,
+            on_retry=waiting,
+            give_up=lambda: self._stop_requested,
+        )
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -160,11 +163,7 @@ class TradWorker(Worker):
 
     def _watch_job(self, job_id: uuid.UUID) -> None:
         with transaction(self.settings.database_url) as session:
-            row = session.execute(
-                select(Job.status, Job.phase, Job.percent, Job.cancel_requested_at, Job.current_attempt_id).where(
-                    Job.id == job_id
-                )
-            ).one_or_none()
+            row = jobs_repo.watch(session, job_id)
         if row is None:
             return
         now_mono = time.monotonic()
@@ -175,7 +174,7 @@ class TradWorker(Worker):
             row.cancel_requested_at
             and (utcnow() - row.cancel_requested_at).total_seconds() > self.settings.cancel_grace_s
         )
-        if row.status == "running" and overdue and self.horse_pid and row.current_attempt_id:
+        if row.status == JobStatus.RUNNING and overdue and self.horse_pid and row.current_attempt_id:
             self._kill_for_cancel(job_id, row.current_attempt_id)
 
     def _kill_for_cancel(self, job_id: uuid.UUID, attempt_id: int) -> None:
@@ -187,6 +186,6 @@ class TradWorker(Worker):
         self._stopped_job_id = self.get_current_job_id()
         self.kill_horse()
         with transaction(self.settings.database_url) as session:
-            claim = lifecycle.lock_current(session, job_id, attempt_id)
+            claim = lifecycle.lock_owned(session, job_id, attempt_id)
             if claim is not None:
-                lifecycle.cancel(claim, f"canceled: killed after {self.settings.cancel_grace_s:.0f}s grace")
+                lifecycle.cancel(session, claim, f"canceled: killed after {self.settings.cancel_grace_s:.0f}s grace")

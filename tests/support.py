@@ -88,6 +88,5 @@ def submit_smoke(db, settings, **params):
     from app.services import jobs as jobs_service
 
     job = jobs_service.start_smoke(db, settings, priority="normal", **params)
-    db.commit()
-    assert dispatch.send(redis_connection(settings.redis_url), job, settings)
+    assert dispatch.commit_and_send(db, redis_connection(settings.redis_url), settings).sent == [job.id]
     return job

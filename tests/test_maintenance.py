@@ -16,9 +16,7 @@ from app.services.maintenance import LOCK_KEY
 
 
 def queued_job(db, settings, max_attempts: int | None = None) -> Job:
-    job = jobs_service.start(
-        db, settings, kind="smoke", priority="normal", params={}, n_iterations=4, idempotency_key=None
-    ).job
+    job = jobs_service.start(db, settings, kind="smoke", priority="normal", params={}, idempotency_key=None).job
     if max_attempts is not None:
         job.max_attempts = max_attempts
     db.commit()

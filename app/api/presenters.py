@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api.schemas import AttemptOut, ErrorInfo, JobDetail, Progress
-from app.models import Job, TrainedConfiguration
+from app.models import Job
 from app.repositories import attempts as attempts_repo
+from app.repositories import configurations as configurations_repo
+from app.status import JobStatus
 
-
-def _configuration_ids(session: Session, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
-    if not job_ids:
-        return {}
-    rows = session.execute(
-        select(TrainedConfiguration.job_id, TrainedConfiguration.id).where(TrainedConfiguration.job_id.in_(job_ids))
-    ).all()
-    return {job_id: config_id for job_id, config_id in rows}
+_configuration_ids = configurations_repo.ids_for_jobs
 
 
 def _progress_fields(job: Job, configuration_id: uuid.UUID | None) -> dict:
@@ -32,7 +26,7 @@ def _progress_fields(job: Job, configuration_id: uuid.UUID | None) -> dict:
         iteration=job.iteration,
         n_iterations=job.n_iterations,
         best_score=job.best_score,
-        eta_seconds=job.eta_seconds if job.status == "running" else None,
+        eta_seconds=job.eta_seconds if job.status == JobStatus.RUNNING else None,
         attempts=job.attempts,
         resumed_from_iteration=job.resumed_from_iteration,
         cancel_requested=job.cancel_requested_at is not None,

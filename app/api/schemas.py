@@ -17,12 +17,14 @@ from pydantic import (
     model_validator,
 )
 
-from app.training.catalog import strategy_names
+from app.models import PRIORITIES
+from app.status import AttemptStatus, JobStatus
+from app.training.catalog import OBJECTIVES, SYMBOL_PATTERN, TIMEFRAMES, strategy_names
 
-Priority = Literal["high", "normal", "low"]
-Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
-Objective = Literal["sharpe", "total_return", "calmar"]
-Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
+Priority = Literal[PRIORITIES]  # a tuple subscript: Literal of each of its values
+Timeframe = Literal[TIMEFRAMES]
+Objective = Literal[OBJECTIVES]
+Status = JobStatus
 
 
 class StartTraining(BaseModel):
@@ -31,7 +33,7 @@ class StartTraining(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: StrictStr = Field(max_length=64, description="a registered strategy, e.g. sma_crossover")
-    symbol: StrictStr = Field(pattern=r"^[A-Z0-9]{2,20}$", description="e.g. BTCUSDT")
+    symbol: StrictStr = Field(pattern=SYMBOL_PATTERN, description="e.g. BTCUSDT")
     timeframe: Timeframe
     start: datetime | None = Field(None, description="first candle (inclusive); default: all data")
     end: datetime | None = Field(None, description="last candle (exclusive); default: all data")
@@ -101,7 +103,7 @@ class AttemptOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     number: int
-    status: str
+    status: AttemptStatus
     worker_name: str | None
     start_iteration: int
     error_type: str | None

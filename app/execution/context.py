@@ -10,15 +10,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.clock import utcnow
 from app.db import transaction
 from app.execution import signals
-from app.execution.errors import Canceled, Fenced, Preempted, WorkerLost
-from app.models import Job, ProgressEvent
+from app.execution.errors import TRANSIENT_DB_ERRORS, Canceled, Fenced, Preempted, WorkerLost
+from app.repositories import jobs as jobs_repo
+from app.repositories import progress as progress_repo
+from app.retry import retry_until
+from app.services import lifecycle
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,20 +54,25 @@ class JobContext:
         """Run `work` in one transaction. If PostgreSQL goes away (a restart, a failover) the
         transaction is tried again until it answers, for up to `db_outage_budget_s`, so a
         short outage costs the job nothing. `work` must be safe to repeat."""
-        deadline, delay = time.monotonic() + self.settings.db_outage_budget_s, 0.2
-        while True:
-            try:
-                with transaction(self.settings.database_url) as session:
-                    return work(session)
-            except OperationalError as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("PostgreSQL unavailable; retrying in %.1fs: %s", delay, exc.orig or exc)
-                time.sleep(delay)
-                delay = min(2 * delay, 5.0)
 
-    def _current(self):
-        return (Job.id == self.job_id) & (Job.current_attempt_id == self.attempt_id) & (Job.status == "running")
+        def once() -> T:
+            with transaction(self.settings.database_url) as session:
+                return work(session)
+
+        def waiting(exc: Exception, delay: float) -> None:
+            log.warning("PostgreSQL unavailable; retrying in %.1fs: %s", delay, getattr(exc, "orig", None) or exc)
+
+        return retry_until(
+            once,
+            retry_on=TRANSIENT_DB_ERRORS,
+            budget_s=self.settings.db_outage_budget_s,
+            first_delay_s=0.2,
+            on_retry=waiting,
+        )
+
+    def owns(self, session: Session) -> bool:
+        """This attempt still owns the job (`Job.owned_by`)."""
+        return jobs_repo.is_owned(session, self.job_id, self.attempt_id)
 
     def check(self) -> None:
         """Raise if this attempt must stop. Cheap: PostgreSQL is polled at most every cancel_poll_s."""
@@ -78,12 +84,8 @@ class JobContext:
         if now - self._last_poll < self.settings.cancel_poll_s:
             return
         self._last_poll = now
-        row = self.run(
-            lambda s: s.execute(
-                select(Job.status, Job.current_attempt_id, Job.cancel_requested_at).where(Job.id == self.job_id)
-            ).one_or_none()
-        )
-        if row is None or row.status != "running" or row.current_attempt_id != self.attempt_id:
+        row = self.run(lambda s: jobs_repo.stop_signals(s, self.job_id, self.attempt_id))
+        if row is None:
             raise Fenced("this attempt is no longer the job's current attempt")
         if row.cancel_requested_at is not None:
             raise Canceled("cancel requested")
@@ -115,24 +117,24 @@ class JobContext:
             values["best_score"] = best_score
 
         def write(session: Session) -> None:
-            result = session.execute(update(Job).where(self._current()).values(**values))
-            if result.rowcount != 1:
+            if not lifecycle.record_progress(session, self.job_id, self.attempt_id, values):
                 raise Fenced("this attempt is no longer the job's current attempt")
-            session.execute(
-                insert(ProgressEvent).values(
-                    job_id=self.job_id,
-                    attempt_id=self.attempt_id,
-                    phase=phase,
-                    percent=percent,
-                    message=message,
-                    iteration=iteration,
-                    best_score=best_score,
-                    created_at=now,
-                )
+            progress_repo.add(
+                session,
+                job_id=self.job_id,
+                attempt_id=self.attempt_id,
+                phase=phase,
+                percent=percent,
+                message=message,
+                iteration=iteration,
+                best_score=best_score,
+                created_at=now,
             )
 
         self.run(write)
         self.last_progress_monotonic = time.monotonic()
 
     def set_resumed_from(self, iteration: int) -> None:
-        self.run(lambda s: s.execute(update(Job).where(self._current()).values(resumed_from_iteration=iteration)))
+        self.run(
+            lambda s: jobs_repo.update_if_owned(s, self.job_id, self.attempt_id, {"resumed_from_iteration": iteration})
+        )

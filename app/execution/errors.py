@@ -1,5 +1,14 @@
 """Why an attempt stopped. Each exception maps to one way of ending an attempt."""
 
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+# Errors that a wait or another attempt may cure: the database connection or Redis went away,
+# or a call timed out. A DataError, IntegrityError or ProgrammingError will fail the same way
+# again: it is not among them.
+TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_DB_ERRORS, RedisError, ConnectionError, TimeoutError)
+
 
 class AttemptStopped(Exception):
     """Base of the controlled stops raised from JobContext.check()."""

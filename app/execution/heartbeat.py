@@ -9,11 +9,9 @@ import signal
 import threading
 import time
 
-from sqlalchemy import update
-
 from app.clock import utcnow
 from app.db import transaction
-from app.models import Attempt
+from app.repositories import attempts as attempts_repo
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,11 +57,7 @@ class Heartbeat(threading.Thread):
         self._last_beat = time.monotonic()
         try:
             with transaction(self._settings.database_url) as session:
-                session.execute(
-                    update(Attempt)
-                    .where(Attempt.id == self._attempt_id, Attempt.status == "running")
-                    .values(heartbeat_at=utcnow())
-                )
+                attempts_repo.touch_heartbeat(session, self._attempt_id, utcnow())
         except Exception as exc:  # PostgreSQL briefly away: the next beat tries again
             log.warning("heartbeat not written: %s", exc)
 

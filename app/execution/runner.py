@@ -9,29 +9,86 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import uuid
 from collections.abc import Callable
+from enum import Enum
 
-from redis.exceptions import RedisError
-from rq.timeouts import JobTimeoutException
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from app.db import transaction
 from app.execution.context import JobContext
-from app.execution.errors import AttemptTimeout, Canceled, Fenced, JobInputError, Preempted, Stalled, WorkerLost
+from app.execution.errors import (
+    TRANSIENT_DB_ERRORS,
+    TRANSIENT_ERRORS,
+    AttemptTimeout,
+    Canceled,
+    Fenced,
+    JobInputError,
+    Preempted,
+    Stalled,
+    WorkerLost,
+)
 from app.execution.heartbeat import Heartbeat
-from app.kinds import get_kind, limits
+from app.kinds import ResultWriter, get_kind, limits
 from app.logs import job_context
-from app.queue import redis_connection
+from app.queue import AttemptInterrupted
+from app.retry import retry_until
 from app.services import dispatch, lifecycle
+from app.services.lifecycle import Claim
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (OperationalError, RedisError, ConnectionError, TimeoutError)
-ResultWriter = Callable[[Session], None]
+
+class End(Enum):
+    """How an attempt ends, decided from what its handler returned or raised."""
+
+    SUCCEED = "succeed"
+    CANCEL = "cancel"  # a cancel request seen at a clean point
+    PREEMPT = "preempt"  # the worker is stopping: checkpoint
+    LOSE = "lose"  # the worker that forked this process is gone
+    RETRY = "retry"  # transient: another attempt may succeed
+    FAIL = "fail"  # deterministic: another attempt would fail the same way
+    FENCED = "fenced"  # another attempt owns the job: write nothing
+
+
+def classify(error: BaseException) -> End:
+    """The end an exception from a handler leads to."""
+    if isinstance(error, Canceled):
+        return End.CANCEL
+    if isinstance(error, Preempted):
+        return End.PREEMPT
+    if isinstance(error, Fenced):
+        return End.FENCED
+    if isinstance(error, WorkerLost):
+        return End.LOSE
+    if isinstance(error, (AttemptInterrupted, Stalled, AttemptTimeout, *TRANSIENT_ERRORS)):
+        return End.RETRY
+    return End.FAIL
+
+
+_TRANSITIONS: dict[End, Callable[[Session, Claim, Settings, BaseException | None], None]] = {
+    End.SUCCEED: lambda session, claim, settings, error: lifecycle.succeed(session, claim),
+    End.CANCEL: lambda session, claim, settings, error: lifecycle.cancel(
+        session, claim, "canceled: stopped at a clean point"
+    ),
+    End.PREEMPT: lambda session, claim, settings, error: lifecycle.preempt(session, claim),
+    End.LOSE: lambda session, claim, settings, error: lifecycle.lose(
+        session, claim, settings, (str(error) if error else "")[:2000] or "worker lost"
+    ),
+    End.RETRY: lambda session, claim, settings, error: _fail(session, claim, settings, error, retryable=True),
+    End.FAIL: lambda session, claim, settings, error: _fail(session, claim, settings, error, retryable=False),
+}
+
+
+def _fail(session: Session, claim: Claim, settings: Settings, error: BaseException | None, *, retryable: bool) -> None:
+    lifecycle.fail(
+        session,
+        claim,
+        settings,
+        error_type=type(error).__name__ if error else "Error",
+        error_message=str(error)[:2000] if error else "",
+        retryable=retryable,
+    )
 
 
 def run_job(settings: Settings, job_id: str, worker_name: str, parent_pid: int) -> str:
@@ -40,8 +97,8 @@ def run_job(settings: Settings, job_id: str, worker_name: str, parent_pid: int) 
 
 
 def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: int) -> str:
-    with transaction(settings.database_url) as session:
-        claim = lifecycle.claim(session, job_id, worker_name, os.getpid())
+    with dispatch.unit_of_work(settings) as uow:
+        claim = lifecycle.claim(uow.session, job_id, worker_name, os.getpid())
         if claim is None:
             log.info("job is not queued or not due; this dispatch has nothing to do")
             return "skipped"
@@ -68,30 +125,21 @@ def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: in
     heartbeat.start()
     try:
         writer = kind.load_handler()(ctx)
-        outcome = _end(settings, ctx, "succeeded", writer=writer)
-    except Canceled:
-        outcome = _end(settings, ctx, "canceled")
-    except Preempted:
-        outcome = _end(settings, ctx, "preempted")
-    except Fenced:
-        log.warning("attempt %d was superseded; stopping without writing", ctx.attempt_number)
-        outcome = "fenced"
-    except WorkerLost as exc:
-        outcome = _end(settings, ctx, "lost", error=exc)
-    except JobTimeoutException as exc:
+        outcome = _end(settings, ctx, End.SUCCEED, writer=writer)
+    except Exception as exc:  # a stop signal arrives as Preempted or AttemptInterrupted, both Exceptions
+        end = classify(exc)
         error: BaseException = exc
-        if heartbeat.reason == "stalled":
+        if isinstance(exc, AttemptInterrupted) and heartbeat.reason == "stalled":
             error = Stalled(f"no progress for {heartbeat.stall_timeout_s:.0f}s")
-        elif heartbeat.reason == "timeout":
+        elif isinstance(exc, AttemptInterrupted) and heartbeat.reason == "timeout":
             error = AttemptTimeout(f"attempt ran past its hard timeout of {heartbeat.timeout_s:.0f}s")
-        outcome = _end(settings, ctx, "transient", error=error)
-    except JobInputError as exc:
-        outcome = _end(settings, ctx, "failed", error=exc)
-    except (DBAPIError, *TRANSIENT) as exc:
-        outcome = _end(settings, ctx, "transient", error=exc)
-    except Exception as exc:
-        log.exception("job raised")
-        outcome = _end(settings, ctx, "failed", error=exc)
+        if end is End.FENCED:
+            log.warning("attempt %d was superseded; stopping without writing", ctx.attempt_number)
+            outcome = End.FENCED.value
+        else:
+            if end is End.FAIL and not isinstance(exc, JobInputError):
+                log.exception("job raised")
+            outcome = _end(settings, ctx, end, error=error)
     finally:
         heartbeat.stop()
     log.info("attempt %d ended: %s", ctx.attempt_number, outcome)
@@ -101,65 +149,40 @@ def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: in
 def _end(
     settings: Settings,
     ctx: JobContext,
-    outcome: str,
+    end: End,
     *,
     error: BaseException | None = None,
     writer: ResultWriter | None = None,
 ) -> str:
     """Write the end of the attempt, riding out a short PostgreSQL outage. If the database
     stays away, give up: the reaper will find the attempt's heartbeat stale."""
-    deadline = time.monotonic() + max(30.0, settings.heartbeat_stale_s)
-    delay = 0.5
-    while True:
-        try:
-            return _end_once(settings, ctx, outcome, error, writer)
-        except OperationalError as exc:
-            if time.monotonic() > deadline:
-                log.error("could not record the end of the attempt: %s", exc)
-                return "unrecorded"
-            log.warning("PostgreSQL unavailable while ending the attempt; retrying: %s", exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+    def waiting(exc: Exception, delay: float) -> None:
+        log.warning("PostgreSQL unavailable while ending the attempt; retrying: %s", exc)
+
+    try:
+        return retry_until(
+            lambda: _end_once(settings, ctx, end, error, writer),
+            retry_on=TRANSIENT_DB_ERRORS,
+            budget_s=max(30.0, settings.heartbeat_stale_s),
+            on_retry=waiting,
+        )
+    except TRANSIENT_DB_ERRORS as exc:
+        log.error("could not record the end of the attempt: %s", exc)
+        return "unrecorded"
 
 
 def _end_once(
-    settings: Settings, ctx: JobContext, outcome: str, error: BaseException | None, writer: ResultWriter | None
+    settings: Settings, ctx: JobContext, end: End, error: BaseException | None, writer: ResultWriter | None
 ) -> str:
-    requeued = None
-    with transaction(settings.database_url) as session:
-        claim = lifecycle.lock_current(session, ctx.job_id, ctx.attempt_id)
+    """One transaction: the ownership check, the result (if any), the transition; the
+    re-dispatch of a preempted job is sent after commit."""
+    with dispatch.unit_of_work(settings) as uow:
+        claim = lifecycle.lock_owned(uow.session, ctx.job_id, ctx.attempt_id)
         if claim is None:
-            return "fenced"
-        error_type = type(error).__name__ if error else None
-        message = str(error)[:2000] if error else None
-        if outcome == "succeeded":
-            if writer is not None:
-                writer(session)
-            lifecycle.succeed(claim)
-        elif outcome == "canceled":
-            lifecycle.cancel(claim, "canceled: stopped at a clean point")
-        elif outcome == "preempted":
-            lifecycle.preempt(claim)
-            if claim.job.status == "queued":
-                requeued = claim.job
-        elif outcome == "lost":
-            lifecycle.fail(
-                claim,
-                settings,
-                error_type="WorkerLost",
-                error_message=message or "worker lost",
-                retryable=True,
-                attempt_status="lost",
-            )
-        else:
-            lifecycle.fail(
-                claim,
-                settings,
-                error_type=error_type or "Error",
-                error_message=message or "",
-                retryable=outcome == "transient",
-            )
+            return End.FENCED.value
+        if end is End.SUCCEED and writer is not None:
+            writer(uow.session)
+        _TRANSITIONS[end](uow.session, claim, settings, error)
         final = claim.job.status
-    if requeued is not None:
-        dispatch.send(redis_connection(settings.redis_url), requeued, settings, at_front=True)
-    return f"{outcome} → job {final}"
+    return f"{end.value} → job {final}"

@@ -6,13 +6,15 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Attempt
+from app.status import BUDGET_ATTEMPT_STATUSES, AttemptStatus
 
-# Attempts that use up the job's budget; preempted ones (SIGTERM) do not.
-COUNTED_STATUSES = ("failed", "lost")
+
+def get(session: Session, attempt_id: int, *, for_update: bool = False) -> Attempt | None:
+    return session.get(Attempt, attempt_id, with_for_update=for_update)
 
 
 def for_job(session: Session, job_id: uuid.UUID) -> Sequence[Attempt]:
@@ -20,14 +22,32 @@ def for_job(session: Session, job_id: uuid.UUID) -> Sequence[Attempt]:
 
 
 def counted_failures(session: Session, job_id: uuid.UUID) -> int:
-    stmt = select(func.count()).where(Attempt.job_id == job_id, Attempt.status.in_(COUNTED_STATUSES))
+    """Attempts that used up the job's budget (preempted ones did not)."""
+    stmt = select(func.count()).where(Attempt.job_id == job_id, Attempt.status.in_(BUDGET_ATTEMPT_STATUSES))
     return session.scalar(stmt) or 0
 
 
-def stale_running(session: Session, heartbeat_before: datetime) -> Sequence[Attempt]:
-    stmt = (
-        select(Attempt)
-        .where(Attempt.status == "running", Attempt.heartbeat_at < heartbeat_before)
-        .with_for_update(skip_locked=True)
+def stale_running(session: Session, heartbeat_before: datetime) -> Sequence[tuple[uuid.UUID, int]]:
+    """(job id, attempt id) of running attempts whose heartbeat is older than the cut-off. Not
+    locked: the caller locks the job, then the attempt, and looks again."""
+    stmt = select(Attempt.job_id, Attempt.id).where(
+        Attempt.status == AttemptStatus.RUNNING, Attempt.heartbeat_at < heartbeat_before
     )
-    return session.scalars(stmt).all()
+    return [(job_id, attempt_id) for job_id, attempt_id in session.execute(stmt).all()]
+
+
+def is_stale(attempt: Attempt, heartbeat_before: datetime) -> bool:
+    return attempt.status == AttemptStatus.RUNNING and attempt.heartbeat_at < heartbeat_before
+
+
+def touch_heartbeat(session: Session, attempt_id: int, now: datetime) -> None:
+    session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.RUNNING)
+        .values(heartbeat_at=now)
+    )
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Attempt.status, func.count()).group_by(Attempt.status)).all()
+    return {status: n for status, n in rows}

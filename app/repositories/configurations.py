@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from app.models import TrainedConfiguration
@@ -44,3 +45,18 @@ def best(session: Session, *, symbol: str, strategy: str | None) -> TrainedConfi
         TrainedConfiguration.created_at.desc(),
     )
     return session.scalars(stmt.limit(1)).first()
+
+
+def ids_for_jobs(session: Session, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The configuration saved by each of these jobs, for those that saved one."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(TrainedConfiguration.job_id, TrainedConfiguration.id).where(TrainedConfiguration.job_id.in_(job_ids))
+    ).all()
+    return {job_id: config_id for job_id, config_id in rows}
+
+
+def add(session: Session, **values: Any) -> None:
+    """Insert one configuration (a succeeded training job's result)."""
+    session.execute(insert(TrainedConfiguration).values(id=uuid.uuid4(), **values))

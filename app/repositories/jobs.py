@@ -6,10 +6,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Job
+from app.status import JobStatus
+
+ADMISSION_LOCK_KEY = 0x7472_6164_0001  # serialises admission against max_queued_jobs
 
 
 def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job | None:
@@ -42,7 +45,54 @@ def count_by_status(session: Session) -> dict[str, int]:
 
 
 def count_queued(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
+    return session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)) or 0
+
+
+def lock_admission(session: Session) -> None:
+    """Serialise admissions until this transaction ends, so a count of queued jobs stays true
+    until the new row is committed."""
+    session.execute(select(func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
+
+
+def owned(job_id: uuid.UUID, attempt_id: int):
+    """SQL: the job is running and this attempt owns it (`Job.owned_by`)."""
+    return (Job.id == job_id) & Job.owned_by(attempt_id)
+
+
+def is_owned(session: Session, job_id: uuid.UUID, attempt_id: int) -> bool:
+    return bool(session.scalar(select(exists().where(owned(job_id, attempt_id)))))
+
+
+def update_if_owned(session: Session, job_id: uuid.UUID, attempt_id: int, values: dict) -> bool:
+    return session.execute(update(Job).where(owned(job_id, attempt_id)).values(**values)).rowcount == 1
+
+
+def watch(session: Session, job_id: uuid.UUID):
+    """What the worker watches of the job it runs: status, phase, percent, cancel request."""
+    return session.execute(
+        select(Job.status, Job.phase, Job.percent, Job.cancel_requested_at, Job.current_attempt_id).where(
+            Job.id == job_id
+        )
+    ).one_or_none()
+
+
+def stop_signals(session: Session, job_id: uuid.UUID, attempt_id: int):
+    """For an attempt's check(): None if it no longer owns the job, else its cancel request."""
+    return session.execute(select(Job.cancel_requested_at).where(owned(job_id, attempt_id))).one_or_none()
+
+
+def count_by_kind_and_status(session: Session) -> list[tuple[str, str, int]]:
+    rows = session.execute(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)).all()
+    return [(kind, status, n) for kind, status, n in rows]
+
+
+def oldest_queued_age_s(session: Session) -> float:
+    age = session.scalar(
+        select(func.coalesce(func.extract("epoch", func.now() - func.min(Job.created_at)), 0)).where(
+            Job.status == JobStatus.QUEUED
+        )
+    )
+    return float(age or 0)
 
 
 def set_dispatch(session: Session, job_id: uuid.UUID, rq_job_id: str, now: datetime) -> None:
@@ -53,7 +103,7 @@ def due_queued(session: Session, now: datetime, enqueued_before: datetime, limit
     """Queued rows a worker may take now that were dispatched long enough ago (or never)."""
     stmt = (
         select(Job)
-        .where(Job.status == "queued")
+        .where(Job.status == JobStatus.QUEUED)
         .where((Job.not_before.is_(None)) | (Job.not_before <= now))
         .where((Job.enqueued_at.is_(None)) | (Job.enqueued_at <= enqueued_before))
         .order_by(Job.created_at)

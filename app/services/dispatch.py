@@ -1,35 +1,127 @@
-"""Commit, then enqueue. A dispatch is one trip of a job through Redis.
+"""Commit, then send. A dispatch is one trip of a job through Redis.
 
-The row records the dispatch id before the transaction commits; the RQ job is sent only after
-the commit. If the send fails (Redis down) the row stays `queued` and the reconciler sends it
-again later, so an accepted job is never lost.
+A transition that needs Redis (a job queued, re-queued or canceled while queued) records it in
+the session's outbox: the row gets its dispatch id before the transaction commits, and the
+outbox is sent only after the commit (`commit_and_send`, or `unit_of_work` around a block).
+If a send fails (Redis down) the row stays `queued` and the reconciler sends it again later,
+so an accepted job is never lost; a withdrawal that fails is harmless, since no worker runs a
+job that is not queued.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from redis import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import inspect
+from sqlalchemy.orm import Session
 
 from app import queue
 from app.clock import utcnow
+from app.db import session_factory
 from app.kinds import limits
 from app.models import Job
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+_OUTBOX = "trad.outbox"
 
 
-def prepare(job: Job) -> None:
-    """Give the (not yet committed) row a fresh dispatch id."""
+@dataclass(frozen=True)
+class _Send:
+    job: Job
+    at_front: bool
+
+
+@dataclass(frozen=True)
+class _Withdraw:
+    rq_job_id: str
+    priority: str
+
+
+@dataclass
+class Delivery:
+    sent: list[uuid.UUID] = field(default_factory=list)
+    deferred: list[uuid.UUID] = field(default_factory=list)  # left to the reconciler
+
+    @property
+    def complete(self) -> bool:
+        return not self.deferred
+
+
+def _outbox(session: Session) -> list[_Send | _Withdraw]:
+    return session.info.setdefault(_OUTBOX, [])
+
+
+def prepare(session: Session, job: Job, *, at_front: bool = False) -> None:
+    """Give the (not yet committed) row a fresh dispatch id and send it after commit."""
     job.rq_job_id = f"{job.id}_{uuid.uuid4().hex[:12]}"
     job.enqueued_at = utcnow()
+    _outbox(session).append(_Send(job, at_front))
+
+
+def withdraw(session: Session, job: Job) -> None:
+    """Take the job's dispatch out of Redis after commit (cancel of a queued job)."""
+    if job.rq_job_id:
+        _outbox(session).append(_Withdraw(job.rq_job_id, job.priority))
+
+
+def discard(session: Session) -> None:
+    """Forget what the session would have sent (its transaction was rolled back)."""
+    session.info.pop(_OUTBOX, None)
+
+
+def commit_and_send(session: Session, connection: Redis, settings: Settings) -> Delivery:
+    """The unit of work's end: commit, then send what the committed transitions recorded."""
+    session.commit()
+    return send_outbox(session, connection, settings)
+
+
+def send_outbox(session: Session, connection: Redis, settings: Settings) -> Delivery:
+    delivery = Delivery()
+    for item in session.info.pop(_OUTBOX, []):
+        if isinstance(item, _Withdraw):
+            with contextlib.suppress(RedisError):
+                queue.remove(connection, item.rq_job_id, item.priority)
+            continue
+        if not inspect(item.job).persistent:  # its insert was rolled back
+            continue
+        (delivery.sent if send(connection, item.job, settings, at_front=item.at_front) else delivery.deferred).append(
+            item.job.id
+        )
+    return delivery
+
+
+@dataclass
+class UnitOfWork:
+    session: Session
+    delivery: Delivery = field(default_factory=Delivery)  # filled in when the block ends
+
+
+@contextmanager
+def unit_of_work(settings: Settings, connection: Redis | None = None) -> Iterator[UnitOfWork]:
+    """A session whose work is committed, then sent, when the block ends; rolled back (and
+    nothing sent) if it raises. For entrypoints without a request session: the CLI, the job
+    process, maintenance, tests and benchmarks."""
+    with session_factory(settings.database_url)() as session:
+        uow = UnitOfWork(session)
+        try:
+            yield uow
+        except BaseException:
+            session.rollback()
+            discard(session)
+            raise
+        uow.delivery = commit_and_send(session, connection or queue.redis_connection(settings.redis_url), settings)
 
 
 def send(connection: Redis, job: Job, settings: Settings, *, at_front: bool = False) -> bool:
-    """Send the committed dispatch to Redis. False when Redis is unreachable. RQ's own
+    """Send one committed dispatch to Redis. False when Redis is unreachable. RQ's own
     timeout is the kind's hard timeout plus a minute: the job process's alarm fires first."""
     assert job.rq_job_id is not None
     timeout = limits(settings, job.kind).timeout_s + 60

@@ -1,5 +1,6 @@
 """What a user can do to a job: start, cancel, retry, look. Routes and the CLI call these;
-they take a Session and leave the commit to the caller, which enqueues only after it."""
+they take a Session and leave the commit to the caller: `dispatch.commit_and_send` (or
+`dispatch.unit_of_work`) commits, then sends what the transitions recorded."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.clock import utcnow
-from app.kinds import limits
-from app.models import TERMINAL_STATUSES, Job
+from app.kinds import get_kind, limits
+from app.models import Job
 from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
-from app.services import dispatch
+from app.services import dispatch, lifecycle
 from app.settings import Settings
-from app.smoke import STEPS as SMOKE_STEPS
+from app.status import JobStatus
 
 
 class JobError(Exception):
@@ -67,7 +67,6 @@ def start(
     kind: str,
     priority: str,
     params: dict[str, Any],
-    n_iterations: int | None,
     idempotency_key: str | None,
 ) -> StartResult:
     """Create a queued job (not committed). Same idempotency key and body: the existing job."""
@@ -80,23 +79,24 @@ def start(
     job = Job(
         id=uuid.uuid4(),
         kind=kind,
-        status="queued",
+        status=JobStatus.QUEUED,
         priority=priority,
         params=params,
         idempotency_key=idempotency_key,
         request_hash=digest,
-        n_iterations=n_iterations,
+        n_iterations=get_kind(kind).count_iterations(params),
         max_attempts=limits(settings, kind).max_attempts,
         percent=0.0,
         attempts=0,
         message="waiting for a worker",
     )
-    dispatch.prepare(job)
     session.add(job)
+    dispatch.prepare(session, job)
     try:
         session.flush()
     except IntegrityError:  # the same key committed concurrently
         session.rollback()
+        dispatch.discard(session)
         existing = jobs_repo.get_by_idempotency_key(session, idempotency_key or "")
         if existing is None:
             raise
@@ -112,13 +112,14 @@ def start_smoke(session: Session, settings: Settings, *, priority: str = "high",
         kind="smoke",
         priority=priority,
         params=params,
-        n_iterations=SMOKE_STEPS,
         idempotency_key=None,
     ).job
 
 
 def _admit(session: Session, settings: Settings) -> None:
-    """Backpressure: refuse new work beyond `max_queued_jobs` queued jobs."""
+    """Backpressure: refuse new work beyond `max_queued_jobs` queued jobs. Admissions are
+    serialised until the transaction ends, so concurrent starts cannot overshoot."""
+    jobs_repo.lock_admission(session)
     if jobs_repo.count_queued(session) >= settings.max_queued_jobs:
         raise QueueFull(f"the queue holds {settings.max_queued_jobs} jobs already; try again later", retry_after_s=30)
 
@@ -142,36 +143,34 @@ def list_jobs(
     return jobs_repo.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset)
 
 
-def cancel(session: Session, job_id: uuid.UUID) -> tuple[Job, str | None]:
-    """Cancel a job. A queued job is canceled at once (returns the dispatch id to take out of
-    Redis after commit); a running one gets a durable cancel request its attempt acts on."""
-    job = jobs_repo.get(session, job_id, for_update=True)
-    if job is None:
-        raise JobNotFound(f"no job with id {job_id}")
-    if job.status in TERMINAL_STATUSES:
-        raise JobConflict(f"job is already {job.status}")
-    now = utcnow()
-    job.cancel_requested_at = job.cancel_requested_at or now
-    job.updated_at = now
-    if job.status == "queued":
-        job.status, job.finished_at, job.message = "canceled", now, "canceled while queued"
-        return job, job.rq_job_id
-    job.message = "cancel requested"
-    return job, None
+def cancel(session: Session, job_id: uuid.UUID) -> Job:
+    """Cancel a job: a queued job at once (its dispatch leaves Redis after commit); a running
+    one gets a durable cancel request its attempt acts on. Finished: JobConflict."""
+    job = _locked(session, job_id)
+    try:
+        lifecycle.request_cancel(session, job)
+    except lifecycle.IllegalTransition:
+        raise JobConflict(f"job is already {job.status}") from None
+    return job
 
 
 def retry(session: Session, settings: Settings, job_id: uuid.UUID) -> Job:
     """Queue a failed or canceled job again, keeping its attempt history and its trials."""
+    job = _locked(session, job_id)
+    if not JobStatus(job.status).is_retryable:
+        raise JobConflict(f"only failed or canceled jobs can be retried; this one is {job.status}")
+    _admit(session, settings)
+    lifecycle.retry(
+        session,
+        job,
+        counted_failures=attempts_repo.counted_failures(session, job.id),
+        max_attempts=limits(settings, job.kind).max_attempts,
+    )
+    return job
+
+
+def _locked(session: Session, job_id: uuid.UUID) -> Job:
     job = jobs_repo.get(session, job_id, for_update=True)
     if job is None:
         raise JobNotFound(f"no job with id {job_id}")
-    if job.status not in ("failed", "canceled"):
-        raise JobConflict(f"only failed or canceled jobs can be retried; this one is {job.status}")
-    _admit(session, settings)
-    now = utcnow()
-    job.status, job.finished_at, job.cancel_requested_at, job.not_before = "queued", None, None, None
-    job.error_type = job.error_message = None
-    job.max_attempts = attempts_repo.counted_failures(session, job.id) + limits(settings, job.kind).max_attempts
-    job.message, job.updated_at = "retry requested; waiting for a worker", now
-    dispatch.prepare(job)
     return job

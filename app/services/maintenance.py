@@ -14,18 +14,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq.job import Job as RQJob
-from rq.serializers import JSONSerializer
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app import queue
 from app.clock import utcnow
-from app.db import transaction
-from app.models import Job
 from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
 from app.services import dispatch, lifecycle
@@ -44,63 +41,59 @@ class PassReport:
 
 def run_once(settings: Settings, connection: Redis) -> PassReport:
     report = PassReport()
-    to_send: list[Job] = []
     stale_dispatches: list[tuple[str, str]] = []
-    with transaction(settings.database_url) as session:
+    with dispatch.unit_of_work(settings, connection) as uow:
+        session = uow.session
         if not session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY))):
             return report
         report.ran = True
         now = utcnow()
-        for attempt in attempts_repo.stale_running(session, now - timedelta(seconds=settings.heartbeat_stale_s)):
-            claim = lifecycle.lock_current(session, attempt.job_id, attempt.id)
-            if claim is None:  # not the job's current attempt any more: just close it
-                attempt.status, attempt.finished_at = "lost", now
-                continue
-            if claim.job.rq_job_id:
-                stale_dispatches.append((claim.job.rq_job_id, claim.job.priority))
-            age = (now - attempt.heartbeat_at).total_seconds()
-            lifecycle.fail(
-                claim,
-                settings,
-                error_type="WorkerLost",
-                attempt_status="lost",
-                retryable=True,
-                error_message=f"worker {attempt.worker_name} lost: no heartbeat for {age:.0f}s",
-            )
-            report.reaped.append(str(attempt.job_id))
-            log.warning(
-                "attempt %d lost; job now %s", attempt.number, claim.job.status, extra={"job_id": str(attempt.job_id)}
-            )
+        cutoff = now - timedelta(seconds=settings.heartbeat_stale_s)
+        for job_id, attempt_id in attempts_repo.stale_running(session, cutoff):
+            reaped, dead = _reap(session, settings, job_id, attempt_id, cutoff, now)
+            if reaped:
+                report.reaped.append(str(job_id))
+            if dead is not None:
+                stale_dispatches.append(dead)
         try:
-            to_send = _reconcile(session, connection, settings, now)
+            _reconcile(session, connection, settings, now)
         except RedisError as exc:
             log.warning("reconciler skipped: Redis unavailable: %s", exc)
-    for job in to_send:
-        if dispatch.send(connection, job, settings):
-            report.redispatched.append(str(job.id))
-    _forget_started(connection, stale_dispatches)
+    report.redispatched = [str(job_id) for job_id in uow.delivery.sent]
+    for rq_job_id, priority in stale_dispatches:
+        queue.forget_started(connection, rq_job_id, priority)
     return report
 
 
-def _reconcile(session, connection: Redis, settings: Settings, now) -> list[Job]:
+def _reap(
+    session: Session, settings: Settings, job_id, attempt_id: int, cutoff: datetime, now: datetime
+) -> tuple[bool, tuple[str, str] | None]:
+    """Declare one stale attempt lost. Locks the job, then the attempt (the one lock order),
+    and looks again: the attempt may have ended or beaten since it was listed. Returns whether
+    the job was reaped and its dead dispatch (id, priority) to take out of RQ's registry."""
+    claim = lifecycle.lock_owned(session, job_id, attempt_id)
+    if claim is None:  # not the job's current attempt any more: just close it, if still open
+        attempt = attempts_repo.get(session, attempt_id, for_update=True)
+        if attempt is not None and attempts_repo.is_stale(attempt, cutoff):
+            lifecycle.close_orphan(session, attempt)
+        return False, None
+    attempt = claim.attempt
+    if not attempts_repo.is_stale(attempt, cutoff):
+        return False, None
+    dead = (claim.job.rq_job_id, claim.job.priority) if claim.job.rq_job_id else None
+    age = (now - attempt.heartbeat_at).total_seconds()
+    lifecycle.lose(session, claim, settings, f"worker {attempt.worker_name} lost: no heartbeat for {age:.0f}s")
+    log.warning("attempt %d lost; job now %s", attempt.number, claim.job.status, extra={"job_id": str(job_id)})
+    return True, dead
+
+
+def _reconcile(session: Session, connection: Redis, settings: Settings, now: datetime) -> None:
     grace = now - timedelta(seconds=settings.reconcile_grace_s)
-    missing = []
     for job in jobs_repo.due_queued(session, now, grace):
         if job.rq_job_id and queue.is_present(connection, job.rq_job_id, job.priority):
             continue
-        dispatch.prepare(job)
-        missing.append(job)
+        dispatch.prepare(session, job)
         log.info("queued job absent from Redis: dispatching again", extra={"job_id": str(job.id)})
-    return missing
-
-
-def _forget_started(connection: Redis, dispatches: list[tuple[str, str]]) -> None:
-    for rq_job_id, priority in dispatches:
-        try:
-            rq_job = RQJob.fetch(rq_job_id, connection=connection, serializer=JSONSerializer)
-            queue.get_queue(connection, priority).started_job_registry.remove_executions(rq_job)
-        except Exception as exc:  # the RQ record may be gone already
-            log.debug("started registry not cleaned for %s: %s", rq_job_id, exc)
 
 
 class MaintenanceLoop(threading.Thread):

@@ -1,12 +1,20 @@
-"""What a training request may name: strategies, timeframes, objectives."""
+"""What a training request may name, from one source each: strategies, timeframes and
+objectives are the engine's; the symbol pattern is the service's."""
 
 from __future__ import annotations
 
-TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
-OBJECTIVES = ("sharpe", "total_return", "calmar")
+import re
+
+from app.engine.candles import TIMEFRAMES as _TIMEFRAME_MS
+from app.engine.optimise import OBJECTIVES
+from app.engine.strategies import STRATEGIES
+
+TIMEFRAMES: tuple[str, ...] = tuple(_TIMEFRAME_MS)
+SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
+SYMBOL = re.compile(SYMBOL_PATTERN)
+
+__all__ = ["OBJECTIVES", "SYMBOL", "SYMBOL_PATTERN", "TIMEFRAMES", "strategy_names"]
 
 
 def strategy_names() -> tuple[str, ...]:
-    from app.engine.strategies import STRATEGIES
-
     return tuple(sorted(STRATEGIES))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import exists, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from app.engine.errors import TrainingInputError
@@ -19,7 +17,8 @@ from app.engine.optimise import TrialRecord
 from app.engine.pipeline import TrainingOutcome, TrainingSpec, run_training
 from app.execution.context import JobContext
 from app.execution.errors import Fenced, JobInputError
-from app.models import Job, TrainedConfiguration, Trial
+from app.repositories import configurations as configurations_repo
+from app.repositories import trials as trials_repo
 from app.services import candles as candles_service
 
 PHASES: dict[str, tuple[float, float]] = {
@@ -61,33 +60,24 @@ class JobHooks:
         )
 
     def completed_trials(self) -> list[TrialRecord]:
-        rows = self.ctx.run(
-            lambda s: s.scalars(select(Trial).where(Trial.job_id == self.ctx.job_id).order_by(Trial.number)).all()
-        )
+        rows = self.ctx.run(lambda s: trials_repo.for_job(s, self.ctx.job_id))
         return [TrialRecord(number=r.number, params=r.params, score=r.score, metrics=r.metrics) for r in rows]
 
     def save_trial(self, trial: TrialRecord) -> None:
         """Persist a finished trial, only while this attempt still owns the job; a trial number
         already stored (an earlier attempt got that far) is kept as it is."""
-        current = exists().where(
-            Job.id == self.ctx.job_id, Job.current_attempt_id == self.ctx.attempt_id, Job.status == "running"
-        )
 
         def write(session: Session) -> None:
-            owned = session.scalar(select(current))
-            if not owned:
+            if not self.ctx.owns(session):
                 raise Fenced("this attempt is no longer the job's current attempt")
-            session.execute(
-                pg_insert(Trial)
-                .values(
-                    job_id=self.ctx.job_id,
-                    attempt_id=self.ctx.attempt_id,
-                    number=trial.number,
-                    params=trial.params,
-                    score=trial.score,
-                    metrics=trial.metrics,
-                )
-                .on_conflict_do_nothing(constraint="uq_training_trials_job_id_number")
+            trials_repo.add_once(
+                session,
+                job_id=self.ctx.job_id,
+                attempt_id=self.ctx.attempt_id,
+                number=trial.number,
+                params=trial.params,
+                score=trial.score,
+                metrics=trial.metrics,
             )
 
         self.ctx.run(write)
@@ -96,12 +86,12 @@ class JobHooks:
         self.ctx.check()
 
 
-def spec_from_params(params: dict) -> TrainingSpec:
+def spec_from_params(params: dict, n_iterations: int) -> TrainingSpec:
     return TrainingSpec(
         strategy=params["strategy"],
         symbol=params["symbol"],
         timeframe=params["timeframe"],
-        n_iterations=int(params["n_iterations"]),
+        n_iterations=n_iterations,
         seed=int(params["seed"]),
         objective=params.get("objective", "sharpe"),
         holdout_fraction=float(params.get("holdout_fraction", 0.2)),
@@ -119,7 +109,7 @@ def _ms(value: int | None) -> datetime | None:
 
 def run_training_job(ctx: JobContext):
     params = ctx.params
-    spec = spec_from_params(params)
+    spec = spec_from_params(params, ctx.n_iterations or 0)
     hooks = JobHooks(ctx)
     hooks.progress("data_preparation", 0.0, "loading candles")
     start, end = _parse_time(params.get("start")), _parse_time(params.get("end"))
@@ -142,36 +132,34 @@ def run_training_job(ctx: JobContext):
 
 def _writer(job_id: uuid.UUID, spec: TrainingSpec, outcome: TrainingOutcome):
     def write(session: Session) -> None:
-        session.execute(
-            insert(TrainedConfiguration).values(
-                id=uuid.uuid4(),
-                job_id=job_id,
-                strategy=spec.strategy,
-                symbol=spec.symbol,
-                timeframe=spec.timeframe,
-                params=outcome.params,
-                objective=spec.objective,
-                score=outcome.score,
-                train_metrics=outcome.train_metrics,
-                validation_metrics=outcome.validation_metrics,
-                overfit=outcome.overfit,
-                overfit_reason=outcome.overfit_reason,
-                details={
-                    "equity_curve": outcome.equity_curve,
-                    "n_bars": outcome.n_bars,
-                    "n_trials": outcome.n_trials,
-                    "train_range_ms": outcome.train_range_ms,
-                    "validation_range_ms": outcome.validation_range_ms,
-                    "folds": outcome.folds,
-                    "fee_bps": spec.fee_bps,
-                    "slippage_bps": spec.slippage_bps,
-                    "holdout_fraction": spec.holdout_fraction,
-                },
-                data_start=_ms(outcome.data_start_ms),
-                data_end=_ms(outcome.data_end_ms),
-                seed=spec.seed,
-                code_version=outcome.code_version,
-            )
+        configurations_repo.add(
+            session,
+            job_id=job_id,
+            strategy=spec.strategy,
+            symbol=spec.symbol,
+            timeframe=spec.timeframe,
+            params=outcome.params,
+            objective=spec.objective,
+            score=outcome.score,
+            train_metrics=outcome.train_metrics,
+            validation_metrics=outcome.validation_metrics,
+            overfit=outcome.overfit,
+            overfit_reason=outcome.overfit_reason,
+            details={
+                "equity_curve": outcome.equity_curve,
+                "n_bars": outcome.n_bars,
+                "n_trials": outcome.n_trials,
+                "train_range_ms": outcome.train_range_ms,
+                "validation_range_ms": outcome.validation_range_ms,
+                "folds": outcome.folds,
+                "fee_bps": spec.fee_bps,
+                "slippage_bps": spec.slippage_bps,
+                "holdout_fraction": spec.holdout_fraction,
+            },
+            data_start=_ms(outcome.data_start_ms),
+            data_end=_ms(outcome.data_end_ms),
+            seed=spec.seed,
+            code_version=outcome.code_version,
         )
 
     return write

@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import SessionDep
 from app.repositories import configurations as repo
+from app.training.catalog import SYMBOL_PATTERN
 
 router = APIRouter(prefix="/api/v2/training/configurations", tags=["configurations"])
-Symbol = Annotated[str | None, Query(pattern=r"^[A-Z0-9]{2,20}$")]
+Symbol = Annotated[str | None, Query(pattern=SYMBOL_PATTERN)]
 StrategyName = Annotated[str | None, Query(max_length=64)]
 
 
@@ -66,7 +67,7 @@ def list_configurations(
 
 @router.get("/best", response_model=ConfigurationDetail)
 def best_configuration(
-    session: SessionDep, symbol: Annotated[str, Query(pattern=r"^[A-Z0-9]{2,20}$")], strategy: StrategyName = None
+    session: SessionDep, symbol: Annotated[str, Query(pattern=SYMBOL_PATTERN)], strategy: StrategyName = None
 ) -> ConfigurationDetail:
     row = repo.best(session, symbol=symbol, strategy=strategy)
     if row is None:

@@ -10,13 +10,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis import Redis
-from rq import Worker
-from sqlalchemy import text
 
 from app import queue
 from app.api.deps import RedisDep, SettingsDep
 from app.db import transaction
-from app.models import JOB_STATUSES
+from app.repositories import attempts as attempts_repo
+from app.repositories import jobs as jobs_repo
+from app.status import JobStatus
 
 router = APIRouter(tags=["health"])
 
@@ -33,14 +33,9 @@ class TradCollector:
         up = GaugeMetricFamily("trad_postgres_up", "1 if PostgreSQL answered this scrape")
         try:
             with transaction(self.database_url) as s:
-                jobs = s.execute(text("SELECT kind, status, count(*) FROM training_jobs GROUP BY 1, 2")).all()
-                attempts = s.execute(text("SELECT status, count(*) FROM training_attempts GROUP BY 1")).all()
-                oldest = s.execute(
-                    text(
-                        "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) "
-                        "FROM training_jobs WHERE status = 'queued'"
-                    )
-                ).scalar()
+                jobs = jobs_repo.count_by_kind_and_status(s)
+                attempts = attempts_repo.count_by_status(s)
+                oldest = jobs_repo.oldest_queued_age_s(s)
         except Exception:
             up.add_metric([], 0)
             yield up
@@ -50,20 +45,20 @@ class TradCollector:
         by_job = GaugeMetricFamily("trad_jobs", "Jobs by kind and status", labels=["kind", "status"])
         seen = {(k, st): n for k, st, n in jobs}
         for kind in sorted({k for k, _ in seen} | {"training"}):
-            for status in JOB_STATUSES:
+            for status in JobStatus:
                 by_job.add_metric([kind, status], seen.get((kind, status), 0))
         yield by_job
         by_attempt = CounterMetricFamily("trad_attempts", "Attempts ever started, by outcome", labels=["status"])
-        for status, n in attempts:
+        for status, n in attempts.items():
             by_attempt.add_metric([status], n)
         yield by_attempt
-        yield GaugeMetricFamily("trad_oldest_queued_job_seconds", "Age of the oldest queued job", value=float(oldest))
+        yield GaugeMetricFamily("trad_oldest_queued_job_seconds", "Age of the oldest queued job", value=oldest)
 
     def _redis(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("trad_redis_up", "1 if Redis answered this scrape")
         try:
             depths = queue.queue_depths(self.redis)
-            workers = Worker.count(connection=self.redis)
+            workers = queue.worker_count(self.redis)
         except Exception:
             up.add_metric([], 0)
             yield up

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,17 +10,16 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
-from rq import Worker
 
 from app import queue
 from app.api import presenters
 from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.api.schemas import JobDetail, JobPage, Progress, QueueInfo, StartAccepted, StartTraining, Status
 from app.db import transaction
-from app.models import TERMINAL_STATUSES
 from app.repositories import jobs as jobs_repo
 from app.services import dispatch
 from app.services import jobs as jobs_service
+from app.status import JobStatus
 
 router = APIRouter(prefix="/api/v2/training", tags=["training"])
 
@@ -55,13 +53,10 @@ def start_training(
         kind="training",
         priority=body.priority,
         params=body.job_params(),
-        n_iterations=body.n_iterations,
         idempotency_key=idempotency_key,
     )
-    session.commit()
-    if result.created:
-        dispatch.send(redis, result.job, settings)
-    else:
+    dispatch.commit_and_send(session, redis, settings)
+    if not result.created:
         response.status_code = status.HTTP_200_OK
     view = presenters.progress(session, result.job)
     return StartAccepted(**view.model_dump(), progress_url=_progress_url(request, result.job.id))
@@ -118,7 +113,7 @@ def _follow(
     """Progress lines from PostgreSQL: one per change, the same line again every `keepalive_s`."""
     last, sent_at, started = first, time.monotonic(), time.monotonic()
     yield first.model_dump_json() + "\n"
-    while last.status not in TERMINAL_STATUSES and time.monotonic() - started < max_s:
+    while not last.status.is_finished and time.monotonic() - started < max_s:
         time.sleep(poll_s)
         with transaction(database_url) as session:
             current = presenters.progress(session, jobs_service.get(session, job_id))
@@ -128,23 +123,18 @@ def _follow(
 
 
 @router.delete("/jobs/{job_id}", response_model=Progress, status_code=status.HTTP_202_ACCEPTED)
-def cancel_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep) -> Progress:
+def cancel_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Progress:
     """Cancel: a queued job ends `canceled` now; a running job is asked to stop and ends
     `canceled` at its next iteration (or is killed after the grace period). Finished: 409."""
-    job, rq_job_id = jobs_service.cancel(session, job_id)
-    session.commit()
-    if rq_job_id:
-        # If Redis is away the dispatch stays, harmlessly: no worker runs a job that is not queued.
-        with contextlib.suppress(RedisError):
-            queue.remove(redis, rq_job_id, job.priority)
+    job = jobs_service.cancel(session, job_id)
+    dispatch.commit_and_send(session, redis, settings)
     return presenters.progress(session, job)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=Progress, status_code=status.HTTP_202_ACCEPTED)
 def retry_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Progress:
     job = jobs_service.retry(session, settings, job_id)
-    session.commit()
-    dispatch.send(redis, job, settings)
+    dispatch.commit_and_send(session, redis, settings)
     return presenters.progress(session, job)
 
 
@@ -153,14 +143,14 @@ def queue_info(session: SessionDep, redis: RedisDep) -> QueueInfo:
     counts = jobs_repo.count_by_status(session)
     try:
         depth = queue.queue_depths(redis)
-        workers, redis_ok = Worker.count(connection=redis), True
+        workers, redis_ok = queue.worker_count(redis), True
     except RedisError:
         depth, workers, redis_ok = {p: 0 for p in queue.QUEUE_NAMES}, 0, False
     return QueueInfo(
         depth=depth,
-        queued=counts.get("queued", 0),
-        running=counts.get("running", 0),
-        failed=counts.get("failed", 0),
+        queued=counts.get(JobStatus.QUEUED, 0),
+        running=counts.get(JobStatus.RUNNING, 0),
+        failed=counts.get(JobStatus.FAILED, 0),
         workers=workers,
         redis_ok=redis_ok,
     )

@@ -4,12 +4,23 @@ PostgreSQL) after a deploy. It does a little real work so every layer is exercis
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
-from app.execution.context import JobContext
+from app.kinds.limits import Limits
 
+if TYPE_CHECKING:
+    from app.execution.context import JobContext
+
+NAME = "smoke"
+HANDLER = "app.kinds.smoke:run_smoke_job"
+DEFAULT_LIMITS = Limits(max_attempts=2, timeout_s=120, stall_timeout_s=60)
 STEPS = 4
+
+
+def count_iterations(params: dict[str, Any]) -> int:
+    return STEPS
 
 
 def run_smoke_job(ctx: JobContext) -> None:
