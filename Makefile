@@ -20,6 +20,10 @@ test: $(BIN)/.installed
 	bash ops/scripts/dev_system_packages.sh --test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The tests that need no worker processes, container or fault injection (a minute or two).
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "not faults and not soak and not e2e" $(PYTEST_ARGS)
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -32,6 +36,7 @@ lock:
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) var

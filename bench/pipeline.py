@@ -35,6 +35,7 @@ from app.queue import redis_connection  # noqa: E402
 from app.services import dispatch  # noqa: E402
 from app.services import jobs as jobs_service  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from app.status import JobStatus  # noqa: E402
 
 
 def run_trad(settings: Settings, env: dict[str, str], n_jobs: int, n_workers: int, log_dir: Path) -> dict:
@@ -44,9 +45,8 @@ def run_trad(settings: Settings, env: dict[str, str], n_jobs: int, n_workers: in
     connection = redis_connection(settings.redis_url)
     started = time.monotonic()
     for _ in range(n_jobs):
-        with transaction(settings.database_url) as session:
-            job = jobs_service.start_smoke(session, settings, priority="normal", hashes_per_step=1)
-        dispatch.send(connection, job, settings)
+        with dispatch.unit_of_work(settings, connection) as uow:
+            jobs_service.start_smoke(uow.session, settings, priority="normal", hashes_per_step=1)
     procs = [
         subprocess.Popen(
             [sys.executable, "worker.py", "--name", f"bench-{i}"],
@@ -60,7 +60,7 @@ def run_trad(settings: Settings, env: dict[str, str], n_jobs: int, n_workers: in
     try:
         while True:
             with transaction(settings.database_url) as session:
-                done = session.scalar(select(func.count()).select_from(Job).where(Job.status == "succeeded"))
+                done = session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.SUCCEEDED))
             if done == n_jobs:
                 break
             time.sleep(0.05)

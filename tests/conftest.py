@@ -3,7 +3,6 @@ clean tables per test, the real app, and real forking worker processes."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,20 +18,7 @@ from app.db import get_engine, session_factory
 from app.dev.services import PostgresServer, RedisServer
 from app.migrate import upgrade
 from app.settings import Settings
-from tests.support import WorkerProcess, start_worker
-
-TOKEN = "test-token-0123456789"
-TEST_TIMINGS = {
-    "heartbeat_interval_s": "1",
-    "heartbeat_stale_s": "6",
-    "maintenance_interval_s": "1",
-    "reconcile_grace_s": "1",
-    "cancel_poll_s": "0.2",
-    "cancel_grace_s": "4",
-    "retry_backoff_base_s": "0.5",
-    "retry_backoff_max_s": "2",
-    "worker_idle_wait_s": "2",
-}
+from tests.support import TEST_TIMINGS, TOKEN, WorkerProcess, process_env, start_worker
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -112,22 +98,6 @@ def client(clean: Settings) -> Iterator[TestClient]:
 def anon_client(clean: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(clean)) as c:
         yield c
-
-
-def process_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "API_"))}
-    env.update(
-        {
-            "DATABASE_URL": settings.database_url,
-            "REDIS_URL": settings.redis_url,
-            "API_TOKEN": TOKEN,
-            "TRAD_ENV_FILE": "/nonexistent",
-            "LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update({k.upper(): v for k, v in TEST_TIMINGS.items()})
-    return env
 
 
 @pytest.fixture

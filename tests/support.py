@@ -1,4 +1,5 @@
-"""Helpers for tests: polling with a deadline, and worker processes."""
+"""Helpers for tests: the test token and timings, the environment of a child process,
+polling with a deadline, and worker processes."""
 
 from __future__ import annotations
 
@@ -11,10 +12,42 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+TOKEN = "test-token-0123456789"
+TEST_TIMINGS = {
+    "heartbeat_interval_s": "1",
+    "heartbeat_stale_s": "6",
+    "maintenance_interval_s": "1",
+    "reconcile_grace_s": "1",
+    "cancel_poll_s": "0.2",
+    "cancel_grace_s": "4",
+    "retry_backoff_base_s": "0.5",
+    "retry_backoff_max_s": "2",
+    "worker_idle_wait_s": "2",
+}
+
+
+def process_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "API_"))}
+    env.update(
+        {
+            "DATABASE_URL": settings.database_url,
+            "REDIS_URL": settings.redis_url,
+            "API_TOKEN": TOKEN,
+            "TRAD_ENV_FILE": "/nonexistent",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update({k.upper(): v for k, v in TEST_TIMINGS.items()})
+    return env
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.models import Job
+from app.status import JobStatus
 
 GOOD = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
 
@@ -96,8 +97,8 @@ def test_unknown_and_malformed_ids(client):
 
 def test_list_filters_and_validates(client, db):
     client.post("/api/v2/training/start", json=GOOD)
-    assert client.get("/api/v2/training/jobs", params={"status": "queued"}).json()["total"] == 1
-    assert client.get("/api/v2/training/jobs", params={"status": "running"}).json()["total"] == 0
+    assert client.get("/api/v2/training/jobs", params={"status": JobStatus.QUEUED}).json()["total"] == 1
+    assert client.get("/api/v2/training/jobs", params={"status": JobStatus.RUNNING}).json()["total"] == 0
     assert client.get("/api/v2/training/jobs", params={"status": "bogus"}).status_code == 422
     assert client.get("/api/v2/training/jobs", params={"limit": 0}).status_code == 422
     assert client.get("/api/v2/training/jobs", params={"limit": "many"}).status_code == 422
@@ -107,12 +108,12 @@ def test_cancel_queued_then_finished_is_409_and_retry_rules(client, db, redis):
     job_id = client.post("/api/v2/training/start", json=GOOD).json()["job_id"]
     assert redis.llen("rq:queue:training") == 1
     resp = client.delete(f"/api/v2/training/jobs/{job_id}")
-    assert resp.status_code == 202 and resp.json()["status"] == "canceled"
+    assert resp.status_code == 202 and resp.json()["status"] == JobStatus.CANCELED
     assert redis.llen("rq:queue:training") == 0, "cancel of a queued job takes it out of Redis"
     again = client.delete(f"/api/v2/training/jobs/{job_id}")
-    assert again.status_code == 409 and "canceled" in again.json()["detail"]
+    assert again.status_code == 409 and JobStatus.CANCELED in again.json()["detail"]
     retried = client.post(f"/api/v2/training/jobs/{job_id}/retry")
-    assert retried.status_code == 202 and retried.json()["status"] == "queued"
+    assert retried.status_code == 202 and retried.json()["status"] == JobStatus.QUEUED
     assert client.post(f"/api/v2/training/jobs/{job_id}/retry").status_code == 409
 
 
@@ -138,7 +139,7 @@ def test_cancel_of_a_queued_job_whose_dispatch_redis_lost(client, db, redis):
     job_id = client.post("/api/v2/training/start", json=GOOD).json()["job_id"]
     redis.flushall()
     resp = client.delete(f"/api/v2/training/jobs/{job_id}")
-    assert resp.status_code == 202 and resp.json()["status"] == "canceled"
+    assert resp.status_code == 202 and resp.json()["status"] == JobStatus.CANCELED
 
 
 def test_metrics_in_prometheus_format(client, anon_client):

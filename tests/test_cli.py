@@ -17,8 +17,8 @@ from app.engine.strategies import get_strategy
 from app.engine.validate import split
 from app.models import Candle, TrainedConfiguration
 from app.services import candles as candles_service
-from tests.conftest import process_env
-from tests.support import ROOT, wait_until
+from app.status import JobStatus
+from tests.support import ROOT, process_env, wait_until
 
 
 def trad(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -121,7 +121,7 @@ def test_training_on_imported_candles_is_reproducible(clean, db, client, workers
         json={"strategy": "bollinger_breakout", "symbol": "BTCUSDT", "timeframe": "15m", "n_iterations": 10, "seed": 4},
     ).json()["job_id"]
     wait_until(
-        lambda: client.get(f"/api/v2/training/jobs/{job_id}/progress").json()["status"] == "succeeded",
+        lambda: client.get(f"/api/v2/training/jobs/{job_id}/progress").json()["status"] == JobStatus.SUCCEEDED,
         timeout=60,
         what="job on imported candles",
     )
@@ -137,7 +137,7 @@ def test_training_on_imported_candles_is_reproducible(clean, db, client, workers
 def test_smoke_command_waits_for_a_worker(clean, db, workers):
     workers("w1")
     result = trad(clean, "smoke", "--timeout", "30")
-    assert result.returncode == 0 and "succeeded" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0 and JobStatus.SUCCEEDED in result.stdout, result.stdout + result.stderr
     assert trad(clean, "maintenance", "run-once").returncode == 0
 
 

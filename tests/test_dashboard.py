@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from app.dev.services import free_port, wait_for_port
-from tests.conftest import TOKEN, process_env
-from tests.support import ROOT
+from app.status import JobStatus
+from tests.support import ROOT, TOKEN, process_env
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
@@ -65,7 +65,7 @@ def test_dashboard_lists_jobs_with_their_status(api_url, tmp_path):
     body = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
     queued = http.post("/api/v2/training/start", json=body).json()["job_id"]
     canceled = http.post("/api/v2/training/start", json={**body, "seed": 2}).json()["job_id"]
-    assert http.delete(f"/api/v2/training/jobs/{canceled}").json()["status"] == "canceled"
+    assert http.delete(f"/api/v2/training/jobs/{canceled}").json()["status"] == JobStatus.CANCELED
     assert httpx.get(api_url + "/", follow_redirects=False).headers["location"] == "/dashboard"
 
     dom = render(f"{api_url}/dashboard#token={TOKEN}", tmp_path)

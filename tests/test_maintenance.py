@@ -13,6 +13,7 @@ from app.models import Attempt, Job
 from app.services import jobs as jobs_service
 from app.services import lifecycle, maintenance
 from app.services.maintenance import LOCK_KEY
+from app.status import AttemptStatus, JobStatus
 
 
 def queued_job(db, settings, max_attempts: int | None = None) -> Job:
@@ -43,9 +44,13 @@ def test_lost_attempt_is_requeued_with_backoff_then_redispatched(db, redis, clea
     report = maintenance.run_once(clean, redis)
     assert report.ran and report.reaped == [str(job.id)]
     row = fresh(db, job.id)
-    assert row.status == "queued" and row.rq_job_id is None and row.not_before > utcnow()
+    assert row.status == JobStatus.QUEUED and row.rq_job_id is None and row.not_before > utcnow()
     attempt = db.scalars(select(Attempt).where(Attempt.job_id == job.id)).one()
-    assert attempt.status == "lost" and attempt.error_type == "WorkerLost" and "ghost-worker" in attempt.error_message
+    assert (
+        attempt.status == AttemptStatus.LOST
+        and attempt.error_type == "WorkerLost"
+        and "ghost-worker" in attempt.error_message
+    )
     # Not due yet: nothing is sent.
     assert maintenance.run_once(clean, redis).redispatched == []
     db.execute(update(Job).where(Job.id == job.id).values(not_before=utcnow() - timedelta(seconds=1)))
@@ -64,7 +69,7 @@ def test_exhausted_attempts_fail_the_job_with_worker_lost(db, redis, clean):
     job = running_with_stale_heartbeat(db, clean, max_attempts=1)
     maintenance.run_once(clean, redis)
     row = fresh(db, job.id)
-    assert row.status == "failed" and row.error_type == "WorkerLost" and row.finished_at is not None
+    assert row.status == JobStatus.FAILED and row.error_type == "WorkerLost" and row.finished_at is not None
 
 
 def test_lost_attempt_of_a_job_being_canceled_ends_canceled(db, redis, clean):
@@ -72,7 +77,7 @@ def test_lost_attempt_of_a_job_being_canceled_ends_canceled(db, redis, clean):
     jobs_service.cancel(db, job.id)
     db.commit()
     maintenance.run_once(clean, redis)
-    assert fresh(db, job.id).status == "canceled"
+    assert fresh(db, job.id).status == JobStatus.CANCELED
 
 
 def test_backoff_grows_and_is_capped():

@@ -12,6 +12,7 @@ from app.engine.strategies import get_strategy
 from app.engine.validate import split
 from app.models import ProgressEvent, TrainedConfiguration
 from app.services import candles as candles_service
+from app.status import JobStatus
 from tests.support import wait_until
 
 PHASE_ORDER = ["data_preparation", "optimisation", "validation", "saving"]
@@ -41,10 +42,10 @@ def test_job_runs_through_four_phases_and_saves_one_configuration(client, db, wo
     def finished():
         body = client.get(f"/api/v2/training/jobs/{job_id}/progress").json()
         seen.append(body["percent"])
-        return body if body["status"] in ("succeeded", "failed", "canceled") else None
+        return body if body["status"] in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED) else None
 
     final = wait_until(finished, timeout=90, interval=0.1, what="training job to finish")
-    assert final["status"] == "succeeded", final
+    assert final["status"] == JobStatus.SUCCEEDED, final
     assert final["percent"] == 100.0 and final["iteration"] == 12 and final["attempts"] == 1
     assert final["configuration_id"] is not None and final["error"] is None
     assert seen == sorted(seen), "percent went backwards"
@@ -92,7 +93,7 @@ def test_no_candles_fails_without_retry(client, db, workers):
     resp = client.post("/api/v2/training/start", json=start_body(symbol="NODATA"))
     job_id = resp.json()["job_id"]
     final = wait_until(
-        lambda: (b := client.get(f"/api/v2/training/jobs/{job_id}").json())["status"] == "failed" and b,
+        lambda: (b := client.get(f"/api/v2/training/jobs/{job_id}").json())["status"] == JobStatus.FAILED and b,
         timeout=30,
         what="job to fail",
     )
@@ -106,7 +107,9 @@ def test_configuration_routes(client, db, workers):
     workers("w1")
     job_id = client.post("/api/v2/training/start", json=start_body(n_iterations=5)).json()["job_id"]
     final = wait_until(
-        lambda: (b := client.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"] == "succeeded" and b,
+        lambda: (
+            (b := client.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"] == JobStatus.SUCCEEDED and b
+        ),
         timeout=60,
         what="job to succeed",
     )
@@ -132,7 +135,7 @@ def test_progress_can_be_followed_as_a_stream(client, db, workers):
         for line in resp.iter_lines():
             if line:
                 lines.append(json.loads(line))
-    assert lines[0]["job_id"] == job_id and lines[-1]["status"] == "succeeded"
+    assert lines[0]["job_id"] == job_id and lines[-1]["status"] == JobStatus.SUCCEEDED
     assert len(lines) >= 2
     percents = [body["percent"] for body in lines]
     assert percents == sorted(percents) and percents[-1] == 100.0

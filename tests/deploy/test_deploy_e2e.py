@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from app.status import AttemptStatus, JobStatus
 from tests.support import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +49,9 @@ def progress(vm, job_id: str) -> dict:
     return api(vm, "GET", f"/api/v2/training/jobs/{job_id}/progress")
 
 
-def wait_status(vm, job_id: str, statuses=("succeeded", "failed", "canceled"), timeout: float = 300) -> dict:
+def wait_status(
+    vm, job_id: str, statuses=(JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED), timeout: float = 300
+) -> dict:
     return wait_until(
         lambda: (p := progress(vm, job_id))["status"] in statuses and p,
         timeout=timeout,
@@ -59,7 +62,7 @@ def wait_status(vm, job_id: str, statuses=("succeeded", "failed", "canceled"), t
 
 def running_worker(vm, job_id: str, at_least: int) -> str:
     wait_until(
-        lambda: (p := progress(vm, job_id))["status"] == "running" and (p["iteration"] or 0) >= at_least,
+        lambda: (p := progress(vm, job_id))["status"] == JobStatus.RUNNING and (p["iteration"] or 0) >= at_least,
         timeout=180,
         interval=0.2,
         what="job to be running",
@@ -114,7 +117,7 @@ def test_curl_starts_a_job_and_follows_its_progress(vm):
         f"Authorization: Bearer {env_value(vm, 'API_TOKEN')}",
     )
     lines = [json.loads(line) for line in stream.stdout.splitlines() if line.strip()]
-    assert lines[-1]["status"] == "succeeded" and lines[-1]["percent"] == 100.0
+    assert lines[-1]["status"] == JobStatus.SUCCEEDED and lines[-1]["percent"] == 100.0
     assert lines[-1]["configuration_id"]
 
 
@@ -123,9 +126,9 @@ def test_restart_of_a_worker_mid_job_resumes_the_job(vm):
     unit = running_worker(vm, job_id, at_least=20)
     vm.ssh(f"systemctl restart {unit}")
     final = wait_status(vm, job_id)
-    assert final["status"] == "succeeded", final
+    assert final["status"] == JobStatus.SUCCEEDED, final
     history = [a["status"] for a in api(vm, "GET", f"/api/v2/training/jobs/{job_id}")["attempt_history"]]
-    assert history == ["preempted", "succeeded"], history
+    assert history == [AttemptStatus.PREEMPTED, AttemptStatus.SUCCEEDED], history
     assert final["resumed_from_iteration"] >= 20, "resumed, not restarted"
 
 
@@ -135,20 +138,20 @@ def test_kill_of_a_worker_mid_job_is_recovered(vm):
     killed = time.monotonic()
     vm.ssh(f"systemctl kill -s KILL {unit}")
     final = wait_status(vm, job_id, timeout=300)
-    assert final["status"] == "succeeded", final
+    assert final["status"] == JobStatus.SUCCEEDED, final
     history = [a["status"] for a in api(vm, "GET", f"/api/v2/training/jobs/{job_id}")["attempt_history"]]
-    assert history[0] == "lost" and history[-1] == "succeeded", history
+    assert history[0] == AttemptStatus.LOST and history[-1] == AttemptStatus.SUCCEEDED, history
     print(f"\nkill -9 of {unit}: job finished {time.monotonic() - killed:.0f}s after the kill")
 
 
 def test_poweroff_and_boot_with_jobs_queued_loses_none(vm):
     vm.ssh("systemctl stop trad-worker@1 trad-worker@2")
     job_ids = [start_job(vm, 15, seed=10 + i) for i in range(3)]
-    assert all(progress(vm, j)["status"] == "queued" for j in job_ids)
+    assert all(progress(vm, j)["status"] == JobStatus.QUEUED for j in job_ids)
     vm.poweroff()
     vm.boot()
     for job_id in job_ids:
-        assert wait_status(vm, job_id, timeout=300)["status"] == "succeeded"
+        assert wait_status(vm, job_id, timeout=300)["status"] == JobStatus.SUCCEEDED
 
 
 def test_second_deploy_changes_nothing_but_the_restart(vm, deploy):

@@ -12,8 +12,8 @@ from redis.exceptions import NoPermissionError
 
 from app.dev.services import RedisServer
 from app.settings import Settings
-from tests.conftest import process_env
-from tests.support import ROOT, start_worker, submit_smoke, wait_until
+from app.status import JobStatus
+from tests.support import ROOT, process_env, start_worker, submit_smoke, wait_until
 
 APP_PASSWORD, ADMIN_PASSWORD = "app-secret-0123", "admin-secret-4567"
 
@@ -64,7 +64,7 @@ def test_worker_runs_jobs_as_the_app_user_which_cannot_wipe_redis(acl_redis, cle
     try:
         job = submit_smoke(db, settings)
         wait_until(
-            lambda: (db.expire_all(), db.get(type(job), job.id).status)[1] == "succeeded",
+            lambda: (db.expire_all(), db.get(type(job), job.id).status)[1] == JobStatus.SUCCEEDED,
             timeout=30,
             what="smoke job under the ACL user",
         )

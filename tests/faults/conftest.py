@@ -1,43 +1,13 @@
-"""Helpers for fault injection: long-enough training jobs and reading their state."""
+"""Fixtures for fault injection: enough candles for long training jobs."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
 
-from app.models import Attempt, Job, TrainedConfiguration, Trial
 from app.services import candles as candles_service
-
-BODY = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1m", "seed": 5}
 
 
 @pytest.fixture
 def long_data(db):
     candles_service.generate_synthetic(db, "BTCUSDT", "1m", 60_000, seed=2)
     db.commit()
-
-
-def start(client, n_iterations: int = 300, **extra) -> str:
-    resp = client.post("/api/v2/training/start", json={**BODY, "n_iterations": n_iterations, **extra})
-    assert resp.status_code == 202, resp.text
-    return resp.json()["job_id"]
-
-
-def job(db, job_id) -> Job:
-    db.expire_all()
-    return db.get(Job, job_id)
-
-
-def attempts(db, job_id) -> list[Attempt]:
-    db.expire_all()
-    return list(db.scalars(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)))
-
-
-def trial_numbers(db, job_id) -> list[int]:
-    return list(db.scalars(select(Trial.number).where(Trial.job_id == job_id).order_by(Trial.number)))
-
-
-def config_count(db, job_id) -> int:
-    return db.scalar(
-        select(func.count()).select_from(TrainedConfiguration).where(TrainedConfiguration.job_id == job_id)
-    )

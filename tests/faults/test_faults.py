@@ -9,7 +9,8 @@ import time
 import pytest
 from redis import Redis
 
-from tests.faults.conftest import attempts, config_count, job, start, trial_numbers
+from app.status import AttemptStatus, JobStatus
+from tests.faults.support import attempts, config_count, job, start, trial_numbers
 from tests.support import child_pids, submit_smoke, wait_until
 
 pytestmark = pytest.mark.faults
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.faults
 
 def wait_iteration(db, job_id, at_least: int, timeout: float = 60):
     return wait_until(
-        lambda: (j := job(db, job_id)).status == "running" and (j.iteration or 0) >= at_least and j,
+        lambda: (j := job(db, job_id)).status == JobStatus.RUNNING and (j.iteration or 0) >= at_least and j,
         timeout=timeout,
         what=f"job past iteration {at_least}",
     )
@@ -25,7 +26,7 @@ def wait_iteration(db, job_id, at_least: int, timeout: float = 60):
 
 def wait_terminal(db, job_id, timeout: float = 120):
     return wait_until(
-        lambda: (j := job(db, job_id)).status in ("succeeded", "failed", "canceled") and j,
+        lambda: (j := job(db, job_id)).status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED) and j,
         timeout=timeout,
         interval=0.1,
         what="job to finish",
@@ -39,13 +40,13 @@ def test_sigterm_checkpoints_and_resumes_without_using_an_attempt(client, db, lo
     w1.signal(signal.SIGTERM)
     assert w1.wait(30) == 0, w1.log()
     stopped = job(db, job_id)
-    assert stopped.status == "queued", stopped.message
+    assert stopped.status == JobStatus.QUEUED, stopped.message
     done_at_stop = len(trial_numbers(db, job_id))
     workers("w2")
     final = wait_terminal(db, job_id)
-    assert final.status == "succeeded", final.message
+    assert final.status == JobStatus.SUCCEEDED, final.message
     history = attempts(db, job_id)
-    assert [a.status for a in history] == ["preempted", "succeeded"]
+    assert [a.status for a in history] == [AttemptStatus.PREEMPTED, AttemptStatus.SUCCEEDED]
     assert final.resumed_from_iteration == done_at_stop >= before
     assert trial_numbers(db, job_id) == list(range(300)), "trials continue, not restart"
     assert config_count(db, job_id) == 1
@@ -59,12 +60,12 @@ def test_kill_9_of_a_worker_is_recovered_by_the_reaper(client, db, long_data, wo
     killed_at = time.monotonic()
     w1.kill_all()  # the worker and its job process, as `systemctl kill -s KILL` does
     workers("w2")
-    wait_until(lambda: attempts(db, job_id)[0].status == "lost", timeout=60, what="attempt declared lost")
+    wait_until(lambda: attempts(db, job_id)[0].status == AttemptStatus.LOST, timeout=60, what="attempt declared lost")
     detected = time.monotonic() - killed_at
     final = wait_terminal(db, job_id)
-    assert final.status == "succeeded"
+    assert final.status == JobStatus.SUCCEEDED
     history = attempts(db, job_id)
-    assert [a.status for a in history] == ["lost", "succeeded"]
+    assert [a.status for a in history] == [AttemptStatus.LOST, AttemptStatus.SUCCEEDED]
     assert history[0].error_type == "WorkerLost" and "no heartbeat" in history[0].error_message
     assert final.resumed_from_iteration and final.resumed_from_iteration >= 10
     assert trial_numbers(db, job_id) == list(range(300)) and config_count(db, job_id) == 1
@@ -78,10 +79,12 @@ def test_orphaned_job_process_notices_its_worker_died(client, db, long_data, wor
     horse = child_pids(w1.pid)
     assert horse, "the job runs in a forked process"
     w1.signal(signal.SIGKILL)  # only the worker: its job process lives on
-    wait_until(lambda: attempts(db, job_id)[0].status == "lost", timeout=30, what="orphan to give up its attempt")
+    wait_until(
+        lambda: attempts(db, job_id)[0].status == AttemptStatus.LOST, timeout=30, what="orphan to give up its attempt"
+    )
     workers("w2")
     final = wait_terminal(db, job_id)
-    assert final.status == "succeeded" and config_count(db, job_id) == 1
+    assert final.status == JobStatus.SUCCEEDED and config_count(db, job_id) == 1
     assert trial_numbers(db, job_id) == list(range(300))
 
 
@@ -94,8 +97,8 @@ def test_cancel_of_a_running_job(client, db, long_data, workers):
     assert resp.status_code == 202 and resp.json()["cancel_requested"] is True
     final = wait_terminal(db, job_id, timeout=30)
     latency = time.monotonic() - asked
-    assert final.status == "canceled" and final.error_type is None
-    assert [a.status for a in attempts(db, job_id)] == ["canceled"]
+    assert final.status == JobStatus.CANCELED and final.error_type is None
+    assert [a.status for a in attempts(db, job_id)] == [AttemptStatus.CANCELED]
     assert config_count(db, job_id) == 0
     assert 10 <= len(trial_numbers(db, job_id)) < 1500, "partial work is recorded"
     assert client.delete(f"/api/v2/training/jobs/{job_id}").status_code == 409
@@ -107,11 +110,11 @@ def test_cancel_kills_a_job_that_ignores_it(client, db, workers, clean):
     the worker kills it after the grace period (4 s in tests)."""
     workers("w1")
     job_id = submit_smoke(db, clean, hashes_per_step=30_000_000).id
-    wait_until(lambda: job(db, job_id).status == "running", timeout=20, what="smoke job running")
+    wait_until(lambda: job(db, job_id).status == JobStatus.RUNNING, timeout=20, what="smoke job running")
     client.delete(f"/api/v2/training/jobs/{job_id}")
     final = wait_terminal(db, job_id, timeout=30)
-    assert final.status == "canceled" and "killed" in final.message
-    assert [a.status for a in attempts(db, job_id)] == ["canceled"]
+    assert final.status == JobStatus.CANCELED and "killed" in final.message
+    assert [a.status for a in attempts(db, job_id)] == [AttemptStatus.CANCELED]
 
 
 def test_redis_flushall_loses_nothing(client, db, long_data, workers, clean):
@@ -119,7 +122,7 @@ def test_redis_flushall_loses_nothing(client, db, long_data, workers, clean):
     Redis.from_url(clean.redis_url).flushall()
     workers("w1")
     for job_id in ids:
-        assert wait_terminal(db, job_id).status == "succeeded"
+        assert wait_terminal(db, job_id).status == JobStatus.SUCCEEDED
         assert config_count(db, job_id) == 1
 
 
@@ -130,11 +133,11 @@ def test_redis_down_at_submit_is_accepted_then_enqueued(client, db, long_data, w
             "/api/v2/training/start",
             json={"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1m", "n_iterations": 15, "seed": 1},
         )
-        assert resp.status_code == 202 and resp.json()["status"] == "queued"
+        assert resp.status_code == 202 and resp.json()["status"] == JobStatus.QUEUED
     finally:
         redis_server.start()
     workers("w1")
-    assert wait_terminal(db, resp.json()["job_id"]).status == "succeeded"
+    assert wait_terminal(db, resp.json()["job_id"]).status == JobStatus.SUCCEEDED
 
 
 def test_redis_killed_and_restarted_from_aof_mid_job(client, db, long_data, workers, redis_server):
@@ -148,9 +151,9 @@ def test_redis_killed_and_restarted_from_aof_mid_job(client, db, long_data, work
     redis_server.start()
     for job_id in (running, waiting):
         final = wait_terminal(db, job_id)
-        assert final.status == "succeeded", final.message
+        assert final.status == JobStatus.SUCCEEDED, final.message
         assert config_count(db, job_id) == 1
-    assert [a.status for a in attempts(db, running)] == ["succeeded"], "the running job rode out the outage"
+    assert [a.status for a in attempts(db, running)] == [AttemptStatus.SUCCEEDED], "the running job rode out the outage"
 
 
 def test_postgres_restart_mid_job(client, db, long_data, workers, postgres):
@@ -162,10 +165,10 @@ def test_postgres_restart_mid_job(client, db, long_data, workers, postgres):
     time.sleep(2)  # an outage of a couple of seconds, as a restart causes
     postgres.start()
     final = wait_terminal(db, job_id, timeout=120)
-    assert final.status == "succeeded", final.message
+    assert final.status == JobStatus.SUCCEEDED, final.message
     assert config_count(db, job_id) == 1
     assert trial_numbers(db, job_id) == list(range(1000))
-    assert [a.status for a in attempts(db, job_id)] == ["succeeded"], "the job waited the outage out"
+    assert [a.status for a in attempts(db, job_id)] == [AttemptStatus.SUCCEEDED], "the job waited the outage out"
 
 
 def test_postgres_down_api_answers_503(client, db, postgres):
@@ -196,11 +199,13 @@ def test_second_sigterm_stops_at_once_and_the_job_is_recovered(client, db, long_
     status_after_stop = job(db, job_id).status
     workers("w2")
     final = wait_terminal(db, job_id, timeout=180)
-    assert final.status == "succeeded"
+    assert final.status == JobStatus.SUCCEEDED
     statuses = [a.status for a in attempts(db, job_id)]
     # Either the checkpoint won the race (preempted) or the cold stop did (lost); never both, never failed.
-    assert statuses[-1] == "succeeded" and statuses[0] in ("preempted", "lost"), statuses
-    assert status_after_stop in ("queued", "running")
+    assert statuses[-1] == AttemptStatus.SUCCEEDED and statuses[0] in (AttemptStatus.PREEMPTED, AttemptStatus.LOST), (
+        statuses
+    )
+    assert status_after_stop in (JobStatus.QUEUED, JobStatus.RUNNING)
     assert config_count(db, job_id) == 1
 
 
@@ -217,7 +222,7 @@ def test_reaper_keeps_rq_registries_true(client, db, long_data, workers, clean):
     dead_dispatch = job(db, job_id).rq_job_id
     w1.kill_all()
     workers("w2")  # hosts the reaper
-    wait_until(lambda: attempts(db, job_id)[0].status == "lost", timeout=60, what="attempt declared lost")
+    wait_until(lambda: attempts(db, job_id)[0].status == AttemptStatus.LOST, timeout=60, what="attempt declared lost")
     connection = Redis.from_url(clean.redis_url)
     registry = StartedJobRegistry(queue=get_queue(connection, "normal"), serializer=JSONSerializer)
     assert not [i for i in registry.get_job_ids(cleanup=False) if i.startswith(dead_dispatch)]
@@ -231,8 +236,7 @@ def test_api_restart_mid_job(db, long_data, workers, clean, tmp_path):
     import httpx
 
     from app.dev.services import free_port, wait_for_port
-    from tests.conftest import TOKEN, process_env
-    from tests.support import ROOT
+    from tests.support import ROOT, TOKEN, process_env
 
     port = free_port()
     env = {**process_env(clean), "API_PORT": str(port)}
@@ -258,13 +262,14 @@ def test_api_restart_mid_job(db, long_data, workers, clean, tmp_path):
         api = start_api()
         final = wait_until(
             lambda: (
-                (b := http.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"] in ("succeeded", "failed")
+                (b := http.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"]
+                in (JobStatus.SUCCEEDED, JobStatus.FAILED)
                 and b
             ),
             timeout=120,
             what="job to finish",
         )
-        assert final["status"] == "succeeded" and final["attempts"] == 1
+        assert final["status"] == AttemptStatus.SUCCEEDED and final["attempts"] == 1
     finally:
         api.terminate()
         api.wait(15)
@@ -278,8 +283,7 @@ def test_the_api_reaps_when_no_worker_is_left(client, db, long_data, workers, cl
     import sys
 
     from app.dev.services import free_port, wait_for_port
-    from tests.conftest import process_env
-    from tests.support import ROOT
+    from tests.support import ROOT, process_env
 
     w1 = workers("w1")
     job_id = start(client)
@@ -295,13 +299,13 @@ def test_the_api_reaps_when_no_worker_is_left(client, db, long_data, workers, cl
     )
     try:
         wait_for_port(port, 30, api)
-        wait_until(lambda: job(db, job_id).status == "queued", timeout=60, what="API to re-queue the job")
-        assert attempts(db, job_id)[0].status == "lost"
+        wait_until(lambda: job(db, job_id).status == JobStatus.QUEUED, timeout=60, what="API to re-queue the job")
+        assert attempts(db, job_id)[0].status == AttemptStatus.LOST
     finally:
         api.terminate()
         api.wait(15)
     workers("w2")
-    assert wait_terminal(db, job_id).status == "succeeded"
+    assert wait_terminal(db, job_id).status == JobStatus.SUCCEEDED
 
 
 def test_stalled_attempts_are_retried_then_failed(db, workers, clean):
@@ -310,9 +314,9 @@ def test_stalled_attempts_are_retried_then_failed(db, workers, clean):
     workers("w1", env_overrides={"SMOKE_STALL_TIMEOUT_S": "2", "SMOKE_MAX_ATTEMPTS": "2"})
     job_id = submit_smoke(db, clean.model_copy(update={"smoke_max_attempts": 2}), hashes_per_step=50_000_000).id
     final = wait_terminal(db, job_id, timeout=60)
-    assert final.status == "failed" and final.error_type == "Stalled", (final.error_type, final.message)
+    assert final.status == JobStatus.FAILED and final.error_type == "Stalled", (final.error_type, final.message)
     history = attempts(db, job_id)
-    assert [a.status for a in history] == ["failed", "failed"]
+    assert [a.status for a in history] == [AttemptStatus.FAILED, AttemptStatus.FAILED]
     assert all(a.error_type == "Stalled" for a in history)
 
 
@@ -322,5 +326,5 @@ def test_hard_timeout_stops_the_attempt_and_retries_then_fails(db, workers, clea
     workers("w1", env_overrides={"SMOKE_TIMEOUT_S": "10", "SMOKE_MAX_ATTEMPTS": "2"})
     job_id = submit_smoke(db, clean.model_copy(update={"smoke_max_attempts": 2}), hashes_per_step=12_000_000).id
     final = wait_terminal(db, job_id, timeout=90)
-    assert final.status == "failed" and final.error_type == "AttemptTimeout", (final.error_type, final.message)
+    assert final.status == JobStatus.FAILED and final.error_type == "AttemptTimeout", (final.error_type, final.message)
     assert [a.error_type for a in attempts(db, job_id)] == ["AttemptTimeout", "AttemptTimeout"]

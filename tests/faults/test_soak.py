@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from app.models import Job, TrainedConfiguration
 from app.services import candles as candles_service
+from app.status import JobStatus
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.soak]
@@ -67,7 +68,9 @@ def test_soak_with_random_faults(client, db, workers, clean):
 
     def all_terminal():
         db.expire_all()
-        open_jobs = db.scalar(select(func.count()).select_from(Job).where(Job.status.in_(("queued", "running"))))
+        open_jobs = db.scalar(
+            select(func.count()).select_from(Job).where(Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+        )
         return open_jobs == 0
 
     wait_until(all_terminal, timeout=300, interval=0.5, what="every soak job to finish")
@@ -78,10 +81,10 @@ def test_soak_with_random_faults(client, db, workers, clean):
     configs = Counter(db.scalars(select(TrainedConfiguration.job_id)).all())
     statuses = Counter(r.status for r in rows)
     for row in rows:
-        assert row.status in ("succeeded", "failed", "canceled")
-        expected = 1 if row.status == "succeeded" else 0
+        assert row.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+        expected = 1 if row.status == JobStatus.SUCCEEDED else 0
         assert configs.get(row.id, 0) == expected, (row.id, row.status, configs.get(row.id))
-    assert sum(configs.values()) == statuses["succeeded"], "no configuration without its job"
+    assert sum(configs.values()) == statuses[JobStatus.SUCCEEDED], "no configuration without its job"
     attempts = sum(r.attempts for r in rows)
     print(
         f"\nsoak: {N_JOBS} jobs in {elapsed:.0f}s, faults {dict(faults)}, outcomes {dict(statuses)}, "
