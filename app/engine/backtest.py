@@ -1,16 +1,31 @@
 """The vectorised backtester: the hot loop of optimisation.
 
-Semantics (the reference loop in the tests implements the same, bar by bar):
+The position model (tests/engine/reference.py implements the same, bar by bar, with cash and
+a quantity; docs/backtesting.md explains it):
 - `positions[t]` ∈ {-1, 0, +1} is decided on bar t's close and filled at bar t+1's open, so
   the position held during bar i is `held[i] = positions[i-1]` (flat on bar 0).
-- Over bar i, the position held before the open earns the gap close[i-1]→open[i]; then the
-  trade (if any) is filled at open[i], paying (fee_bps + slippage_bps)·|held[i] − held[i−1]|
-  (a flip long→short pays two sides); then the new position earns open[i]→close[i]. A short
-  earns the negative of the price return of each such segment.
-- Equity starts at 1 and is marked to market at every close.
-- A trade is a maximal run of bars holding the same non-zero position, entered at the open
-  of its first bar and left at the open of the bar after its last (or at the last close if
-  still open at the end). Its return is side·(exit/entry − 1) minus both sides' costs.
+- A trade is a maximal run of bars holding the same non-zero side. It is entered at the open
+  of its first bar with a fixed quantity `q = side·E/open` where E is the equity just before
+  the fill (notional = equity), and left at the open of the bar after its last (or at the last
+  close if still open at the end: the backtest always ends flat). A flip closes one trade and
+  opens the next at the same open. The quantity never changes during a trade.
+- Costs: each fill pays (fee_bps + slippage_bps) of its notional, |q|·price.
+- Equity starts at 1, is cash + q·price, and is reported at every close (the last one after
+  the final close-out). Over a trade entered with equity E at price p0, equity at price p is
+  E·(1 − c + side·(p/p0 − 1)); the trade's return is E_after_exit / E_before_entry − 1, so
+  compounding the trades' returns (flat periods earn nothing) gives the final equity exactly.
+- Ruin: equity is marked at every open and close of a trade's bars and after each fill. The
+  first mark at or below 0 ends the run: that trade is closed there with a return of −100 %,
+  equity is 0 from that bar on, and later positions are ignored.
+
+Metrics (a metric that is undefined is None, never NaN, inf or a 0 stand-in):
+- total_return = final equity − 1; cagr = final equity^(1/years) − 1 with years the calendar
+  span of the candles (`Candles.span_years`), None if it overflows.
+- sharpe = mean / sample standard deviation of the per-bar returns × √(periods per year), the
+  periods per year being the candles' own (`Candles.periods_per_year`); None without variance.
+- max_drawdown from the running peak (starting at 1); calmar = cagr / max_drawdown, None
+  without a drawdown; win_rate = share of trades with a positive return, None without trades;
+  exposure = share of bars holding a position.
 """
 
 from __future__ import annotations
@@ -22,12 +37,21 @@ from typing import Any
 import numpy as np
 
 from app.engine.candles import Candles
+from app.engine.errors import InvalidCosts, InvalidPositions
 
 
 @dataclass(frozen=True)
 class Costs:
     fee_bps: float = 10.0
     slippage_bps: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("fee_bps", "slippage_bps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidCosts(f"{name} must be a finite number ≥ 0, got {value!r}")
+        if self.per_side >= 1:
+            raise InvalidCosts("fee_bps + slippage_bps must be below 10000 (100 % of a fill)")
 
     @property
     def per_side(self) -> float:
@@ -36,7 +60,7 @@ class Costs:
 
 @dataclass
 class BacktestResult:
-    metrics: dict[str, float | int]
+    metrics: dict[str, float | int | None]
     equity: np.ndarray
     open_time: np.ndarray
     trades: dict[str, np.ndarray] = field(repr=False)
@@ -49,67 +73,120 @@ class BacktestResult:
         return [[int(self.open_time[i]), round(float(self.equity[i]), 8)] for i in idx]
 
 
+def checked_positions(positions: Any, n: int) -> np.ndarray:
+    """Positions as float64, or InvalidPositions naming the first bad value."""
+    p = np.asarray(positions)
+    if p.ndim != 1 or len(p) != n:
+        raise InvalidPositions(f"positions must be one value per candle: got shape {p.shape} for {n} candles")
+    if p.dtype.kind not in "iuf":
+        raise InvalidPositions(f"positions must be numbers in {{-1, 0, 1}}, got dtype {p.dtype}")
+    if p.dtype.kind in "iu" and (n == 0 or (p.min() >= -1 and p.max() <= 1)):
+        return p.astype(np.float64)
+    ok = (p == 0) | (p == 1) | (p == -1)
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise InvalidPositions(f"position at bar {i} is {p[i].item()!r}; positions must be -1, 0 or 1")
+    return p.astype(np.float64)
+
+
 def held_positions(positions: np.ndarray) -> np.ndarray:
     held = np.zeros(len(positions), dtype=np.float64)
     held[1:] = positions[:-1]
     return held
 
 
-def bar_factors(candles: Candles, positions: np.ndarray, costs: Costs) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bar equity growth factors and the held positions."""
-    held = held_positions(positions)
-    prev_held = np.r_[0.0, held[:-1]]
-    prev_close = np.r_[candles.open[0], candles.close[:-1]]
-    gap = 1.0 + prev_held * (candles.open / prev_close - 1.0)
-    cost = 1.0 - np.abs(held - prev_held) * costs.per_side
-    intrabar = 1.0 + held * (candles.close / candles.open - 1.0)
-    return gap * cost * intrabar, held
-
-
-def trades(candles: Candles, held: np.ndarray, costs: Costs) -> dict[str, np.ndarray]:
-    n = len(held)
-    change = np.flatnonzero(np.diff(np.r_[0.0, held, 0.0]))  # run boundaries incl. a final close-out
-    starts, ends = change[:-1], change[1:]
-    side = held[starts] if n else np.array([])
-    keep = side != 0
-    starts, ends, side = starts[keep], ends[keep], side[keep]
+def simulate(candles: Candles, held: np.ndarray, costs: Costs) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Equity at every close, the held positions (zero after ruin) and the trades."""
+    n, c = len(held), costs.per_side
+    edges = np.flatnonzero(np.diff(held, prepend=0.0, append=0.0))  # where the held side changes, in [0, n]
+    starts = edges[:-1][held[edges[:-1]] != 0] if len(edges) > 1 else edges[:0]
+    ends = edges[np.searchsorted(edges, starts, side="right")] if len(starts) else starts
+    side = held[starts]
     entry = candles.open[starts]
-    exit_price = np.where(ends < n, candles.open[np.minimum(ends, n - 1)], candles.close[-1] if n else 0.0)
-    ret = side * (exit_price / entry - 1.0) - 2 * costs.per_side
-    return {"entry": starts, "exit": ends, "side": side, "entry_price": entry, "exit_price": exit_price, "ret": ret}
+    exit_price = candles.open[np.minimum(ends, n - 1)]
+    exit_price = np.where(ends < n, exit_price, candles.close[-1])
+    ratio = exit_price / entry
+    ret = side * (ratio - 1.0) - c * (1.0 + ratio)
+    growth = np.r_[1.0, np.cumprod(1.0 + ret)]  # equity before trade k is growth[k]
+
+    started = np.zeros(n, dtype=np.int64)
+    started[starts] = 1
+    k = np.cumsum(started)  # trades entered up to and including each bar
+    in_trade = held != 0
+    if len(starts):
+        this = np.maximum(k - 1, 0)
+        p0 = entry[this]
+        mark_close = (1.0 - c) + held * (candles.close / p0 - 1.0)
+        mark_open = (1.0 - c) + held * (candles.open / p0 - 1.0)
+        equity = np.where(in_trade, growth[this] * mark_close, growth[k])
+    else:
+        equity = np.ones(n)
+    if len(starts) and ends[-1] == n:
+        equity[-1] = growth[-1]  # the final close-out, net of its cost
+
+    ruin: list[tuple[int, int]] = []  # (time key, trade index): 2·bar for an open, 2·bar+1 for a close
+    if len(starts):
+        for mask, at_close in ((in_trade & (mark_close <= 0), 1), (in_trade & (mark_open <= 0), 0)):
+            bad = np.flatnonzero(mask)
+            if len(bad):
+                ruin.append((2 * int(bad[0]) + at_close, int(k[bad[0]]) - 1))
+        bad_exit = np.flatnonzero(1.0 + ret <= 0)
+        if len(bad_exit):
+            b = int(ends[bad_exit[0]])
+            ruin.append((2 * b if b < n else 2 * n - 1, int(bad_exit[0])))
+    if ruin:
+        key, ruined = min(ruin)
+        bar, exit_at = key // 2, key // 2 + key % 2
+        equity[bar:] = 0.0
+        held = held.copy()
+        held[exit_at:] = 0.0
+        keep = slice(0, ruined + 1)
+        starts, side, entry = starts[keep], side[keep], entry[keep]
+        ends, exit_price, ret = ends[keep].copy(), exit_price[keep].copy(), ret[keep].copy()
+        ends[-1] = exit_at
+        exit_price[-1] = candles.close[bar] if exit_at > bar else candles.open[bar]
+        ret[-1] = -1.0
+    trades = {"entry": starts, "exit": ends, "side": side, "entry_price": entry, "exit_price": exit_price, "ret": ret}
+    return equity, held, trades
 
 
-def _finite(x: float) -> float:
-    return float(x) if math.isfinite(x) else 0.0
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def metrics_of(candles: Candles, equity: np.ndarray, held: np.ndarray, trade_returns: np.ndarray) -> dict[str, Any]:
+    n = len(equity)
+    final = float(equity[-1])
+    with np.errstate(over="ignore"):
+        cagr = _finite_or_none(float(np.float64(final) ** (1.0 / candles.span_years)) - 1.0)
+    prev = np.r_[1.0, equity[:-1]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.where(prev > 0, equity / prev - 1.0, 0.0)  # nothing left after ruin: 0
+    sd = float(returns.std(ddof=1)) if n > 1 else 0.0
+    sharpe = _finite_or_none(float(returns.mean()) / sd * math.sqrt(candles.periods_per_year)) if sd > 0 else None
+    peak = np.maximum.accumulate(np.maximum(equity, 1.0))
+    max_dd = float(np.max(1.0 - equity / peak))
+    n_trades = len(trade_returns)
+    return {
+        "total_return": _finite_or_none(final - 1.0),
+        "cagr": cagr,
+        "sharpe": sharpe,
+        "max_drawdown": max_dd,
+        "calmar": cagr / max_dd if cagr is not None and max_dd > 0 else None,
+        "win_rate": float(np.mean(trade_returns > 0)) if n_trades else None,
+        "n_trades": int(n_trades),
+        "exposure": float(np.mean(held != 0)),
+        "n_bars": int(n),
+    }
 
 
 def backtest(candles: Candles, positions: np.ndarray, costs: Costs = Costs()) -> BacktestResult:
+    """Validate the candles and positions, then simulate (see the module docstring)."""
     n = len(candles)
     if n == 0:
-        raise ValueError("no candles to backtest")
-    factors, held = bar_factors(candles, positions, costs)
-    equity = np.cumprod(factors)
-    returns = factors - 1.0
-    bars_per_year = candles.bars_per_year
-    total = equity[-1] - 1.0
-    years = n / bars_per_year
-    with np.errstate(over="ignore"):
-        cagr = float(np.float64(equity[-1]) ** (1.0 / years)) - 1.0 if equity[-1] > 0 else -1.0
-    sd = returns.std()
-    sharpe = returns.mean() / sd * math.sqrt(bars_per_year) if sd > 0 else 0.0
-    peak = np.maximum.accumulate(np.maximum(equity, 1.0))
-    max_dd = float(np.max(1.0 - equity / peak))
-    t = trades(candles, held, costs)
-    n_trades = len(t["ret"])
-    metrics: dict[str, Any] = {
-        "total_return": _finite(total),
-        "cagr": _finite(cagr),
-        "sharpe": _finite(sharpe),
-        "max_drawdown": _finite(max_dd),
-        "calmar": _finite(cagr / max_dd) if max_dd > 0 else 0.0,
-        "win_rate": _finite(float(np.mean(t["ret"] > 0))) if n_trades else 0.0,
-        "n_trades": int(n_trades),
-        "exposure": _finite(float(np.mean(held != 0))),
-        "n_bars": int(n),
-    }
-    return BacktestResult(metrics=metrics, equity=equity, open_time=candles.open_time, trades=t)
+        raise InvalidPositions("no candles to backtest")
+    candles.validate()
+    held = held_positions(checked_positions(positions, n))
+    equity, held, trades = simulate(candles, held, costs)
+    metrics = metrics_of(candles, equity, held, trades["ret"])
+    return BacktestResult(metrics=metrics, equity=equity, open_time=candles.open_time, trades=trades)

@@ -1,10 +1,21 @@
-"""Candles as NumPy arrays, resampling to higher timeframes, and seeded synthetic data."""
+"""Candles as NumPy arrays, their validation and calendar, resampling to higher timeframes, and
+seeded synthetic data.
+
+Calendar convention: a year is 365.25 days. The span of a set of candles runs from the first
+bar's open to the end of the last bar (its open time plus one timeframe step), so gaps (nights,
+weekends, holidays, missing data) count as elapsed time. The periods per year are the bars the
+data actually has per year of that span: 24/7 1-minute data gets 525,960, weekday-only daily
+stock data with 252 sessions a year gets about 252.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
+
+from app.engine.errors import InvalidCandles
 
 TIMEFRAMES: dict[str, int] = {
     "1m": 60_000,
@@ -16,6 +27,8 @@ TIMEFRAMES: dict[str, int] = {
 }
 SYNTHETIC_SOURCE = "synthetic"
 DEFAULT_START_MS = 1_672_531_200_000  # 2023-01-01T00:00:00Z
+YEAR_MS = 365.25 * 24 * 60 * 60_000
+PRICE_FIELDS = ("open", "high", "low", "close")
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,7 @@ class Candles:
     low: np.ndarray
     close: np.ndarray
     volume: np.ndarray
+    _valid: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.open_time)
@@ -36,7 +50,7 @@ class Candles:
     def __getitem__(self, item: slice) -> Candles:
         if not isinstance(item, slice):
             raise TypeError("Candles can only be sliced")
-        return Candles(
+        part = Candles(
             self.timeframe,
             self.open_time[item],
             self.open[item],
@@ -45,10 +59,58 @@ class Candles:
             self.close[item],
             self.volume[item],
         )
+        if self._valid and (item.step is None or item.step > 0):
+            object.__setattr__(part, "_valid", True)  # a forward slice of valid candles is valid
+        return part
 
     @property
-    def bars_per_year(self) -> float:
-        return 365 * 24 * 60 * 60_000 / TIMEFRAMES[self.timeframe]
+    def span_years(self) -> float:
+        """Calendar years from the first bar's open to the last bar's end (0 with no bars)."""
+        if len(self) == 0:
+            return 0.0
+        return float(self.open_time[-1] - self.open_time[0] + TIMEFRAMES[self.timeframe]) / YEAR_MS
+
+    @property
+    def periods_per_year(self) -> float:
+        """Bars per calendar year over the data's own span: the annualisation factor."""
+        return len(self) / self.span_years if len(self) else 0.0
+
+    def validate(self) -> Candles:
+        """Raise InvalidCandles naming the first bad bar (index, time) and field; a no-op once the
+        candles passed. Checks: equal lengths, a known timeframe, strictly increasing open times,
+        finite positive prices with low ≤ open, close ≤ high, finite non-negative volume."""
+        if self._valid:
+            return self
+        if self.timeframe not in TIMEFRAMES:
+            raise InvalidCandles(f"unknown timeframe {self.timeframe!r}")
+        n = len(self.open_time)
+        for name in (*PRICE_FIELDS, "volume"):
+            if len(getattr(self, name)) != n:
+                raise InvalidCandles(f"{name} has {len(getattr(self, name))} values for {n} open times")
+        if n > 1:
+            self._check(np.diff(self.open_time) > 0, "open_time", "is not after the previous bar's", offset=1)
+        for name in PRICE_FIELDS:
+            values = getattr(self, name)
+            self._check(np.isfinite(values), name, "is not a finite number")
+            self._check(values > 0, name, "is not positive")
+        self._check(self.low <= self.high, "high", "is below the low")
+        for name in ("open", "close"):
+            self._check(getattr(self, name) <= self.high, name, "is above the high")
+            self._check(getattr(self, name) >= self.low, name, "is below the low")
+        self._check(np.isfinite(self.volume) & (self.volume >= 0), "volume", "is not a finite non-negative number")
+        object.__setattr__(self, "_valid", True)
+        return self
+
+    def _check(self, ok: np.ndarray, name: str, problem: str, offset: int = 0) -> None:
+        if ok.all():
+            return
+        i = int(np.argmin(ok)) + offset
+        try:
+            when = datetime.fromtimestamp(int(self.open_time[i]) / 1000, UTC).isoformat().replace("+00:00", "Z")
+        except (OverflowError, OSError, ValueError):
+            when = f"open_time {int(self.open_time[i])}"
+        value = getattr(self, name)[i].item()
+        raise InvalidCandles(f"bad candle at bar {i} ({when}): {name} {value!r} {problem}")
 
 
 def resample(candles: Candles, timeframe: str) -> Candles:

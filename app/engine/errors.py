@@ -11,3 +11,16 @@ class UnknownStrategy(TrainingInputError):
 
 class InvalidParams(TrainingInputError):
     pass
+
+
+class InvalidCandles(TrainingInputError):
+    """A candle the engine cannot trade on: a missing, non-finite or non-positive price, a high
+    below a low, times out of order. The message names the bar (index and time) and the field."""
+
+
+class InvalidPositions(TrainingInputError):
+    """Positions that are not one of -1, 0, +1 per candle."""
+
+
+class InvalidCosts(TrainingInputError):
+    pass

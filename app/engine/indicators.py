@@ -5,23 +5,64 @@ from __future__ import annotations
 
 import numpy as np
 
+SIGN_RTOL = 1e-12  # differences this small relative to the values compared are ties, not signals
+
+
+def _prefix_sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prefix sums as an unevaluated pair (high, low): `np.cumsum` plus the running total of
+    each addition's exact rounding error (Knuth's TwoSum), so window sums taken as differences
+    of prefixes keep full precision however long the series is."""
+    high = np.cumsum(np.r_[0.0, x])
+    before, added = high[:-1], high[1:] - high[:-1]
+    err = np.empty_like(high)
+    err[0] = 0.0
+    err[1:] = (before - (high[1:] - added)) + (x - added)
+    return high, np.cumsum(err)
+
+
+def _window_sums(x: np.ndarray, window: int) -> np.ndarray:
+    high, low = _prefix_sums(x)
+    return (high[window:] - high[:-window]) + (low[window:] - low[:-window])
+
+
+def constant_windows(x: np.ndarray, window: int) -> np.ndarray:
+    """For each full window ending at t (t ≥ window−1): are all its values equal? Counted with
+    integers, so it is exact."""
+    changes = np.r_[0, np.cumsum(x[1:] != x[:-1])]
+    return changes[window - 1 :] == changes[: len(x) - window + 1]
+
 
 def sma(x: np.ndarray, window: int) -> np.ndarray:
+    """Simple moving average, accurate to a few ulps and exactly the value where a window holds
+    equal values."""
     out = np.full(len(x), np.nan)
     if window <= len(x):
-        c = np.cumsum(np.r_[0.0, x])
-        out[window - 1 :] = (c[window:] - c[:-window]) / window
+        mean = _window_sums(x, window) / window
+        flat = constant_windows(x, window)
+        mean[flat] = x[window - 1 :][flat]
+        out[window - 1 :] = mean
     return out
 
 
 def rolling_std(x: np.ndarray, window: int) -> np.ndarray:
+    """Population standard deviation over the window, exactly 0 where a window holds equal
+    values. Sums are of deviations from the series' first value and compensated (see
+    `_prefix_sums`), so the variance does not drown in the square of the price level."""
     out = np.full(len(x), np.nan)
     if window <= len(x):
-        mean = sma(x, window)
-        c2 = np.cumsum(np.r_[0.0, x * x])
-        mean_sq = (c2[window:] - c2[:-window]) / window
-        out[window - 1 :] = np.sqrt(np.maximum(mean_sq - mean[window - 1 :] ** 2, 0.0))
+        d = x - x[0]
+        mean = _window_sums(d, window) / window
+        mean_sq = _window_sums(d * d, window) / window
+        sd = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
+        sd[constant_windows(x, window)] = 0.0
+        out[window - 1 :] = sd
     return out
+
+
+def sign(diff: np.ndarray, scale: np.ndarray | float, rtol: float = SIGN_RTOL) -> np.ndarray:
+    """np.sign with a tolerance: 0 where |diff| ≤ rtol·|scale| (a tie up to rounding)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.abs(diff) <= rtol * np.abs(scale), 0.0, np.sign(diff))
 
 
 def _rolling_extreme(x: np.ndarray, window: int, op: np.ufunc, fill: float) -> np.ndarray:

@@ -44,8 +44,8 @@ class OptimisationResult:
 def score_of(metrics: dict[str, Any], objective: str) -> float:
     if metrics.get("n_trades", 0) == 0:
         return BAD_SCORE
-    value = float(metrics[objective])
-    return value if math.isfinite(value) else BAD_SCORE
+    value = metrics.get(objective)
+    return float(value) if value is not None and math.isfinite(value) else BAD_SCORE  # None: undefined
 
 
 def evaluate(

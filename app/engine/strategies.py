@@ -2,6 +2,8 @@
 
 `signals(candles, params)` returns an int8 array in {-1, 0, +1}: the position wanted from the
 next bar's open, decided on bar t's close with data up to bar t only (no look-ahead).
+Comparisons that decide a signal treat differences within rounding (`indicators.sign`) as
+ties, so equal prices never trade.
 """
 
 from __future__ import annotations
@@ -60,12 +62,12 @@ class Strategy:
         return clean
 
     def signals(self, candles: Candles, params: dict[str, Any]) -> np.ndarray:
-        return self.compute(candles, params).astype(np.int8)
+        return self.compute(candles.validate(), params).astype(np.int8)
 
 
 def _sma_crossover(c: Candles, p: dict[str, Any]) -> np.ndarray:
     fast, slow = ind.sma(c.close, p["fast"]), ind.sma(c.close, p["slow"])
-    return np.nan_to_num(np.sign(fast - slow))
+    return np.nan_to_num(ind.sign(fast - slow, slow))
 
 
 def _band_events(
@@ -73,10 +75,11 @@ def _band_events(
 ) -> np.ndarray:
     """Entry events at band crossings, exit events when price crosses `mid`, held in between."""
     events = np.full(len(close), np.nan)
-    side = np.sign(close - mid)
+    side = ind.sign(close - mid, mid)
     crossed_mid = side != ind.shift(side)
     events[crossed_mid & ~np.isnan(mid)] = 0.0
-    long_entry, short_entry = (close > upper, close < lower) if breakout else (close < lower, close > upper)
+    above, below = ind.sign(close - upper, upper) > 0, ind.sign(close - lower, lower) < 0
+    long_entry, short_entry = (above, below) if breakout else (below, above)
     events[long_entry] = 1.0
     events[short_entry] = -1.0
     return ind.hold_states(events)

@@ -1,4 +1,5 @@
-"""A plain per-bar backtest loop: the specification the vectorised backtester must match."""
+"""A plain per-bar backtest loop with cash and a quantity: the specification the vectorised
+backtester must match (see app/engine/backtest.py for the model)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,52 @@ from app.engine.candles import Candles
 
 def reference_backtest(candles: Candles, positions, costs: Costs):
     """Returns (equity per bar, trades as (entry bar, exit bar, side, return))."""
-    equity, value, held = [], 1.0, 0.0
-    trades, entry_bar, entry_price = [], None, None
-    n = len(candles)
+    c, n = costs.per_side, len(candles)
+    cash, qty, side = 1.0, 0.0, 0.0
+    equity, trades = [], []
+    entry_bar, entry_equity, ruined = 0, 1.0, False
+
+    def close_out(price: float) -> None:
+        nonlocal cash, qty
+        cash += qty * price - c * abs(qty) * price
+        qty = 0.0
+
     for i in range(n):
+        if ruined:
+            equity.append(0.0)
+            continue
         target = float(positions[i - 1]) if i > 0 else 0.0
-        prev_close = candles.close[i - 1] if i > 0 else candles.open[0]
-        value *= 1.0 + held * (candles.open[i] / prev_close - 1.0)  # overnight gap with the old position
-        if target != held:
-            value *= 1.0 - abs(target - held) * costs.per_side
-            if held != 0:
-                ret = held * (candles.open[i] / entry_price - 1.0) - 2 * costs.per_side
-                trades.append((entry_bar, i, held, ret))
+        if qty != 0 and cash + qty * candles.open[i] <= 0:  # marked at the open: ruin
+            trades.append((entry_bar, i, side, -1.0))
+            ruined = True
+            equity.append(0.0)
+            continue
+        if target != side:
+            if qty != 0:
+                close_out(candles.open[i])
+                if cash <= 0:  # the exit's cost took the rest
+                    trades.append((entry_bar, i, side, -1.0))
+                    ruined = True
+                    equity.append(0.0)
+                    continue
+                trades.append((entry_bar, i, side, cash / entry_equity - 1.0))
             if target != 0:
-                entry_bar, entry_price = i, candles.open[i]
-            held = target
-        value *= 1.0 + held * (candles.close[i] / candles.open[i] - 1.0)
+                entry_bar, entry_equity = i, cash
+                qty = target * cash / candles.open[i]
+                cash -= qty * candles.open[i] + c * abs(qty) * candles.open[i]
+            side = target
+        value = cash + qty * candles.close[i]
+        if qty != 0 and value <= 0:  # marked at the close: ruin
+            trades.append((entry_bar, i + 1, side, -1.0))
+            ruined = True
+            value = 0.0
         equity.append(value)
-    if held != 0:
-        trades.append((entry_bar, n, held, held * (candles.close[-1] / entry_price - 1.0) - 2 * costs.per_side))
+    if qty != 0 and not ruined:  # the backtest ends flat: close out at the last close
+        close_out(candles.close[-1])
+        if cash <= 0:
+            trades.append((entry_bar, n, side, -1.0))
+            equity[-1] = 0.0
+        else:
+            trades.append((entry_bar, n, side, cash / entry_equity - 1.0))
+            equity[-1] = cash
     return equity, trades

@@ -1,12 +1,17 @@
-"""Strategies: no look-ahead, parameter validation, and a working registry."""
+"""Strategies and indicators: no look-ahead, exact on equal prices, accurate sums, parameter
+validation, and a working registry."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.engine import indicators as ind
+from app.engine.backtest import Costs, backtest
 from app.engine.candles import Candles, synthetic
 from app.engine.errors import InvalidParams, UnknownStrategy
 from app.engine.strategies import STRATEGIES, get_strategy
@@ -72,3 +77,94 @@ def test_invalid_params_name_the_parameter(params, message):
 def test_unknown_strategy():
     with pytest.raises(UnknownStrategy, match="known: bollinger_breakout"):
         get_strategy("moon")
+
+
+@st.composite
+def params_for(draw, name):
+    """Any valid parameter set of a strategy's space."""
+    strategy = get_strategy(name)
+    while True:
+        raw = {
+            spec.name: draw(st.integers(int(spec.low), int(spec.high)))
+            if spec.kind == "int"
+            else draw(st.floats(spec.low, spec.high))
+            for spec in strategy.space
+        }
+        if strategy.constraint(raw) is None:
+            return raw
+
+
+def constant_candles(n: int, price: float) -> Candles:
+    p = np.full(n, price)
+    t = 1_700_000_000_000 + 60_000 * np.arange(n, dtype=np.int64)
+    return Candles("1m", t, p, p.copy(), p.copy(), p.copy(), np.ones(n))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), name=st.sampled_from(sorted(PARAMS)), price=st.sampled_from([0.1, 3.3, 20_000.123456, 1e-5]))
+def test_a_constant_price_never_trades(data, name, price):
+    c = constant_candles(3_000, price)
+    params = data.draw(params_for(name))
+    positions = get_strategy(name).signals(c, params)
+    assert not positions.any()
+    result = backtest(c, positions, Costs())
+    assert result.metrics["n_trades"] == 0 and result.metrics["sharpe"] is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), name=st.sampled_from(sorted(PARAMS)), seed=st.integers(0, 1000))
+def test_a_flat_stretch_after_moves_stops_trading_once_the_windows_are_flat(data, name, seed):
+    moving = synthetic(1_500, seed)
+    price = float(moving.close[-1])
+    n = 3_500
+    c = Candles(
+        "1m",
+        1_700_000_000_000 + 60_000 * np.arange(n, dtype=np.int64),
+        *(np.r_[getattr(moving, f), np.full(n - 1_500, price)] for f in ("open", "high", "low", "close")),
+        np.ones(n),
+    )
+    params = data.draw(params_for(name))
+    positions = get_strategy(name).signals(c, params)
+    settle = 1_500 + max(int(v) for v in params.values()) + 2
+    assert len(np.unique(positions[settle:])) <= 1
+
+
+def test_equal_means_of_a_two_tick_market_are_a_tie():
+    """Prices bouncing between two ticks: the 2- and 4-bar means are equal, not ±1 ulp apart."""
+    close = np.tile([100.01, 100.02], 2_000)
+    t = 1_700_000_000_000 + 60_000 * np.arange(len(close), dtype=np.int64)
+    c = Candles("1m", t, close, close.copy(), close.copy(), close.copy(), np.ones(len(close)))
+    assert not get_strategy("sma_crossover").signals(c, {"fast": 2, "slow": 4}).any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    window=st.integers(1, 60),
+    level=st.sampled_from([1e-3, 1.0, 20_000.0, 1e7]),
+    scale=st.sampled_from([0.0, 1e-9, 1e-4, 0.05]),
+)
+def test_rolling_mean_and_std_are_exact_on_equal_windows_and_accurate_elsewhere(seed, window, level, scale):
+    rng = np.random.default_rng(seed)
+    x = level * np.exp(np.cumsum(rng.normal(0, scale, 3_000)))
+    x[1_000:1_400] = x[1_000]  # a flat stretch inside moving data
+    mean, sd = ind.sma(x, window), ind.rolling_std(x, window)
+    assert np.isnan(mean[: window - 1]).all() and np.isnan(sd[: window - 1]).all()
+    for t in range(window - 1, len(x)):
+        w = x[t - window + 1 : t + 1]
+        if (w == w[0]).all():
+            assert mean[t] == w[0] and sd[t] == 0.0
+        else:
+            exact_mean = math.fsum(w) / window
+            assert mean[t] == pytest.approx(exact_mean, rel=4e-16 * window + 1e-15)
+            exact_sd = math.sqrt(math.fsum((v - exact_mean) ** 2 for v in w) / window)
+            assert sd[t] == pytest.approx(exact_sd, rel=1e-6, abs=1e-7 * level)
+
+
+def test_the_mean_of_a_long_series_has_no_drift():
+    """Cumulative sums over a year of minutes must not leave noise in a late window."""
+    rng = np.random.default_rng(1)
+    x = 20_000 * np.exp(np.cumsum(rng.normal(0, 0.001, 525_600)))
+    mean = ind.sma(x, 3)
+    for t in (525_599, 400_000, 300_001):
+        assert mean[t] == pytest.approx(math.fsum(x[t - 2 : t + 1]) / 3, rel=1e-15)
