@@ -95,6 +95,15 @@ def held_positions(positions: np.ndarray) -> np.ndarray:
     return held
 
 
+def _marks(price: np.ndarray, p0: np.ndarray, held: np.ndarray, c: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Equity at `price` over equity before the trade's entry: 1 − c + side·(price/p0 − 1)."""
+    m = np.divide(price, p0, out=out)
+    m -= 1.0
+    m *= held
+    m += 1.0 - c
+    return m
+
+
 def simulate(candles: Candles, held: np.ndarray, costs: Costs) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Equity at every close, the held positions (zero after ruin) and the trades."""
     n, c = len(held), costs.per_side
@@ -111,14 +120,15 @@ def simulate(candles: Candles, held: np.ndarray, costs: Costs) -> tuple[np.ndarr
 
     started = np.zeros(n, dtype=np.int64)
     started[starts] = 1
-    k = np.cumsum(started)  # trades entered up to and including each bar
+    k = np.cumsum(started, out=started)  # trades entered up to and including each bar
     in_trade = held != 0
     if len(starts):
         this = np.maximum(k - 1, 0)
         p0 = entry[this]
-        mark_close = (1.0 - c) + held * (candles.close / p0 - 1.0)
-        mark_open = (1.0 - c) + held * (candles.open / p0 - 1.0)
-        equity = np.where(in_trade, growth[this] * mark_close, growth[k])
+        mark_close = _marks(candles.close, p0, held, c)
+        mark_open = _marks(candles.open, p0, held, c, out=p0)
+        equity = growth[k]
+        np.multiply(growth[this], mark_close, out=equity, where=in_trade)
     else:
         equity = np.ones(n)
     if len(starts) and ends[-1] == n:
@@ -126,8 +136,8 @@ def simulate(candles: Candles, held: np.ndarray, costs: Costs) -> tuple[np.ndarr
 
     ruin: list[tuple[int, int]] = []  # (time key, trade index): 2·bar for an open, 2·bar+1 for a close
     if len(starts):
-        for mask, at_close in ((in_trade & (mark_close <= 0), 1), (in_trade & (mark_open <= 0), 0)):
-            bad = np.flatnonzero(mask)
+        for marks, at_close in ((mark_close, 1), (mark_open, 0)):
+            bad = np.flatnonzero(marks <= 0)  # 1 − c > 0 on flat bars
             if len(bad):
                 ruin.append((2 * int(bad[0]) + at_close, int(k[bad[0]]) - 1))
         bad_exit = np.flatnonzero(1.0 + ret <= 0)

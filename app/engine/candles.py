@@ -10,8 +10,10 @@ stock data with 252 sessions a year gets about 252.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,7 @@ class Candles:
     close: np.ndarray
     volume: np.ndarray
     _valid: bool = field(default=False, init=False, repr=False, compare=False)
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.open_time)
@@ -62,6 +65,13 @@ class Candles:
         if self._valid and (item.step is None or item.step > 0):
             object.__setattr__(part, "_valid", True)  # a forward slice of valid candles is valid
         return part
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """A value derived from these candles, computed once (e.g. an indicator's prefix sums
+        reused by every optimisation trial)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     @property
     def span_years(self) -> float:

@@ -12,51 +12,92 @@ def _prefix_sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Prefix sums as an unevaluated pair (high, low): `np.cumsum` plus the running total of
     each addition's exact rounding error (Knuth's TwoSum), so window sums taken as differences
     of prefixes keep full precision however long the series is."""
-    high = np.cumsum(np.r_[0.0, x])
-    before, added = high[:-1], high[1:] - high[:-1]
-    err = np.empty_like(high)
-    err[0] = 0.0
-    err[1:] = (before - (high[1:] - added)) + (x - added)
-    return high, np.cumsum(err)
+    n = len(x)
+    high = np.empty(n + 1)
+    high[0] = 0.0
+    np.cumsum(x, out=high[1:])
+    low = np.empty(n + 1)
+    low[0] = 0.0
+    added = np.subtract(high[1:], high[:-1], out=low[1:])  # what the addition really added
+    lost = np.subtract(high[1:], added)
+    np.subtract(high[:-1], lost, out=lost)  # the running total's part that was rounded away
+    np.subtract(x, added, out=added)  # the term's part that was rounded away
+    added += lost
+    np.cumsum(low, out=low)
+    return high, low
 
 
-def _window_sums(x: np.ndarray, window: int) -> np.ndarray:
-    high, low = _prefix_sums(x)
-    return (high[window:] - high[:-window]) + (low[window:] - low[:-window])
+def _window_sums(prefix: tuple[np.ndarray, np.ndarray], window: int, out: np.ndarray) -> np.ndarray:
+    high, low = prefix
+    np.subtract(high[window:], high[:-window], out=out)
+    out += low[window:]
+    out -= low[:-window]
+    return out
+
+
+class Rolling:
+    """Window statistics of one series from prefix sums computed once, so many windows over
+    the same series (one per optimisation trial) cost one pass each. Means are accurate to a
+    few ulps; a window whose values are all equal gives exactly that value as its mean and
+    exactly 0 as its standard deviation (detected by counting changes with integers)."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = np.asarray(x, dtype=np.float64)
+        n = len(self.x)
+        self._sums = _prefix_sums(self.x)
+        self._changes = np.zeros(n, dtype=np.int64)
+        if n > 1:
+            np.cumsum(self.x[1:] != self.x[:-1], out=self._changes[1:])
+        self._deviation_sums: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+
+    def constant(self, window: int) -> np.ndarray:
+        """For each full window ending at t (t ≥ window−1): are all its values equal?"""
+        return self._changes[window - 1 :] == self._changes[: len(self.x) - window + 1]
+
+    def mean(self, window: int) -> np.ndarray:
+        out = np.full(len(self.x), np.nan)
+        if window <= len(self.x):
+            mean = _window_sums(self._sums, window, out[window - 1 :])
+            mean /= window
+            flat = self.constant(window)
+            if flat.any():
+                mean[flat] = self.x[window - 1 :][flat]
+        return out
+
+    def std(self, window: int) -> np.ndarray:
+        """Population standard deviation. Sums are of deviations from the series' first value,
+        so the variance does not drown in the square of the price level."""
+        out = np.full(len(self.x), np.nan)
+        if window > len(self.x):
+            return out
+        if self._deviation_sums is None:
+            d = self.x - self.x[0]
+            self._deviation_sums = (_prefix_sums(d), _prefix_sums(d * d))
+        first, second = self._deviation_sums
+        mean = _window_sums(first, window, np.empty(len(self.x) - window + 1))
+        mean /= window
+        var = _window_sums(second, window, out[window - 1 :])
+        var /= window
+        mean *= mean
+        var -= mean
+        np.maximum(var, 0.0, out=var)
+        np.sqrt(var, out=var)
+        var[self.constant(window)] = 0.0
+        return out
 
 
 def constant_windows(x: np.ndarray, window: int) -> np.ndarray:
-    """For each full window ending at t (t ≥ window−1): are all its values equal? Counted with
-    integers, so it is exact."""
-    changes = np.r_[0, np.cumsum(x[1:] != x[:-1])]
-    return changes[window - 1 :] == changes[: len(x) - window + 1]
+    return Rolling(x).constant(window)
 
 
 def sma(x: np.ndarray, window: int) -> np.ndarray:
-    """Simple moving average, accurate to a few ulps and exactly the value where a window holds
-    equal values."""
-    out = np.full(len(x), np.nan)
-    if window <= len(x):
-        mean = _window_sums(x, window) / window
-        flat = constant_windows(x, window)
-        mean[flat] = x[window - 1 :][flat]
-        out[window - 1 :] = mean
-    return out
+    """Simple moving average (see `Rolling`)."""
+    return Rolling(x).mean(window)
 
 
 def rolling_std(x: np.ndarray, window: int) -> np.ndarray:
-    """Population standard deviation over the window, exactly 0 where a window holds equal
-    values. Sums are of deviations from the series' first value and compensated (see
-    `_prefix_sums`), so the variance does not drown in the square of the price level."""
-    out = np.full(len(x), np.nan)
-    if window <= len(x):
-        d = x - x[0]
-        mean = _window_sums(d, window) / window
-        mean_sq = _window_sums(d * d, window) / window
-        sd = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
-        sd[constant_windows(x, window)] = 0.0
-        out[window - 1 :] = sd
-    return out
+    """Population standard deviation over the window (see `Rolling`)."""
+    return Rolling(x).std(window)
 
 
 def sign(diff: np.ndarray, scale: np.ndarray | float, rtol: float = SIGN_RTOL) -> np.ndarray:
@@ -93,12 +134,17 @@ def rolling_min(x: np.ndarray, window: int) -> np.ndarray:
     return _rolling_extreme(x, window, np.minimum, np.inf)
 
 
-def rsi(close: np.ndarray, period: int) -> np.ndarray:
-    """RSI from simple rolling means of gains and losses (Cutler's variant: no recursion)."""
-    delta = np.r_[np.nan, np.diff(close)]
-    gain, loss = np.where(delta > 0, delta, 0.0), np.where(delta < 0, -delta, 0.0)
-    gain[0] = loss[0] = np.nan
-    avg_gain, avg_loss = sma(np.nan_to_num(gain), period), sma(np.nan_to_num(loss), period)
+def gains_and_losses(close: np.ndarray) -> tuple[Rolling, Rolling]:
+    """Rolling windows over the bar-to-bar gains and losses (0 on bar 0), for `rsi`."""
+    delta = np.r_[0.0, np.diff(close)]
+    return Rolling(np.where(delta > 0, delta, 0.0)), Rolling(np.where(delta < 0, -delta, 0.0))
+
+
+def rsi(close: np.ndarray, period: int, moves: tuple[Rolling, Rolling] | None = None) -> np.ndarray:
+    """RSI from simple rolling means of gains and losses (Cutler's variant: no recursion).
+    `moves` may pass `gains_and_losses(close)` computed once for many periods."""
+    gains, losses = moves if moves is not None else gains_and_losses(close)
+    avg_gain, avg_loss = gains.mean(period), losses.mean(period)
     avg_gain[:period] = np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         rs = avg_gain / avg_loss

@@ -65,8 +65,13 @@ class Strategy:
         return self.compute(candles.validate(), params).astype(np.int8)
 
 
+def _rolling_close(c: Candles) -> ind.Rolling:
+    return c.memo("rolling_close", lambda: ind.Rolling(c.close))
+
+
 def _sma_crossover(c: Candles, p: dict[str, Any]) -> np.ndarray:
-    fast, slow = ind.sma(c.close, p["fast"]), ind.sma(c.close, p["slow"])
+    close = _rolling_close(c)
+    fast, slow = close.mean(p["fast"]), close.mean(p["slow"])
     return np.nan_to_num(ind.sign(fast - slow, slow))
 
 
@@ -86,13 +91,13 @@ def _band_events(
 
 
 def _bollinger_breakout(c: Candles, p: dict[str, Any]) -> np.ndarray:
-    mid = ind.sma(c.close, p["window"])
-    sd = ind.rolling_std(c.close, p["window"])
+    close = _rolling_close(c)
+    mid, sd = close.mean(p["window"]), close.std(p["window"])
     return _band_events(c.close, mid + p["k"] * sd, mid - p["k"] * sd, mid, breakout=True)
 
 
 def _rsi_reversion(c: Candles, p: dict[str, Any]) -> np.ndarray:
-    r = ind.rsi(c.close, p["period"])
+    r = ind.rsi(c.close, p["period"], c.memo("gains_and_losses", lambda: ind.gains_and_losses(c.close)))
     fifty = np.where(np.isnan(r), np.nan, 50.0)
     return _band_events(r, np.full(len(r), p["upper"]), np.full(len(r), p["lower"]), fifty, breakout=False)
 
