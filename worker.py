@@ -3,6 +3,9 @@
 Listens on training-high, training, training-low in strict priority order and runs each job
 in a forked process. Under systemd (Type=notify) it reports READY once PostgreSQL and Redis
 answer, pings the watchdog, and shows what it is doing in STATUS.
+
+Exit status: 0 after a stop request (SIGTERM/SIGINT) or a burst that ran dry; 1 when the work
+loop ended by itself (RQ quits on an unexpected error), so `Restart=on-failure` brings it back.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         worker.work(burst=args.burst, logging_level=settings.log_level)
     finally:
         notify.stopping()
+    if worker.stopped_unasked:
+        log.error("worker %s stopped without being asked to; exiting with status 1", args.name)
+        return 1
     return 0
 
 

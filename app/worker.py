@@ -7,6 +7,11 @@
   ignored its cancel request for `cancel_grace_s`), and runs the reaper and reconciler pass
   when it is due.
 - A stale Redis registration of the worker's own name (left by kill -9) is cleared at start.
+- Stops always stop: only database and Redis errors are caught around code a signal can
+  interrupt, so RQ's `StopRequested` (raised from the signal handler while idle) always reaches
+  the work loop. The stop path itself never waits on Redis.
+- `stopped_unasked` tells the entry point that the loop ended without a stop request (RQ's loop
+  quits on any unexpected error), so it exits non-zero and systemd restarts it.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import uuid
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Worker
+from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import notify, queue
 from app.clock import utcnow
@@ -51,6 +58,13 @@ class TradWorker(Worker):
         )
         self._next_maintenance = 0.0
         self._next_status = 0.0
+        self.stop_asked = False  # a SIGTERM/SIGINT arrived
+        self.ran_dry = False  # burst mode: the queues were empty, a normal end
+
+    @property
+    def stopped_unasked(self) -> bool:
+        """The work loop returned although nobody asked it to stop."""
+        return not self.stop_asked and not self.ran_dry
 
     def execute_job(self, job, queue) -> None:
         """RQ's bookkeeping after a job needs Redis; if Redis is away at that moment the
@@ -59,8 +73,29 @@ class TradWorker(Worker):
             super().execute_job(job, queue)
         except RedisError as exc:
             log.warning("Redis unavailable while finishing RQ's record of %s: %s", job.id, exc)
+            self._wait_out_job_process()
             self._horse_pid = 0
             self.set_state_safely(WorkerStatus.IDLE)
+
+    def _wait_out_job_process(self) -> None:
+        """A Redis error can surface while the job process still runs (RQ's monitor loop
+        talks to Redis): wait for it to end rather than leave it behind, feeding the watchdog."""
+        while self._horse_pid:
+            try:
+                pid, _ = os.waitpid(self._horse_pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid:
+                return
+            notify.watchdog()
+            time.sleep(0.2)
+
+    def set_shutdown_requested_date(self) -> None:
+        """Called from the signal handler: a stop must not depend on Redis answering."""
+        try:
+            super().set_shutdown_requested_date()
+        except RedisError as exc:
+            log.warning("could not record the stop request in Redis: %s", exc)
 
     def set_state_safely(self, state: str) -> None:
         try:
@@ -78,9 +113,12 @@ class TradWorker(Worker):
         self._until_redis_answers(lambda: super(TradWorker, self).check_for_suspension(burst))
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
-        return self._until_redis_answers(
+        result = self._until_redis_answers(
             lambda: super(TradWorker, self).dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         )
+        if result is None and timeout is None:
+            self.ran_dry = True
+        return result
 
     def _until_redis_answers(self, call):
         """RQ's work loop quits on a Redis error outside its blocking pop. Ride the outage out
@@ -97,7 +135,7 @@ class TradWorker(Worker):
             budget_s=None,
             max_delay_s=self.max_connection_wait_time,
             on_retry=waiting,
-            give_up=lambda: self._stop_requested,
+            give_up=lambda: self.stop_asked,
         )
 
     # --- start-up -------------------------------------------------------------------------
@@ -111,6 +149,7 @@ class TradWorker(Worker):
     # --- signals --------------------------------------------------------------------------
 
     def request_stop(self, signum, frame) -> None:
+        self.stop_asked = True
         notify.stopping("stopping: checkpointing the running job" if self.horse_pid else "stopping")
         if self.get_state() == WorkerStatus.BUSY and self.horse_pid:
             log.info("asking job process %d to checkpoint", self.horse_pid)
@@ -144,7 +183,8 @@ class TradWorker(Worker):
             log.warning("Redis unavailable while a job runs: %s", exc)
         try:
             self._watch_job(uuid.UUID(job.args[0]))
-        except Exception as exc:  # PostgreSQL away: try again next second
+        except SQLAlchemyError as exc:  # PostgreSQL away: try again next second
+            self._raise_if_stopping(exc)
             log.warning("could not check the running job: %s", exc)
         self._maybe_maintain()
 
@@ -155,11 +195,18 @@ class TradWorker(Worker):
         self._next_maintenance = now + self.settings.maintenance_interval_s
         try:
             report = maintenance.run_once(self.settings, self.connection)
-        except Exception as exc:
+        except (SQLAlchemyError, RedisError) as exc:
+            self._raise_if_stopping(exc)
             log.warning("maintenance pass failed: %s", exc)
             return
         if report.reaped or report.redispatched:
             log.info("maintenance: reaped %s, redispatched %s", report.reaped, report.redispatched)
+
+    def _raise_if_stopping(self, exc: Exception) -> None:
+        """A stop signal that interrupted a query can surface as the driver's error about the
+        abandoned query (e.g. on rollback) instead of as `StopRequested`: stop anyway."""
+        if self.stop_asked and self.get_state() != WorkerStatus.BUSY:
+            raise StopRequested() from exc
 
     def _watch_job(self, job_id: uuid.UUID) -> None:
         with transaction(self.settings.database_url) as session:
