@@ -17,6 +17,7 @@ from app.api.app import create_app
 from app.db import get_engine, session_factory
 from app.dev.services import PostgresServer, RedisServer
 from app.migrate import upgrade
+from app.services import candles as candles_service
 from app.settings import Settings
 from tests.support import TEST_TIMINGS, TOKEN, WorkerProcess, process_env, start_worker
 
@@ -81,6 +82,13 @@ def clean(settings: Settings) -> Iterator[Settings]:
 def db(clean: Settings):
     with session_factory(clean.database_url)() as session:
         yield session
+
+
+@pytest.fixture
+def candles_1h(db) -> None:
+    """300 synthetic hourly BTCUSDT bars: enough for a 1h training job to be accepted."""
+    candles_service.generate_synthetic(db, "BTCUSDT", "1h", 300, seed=1)
+    db.commit()
 
 
 @pytest.fixture

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from fastapi import Depends
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from app.api.app import create_app
+from app.api.deps import SessionDep
+from app.api.errors import is_outage
+from app.db import get_engine
+from app.engine.candles import resample
 from app.models import Job
+from app.services import candles as candles_service
 from app.status import JobStatus
+from tests.support import TOKEN
 
 GOOD = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
+pytestmark = pytest.mark.usefixtures("candles_1h")  # enough bars for GOOD to be accepted
 
 
 def job_count(db) -> int:
@@ -150,3 +163,119 @@ def test_metrics_in_prometheus_format(client, anon_client):
     assert 'trad_jobs{kind="training",status="queued"} 1.0' in text
     assert 'trad_queue_depth{priority="normal"} 1.0' in text
     assert "trad_postgres_up 1.0" in text and "trad_redis_up 1.0" in text
+
+
+def raw_start(client, body: str, **headers):
+    return client.post(
+        "/api/v2/training/start", content=body.encode(), headers={"Content-Type": "application/json", **headers}
+    )
+
+
+BASE = '"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h"'
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"strategy": "\\ud800", "symbol": "BTCUSDT", "timeframe": "1h"}', "strategy"),
+        ('{"strategy": "sma_crossover", "symbol": "BTC\\udfffUSDT", "timeframe": "1h"}', "symbol"),
+        ("{" + BASE + ', "\\ud800": 1}', "body"),
+        ("{" + BASE + ', "holdout_fraction": NaN}', "holdout_fraction"),
+        ("{" + BASE + ', "holdout_fraction": Infinity}', "holdout_fraction"),
+        ("{" + BASE + ', "holdout_fraction": -Infinity}', "holdout_fraction"),
+        ("{" + BASE + ', "holdout_fraction": 1e999}', "holdout_fraction"),
+        ("{" + BASE + ', "n_iterations": NaN}', "n_iterations"),
+        ("{" + BASE + ', "seed": 99999999999999999999999}', "seed"),
+        ("{" + BASE + ', "start": "0001-01-01T00:00:00+01:00"}', "start"),
+        ("{" + BASE + ', "end": "9999-12-31T23:59:59-10:00"}', "end"),
+    ],
+)
+def test_unencodable_and_non_finite_input_is_422(client, db, body, field):
+    resp = raw_start(client, body)
+    assert resp.status_code == 422, resp.text
+    errors = resp.json()["detail"]
+    assert any(field in json.dumps(e["loc"]) for e in errors), errors
+    assert job_count(db) == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/api/v2/training/jobs", {"offset": "99999999999999999999999"}, "offset"),
+        ("/api/v2/training/jobs", {"limit": "99999999999999999999999"}, "limit"),
+        ("/api/v2/training/jobs", {"kind": "\x00"}, "kind"),
+        ("/api/v2/training/jobs", {"kind": "nope"}, "kind"),
+        ("/api/v2/training/configurations", {"offset": "99999999999999999999999"}, "offset"),
+        ("/api/v2/training/configurations", {"strategy": "a\x00b"}, "strategy"),
+    ],
+)
+def test_absurd_query_values_are_422_not_an_outage(client, path, params, field):
+    resp = client.get(path, params=params)
+    assert resp.status_code == 422, resp.text
+    assert any(field in e["loc"] for e in resp.json()["detail"])
+
+
+def test_idempotency_key_must_be_printable(client, db):
+    resp = client.post("/api/v2/training/start", json=GOOD, headers={"Idempotency-Key": "a b"})
+    assert resp.status_code == 422 and "Idempotency-Key" in resp.text
+    assert job_count(db) == 0
+
+
+def test_database_errors_are_outages_only_when_postgresql_is_unreachable(settings):
+    with pytest.raises(SQLAlchemyError) as value_error, get_engine(settings.database_url).connect() as conn:
+        conn.execute(text("SELECT 1 OFFSET 99999999999999999999999"))
+    assert not is_outage(value_error.value)
+    with pytest.raises(SQLAlchemyError) as refused:
+        get_engine("postgresql://nobody@127.0.0.1:1/nothing").connect()
+    assert isinstance(refused.value, DBAPIError) and is_outage(refused.value)
+
+
+def test_unexpected_errors_are_500_with_a_logged_request_id(settings, caplog):
+    app = create_app(settings)
+
+    def divide(session: SessionDep) -> dict:
+        return {"x": session.scalar(text("SELECT 1 / 0"))}
+
+    app.get("/api/v2/training/divide", dependencies=[Depends(divide)])(lambda: {})
+    with TestClient(app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        with caplog.at_level(logging.ERROR, logger="app.api.errors"):
+            resp = c.get("/api/v2/training/divide")
+        assert resp.status_code == 500, resp.text
+        request_id = resp.json()["request_id"]
+        assert resp.headers["x-request-id"] == request_id
+        assert "PostgreSQL" not in resp.text, "a query error is not an outage"
+        assert any(getattr(r, "request_id", None) == request_id for r in caplog.records)
+        assert c.get("/healthz").headers["x-request-id"]
+
+
+def test_coverage_is_checked_at_submit(client, db):
+    resp = client.post("/api/v2/training/start", json={**GOOD, "symbol": "ETHUSDT"})
+    assert resp.status_code == 422
+    [error] = resp.json()["detail"]
+    assert error["loc"] == ["body", "symbol"] and "no candles stored for ETHUSDT" in error["msg"]
+
+    resp = client.post("/api/v2/training/start", json={**GOOD, "start": "9999-12-31T23:59:59Z"})
+    assert resp.status_code == 422
+    [error] = resp.json()["detail"]
+    assert error["loc"] == ["body", "start"]
+    assert "in the requested range" in error["msg"] and "1h: 300 bars from 2023-01-01T00:00Z" in error["msg"]
+
+    resp = client.post("/api/v2/training/start", json={**GOOD, "timeframe": "4h"})
+    [error] = resp.json()["detail"]
+    assert resp.status_code == 422 and error["loc"] == ["body", "timeframe"] and "4h" in error["msg"]
+    assert job_count(db) == 0
+    assert client.post("/api/v2/training/start", json=GOOD).status_code == 202
+
+
+def test_coverage_counts_resampled_bars_as_the_engine_does(client, db):
+    candles_service.generate_synthetic(db, "SOLUSDT", "1m", 3_000, seed=4, start_ms=1_700_000_123_000)
+    db.commit()
+    expected = len(resample(candles_service.load(db, "SOLUSDT", "1m", None, None), "1h"))
+    resp = client.post("/api/v2/training/start", json={**GOOD, "symbol": "SOLUSDT", "timeframe": "1h"})
+    assert resp.status_code == 422
+    [error] = resp.json()["detail"]
+    assert error["loc"] == ["body", "timeframe"]
+    assert f"{expected} 1h bars of SOLUSDT in the requested range is too few to train on (need 200)" in error["msg"]
+    assert (
+        client.post("/api/v2/training/start", json={**GOOD, "symbol": "SOLUSDT", "timeframe": "5m"}).status_code == 202
+    )

@@ -60,7 +60,7 @@ def render(url: str, tmp_path: Path) -> str:
     return result.stdout
 
 
-def test_dashboard_lists_jobs_with_their_status(api_url, tmp_path):
+def test_dashboard_lists_jobs_with_their_status(api_url, candles_1h, tmp_path):
     http = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {TOKEN}"})
     body = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
     queued = http.post("/api/v2/training/start", json=body).json()["job_id"]

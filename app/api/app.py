@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, authentication, and errors that are always 4xx/503 JSON."""
+"""The FastAPI application: routes, authentication, the body limit and the error handlers."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api import errors
 from app.api.deps import require_token
 from app.api.routes import configurations, dashboard, health, metrics, training
 from app.queue import redis_connection
-from app.services.jobs import JobError, QueueFull
 from app.services.maintenance import MaintenanceLoop
 from app.settings import Settings
 
@@ -78,19 +77,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(configurations.router, dependencies=[Depends(require_token)])
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
 
-    @app.exception_handler(JobError)
-    async def job_error(request: Request, exc: JobError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
-
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(DBAPIError)
-    async def database_down(request: Request, exc: Exception) -> JSONResponse:
-        log.error("database error on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse(
-            {"detail": "PostgreSQL is unavailable; nothing was changed, try again shortly"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
-
+    errors.install(app)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import (
@@ -17,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.kinds import KINDS
 from app.models import PRIORITIES
 from app.status import AttemptStatus, JobStatus
 from app.training.catalog import OBJECTIVES, SYMBOL_PATTERN, TIMEFRAMES, strategy_names
@@ -25,6 +27,11 @@ Priority = Literal[PRIORITIES]  # a tuple subscript: Literal of each of its valu
 Timeframe = Literal[TIMEFRAMES]
 Objective = Literal[OBJECTIVES]
 Status = JobStatus
+Kind = Literal[tuple(KINDS)]
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+MAX_OFFSET = 2**31 - 1
+# The registered strategies, so that the OpenAPI document lists them as an enum.
+StrategyName = StrEnum("StrategyName", {name: name for name in strategy_names()})
 
 
 class StartTraining(BaseModel):
@@ -32,7 +39,7 @@ class StartTraining(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: StrictStr = Field(max_length=64, description="a registered strategy, e.g. sma_crossover")
+    strategy: StrategyName = Field(description="a registered strategy")
     symbol: StrictStr = Field(pattern=SYMBOL_PATTERN, description="e.g. BTCUSDT")
     timeframe: Timeframe
     start: datetime | None = Field(None, description="first candle (inclusive); default: all data")
@@ -41,21 +48,22 @@ class StartTraining(BaseModel):
     priority: Priority = "normal"
     seed: StrictInt = Field(0, ge=0, le=2**31 - 1)
     objective: Objective = "sharpe"
-    holdout_fraction: StrictFloat = Field(0.2, ge=0.05, le=0.5)
+    holdout_fraction: StrictFloat = Field(0.2, ge=0.05, le=0.5, allow_inf_nan=False)
     folds: StrictInt = Field(0, ge=0, le=10, description="walk-forward folds for validation; 0 = holdout only")
-
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        names = strategy_names()
-        if value not in names:
-            raise ValueError(f"unknown strategy {value!r}; known: {', '.join(names)}")
-        return value
 
     @field_validator("start", "end")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+        """UTC, between 1970 and 9999 (the range candles are looked up in)."""
+        if value is None:
+            return None
+        try:
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("date out of range") from None
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+        return value
 
     @model_validator(mode="after")
     def _range(self) -> StartTraining:

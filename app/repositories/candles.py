@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -76,3 +77,38 @@ def coverage(session: Session) -> list[tuple[str, str, str, int, datetime, datet
         )
     )
     return [tuple(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What is stored for one symbol at one timeframe: all of it, and inside a range."""
+
+    timeframe: str
+    total: int
+    first: datetime | None
+    last: datetime | None
+    in_range: int  # bars stored inside the range
+    buckets_in_range: int  # distinct `bucket_ms` buckets those bars fall in (bars after resampling)
+
+
+def coverage_of(
+    session: Session, symbol: str, start: datetime | None, end: datetime | None, bucket_ms: int
+) -> dict[str, Coverage]:
+    """Per stored timeframe of `symbol`, in one query on the primary key's leading column."""
+    in_range = "open_time >= :lo AND open_time < :hi"
+    rows = session.execute(
+        text(
+            "SELECT timeframe, count(*), min(open_time), max(open_time), "
+            f"count(*) FILTER (WHERE {in_range}), "
+            "count(DISTINCT floor(extract(epoch FROM open_time) * 1000 / :bucket)) "
+            f"FILTER (WHERE {in_range}) "
+            "FROM candles WHERE symbol = :symbol GROUP BY timeframe ORDER BY timeframe"
+        ),
+        {
+            "symbol": symbol,
+            "lo": start or datetime(1970, 1, 1, tzinfo=UTC),
+            "hi": end or datetime(9999, 1, 1, tzinfo=UTC),
+            "bucket": bucket_ms,
+        },
+    )
+    return {r[0]: Coverage(*r) for r in rows}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from app.engine import candles as engine_candles
 from app.engine.csv_import import parse_csv
+from app.engine.pipeline import MIN_BARS
 from app.repositories import candles as candles_repo
 
 
@@ -60,3 +62,42 @@ def load(
     if not len(base["open_time"]):
         return None
     return engine_candles.resample(engine_candles.Candles(timeframe="1m", **base), timeframe)
+
+
+def coverage_problem(session: Session, params: dict[str, Any]) -> tuple[str, str] | None:
+    """Why a training job with these parameters could not get enough bars, as (message, field),
+    or None. Mirrors `load` (stored bars at the timeframe, else resampled 1m bars) and the
+    engine's minimum; the job process checks again, as data can change after submit."""
+    symbol, timeframe = params["symbol"], params["timeframe"]
+    start, end = _time(params.get("start")), _time(params.get("end"))
+    stored = candles_repo.coverage_of(session, symbol, start, end, engine_candles.TIMEFRAMES[timeframe])
+    if not stored:
+        return f"no candles stored for {symbol}; import some with `trad candles import`", "symbol"
+    own, base = stored.get(timeframe), stored.get("1m")
+    if own is not None and own.in_range:
+        bars = own.in_range
+    elif base is not None and base.in_range:
+        bars = base.buckets_in_range
+    else:
+        bars = 0
+    have = "; ".join(f"{c.timeframe}: {c.total} bars from {_utc(c.first)} to {_utc(c.last)}" for c in stored.values())
+    if own is None and (base is None or timeframe == "1m"):
+        return f"no {symbol} candles at {timeframe} or at 1m to resample from; stored: {have}", "timeframe"
+    if bars == 0:
+        field = "start" if start is not None else "end"
+        return f"no {symbol} {timeframe} candles in the requested range; stored: {have}", field
+    if bars < MIN_BARS:
+        return (
+            f"{bars} {timeframe} bars of {symbol} in the requested range is too few to train on "
+            f"(need {MIN_BARS}); stored: {have}",
+            "timeframe",
+        )
+    return None
+
+
+def _utc(value: datetime | None) -> str:
+    return f"{value.astimezone(UTC):%Y-%m-%dT%H:%MZ}" if value else "?"
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -18,7 +18,7 @@ from app.kinds import get_kind, limits
 from app.models import Job
 from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
-from app.services import dispatch, lifecycle
+from app.services import candles, dispatch, lifecycle
 from app.settings import Settings
 from app.status import JobStatus
 
@@ -31,6 +31,16 @@ class JobError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+class InvalidRequest(JobError):
+    """A well-formed request that cannot be run (e.g. no candles for it); `field` names why."""
+
+    status_code = 422
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
 
 
 class JobNotFound(JobError):
@@ -75,6 +85,8 @@ def start(
         existing = jobs_repo.get_by_idempotency_key(session, idempotency_key)
         if existing is not None:
             return _replay(existing, digest)
+    if kind == "training" and (problem := candles.coverage_problem(session, params)):
+        raise InvalidRequest(*problem)
     _admit(session, settings)
     job = Job(
         id=uuid.uuid4(),

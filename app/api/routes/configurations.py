@@ -10,12 +10,16 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import SessionDep
+from app.api.errors import responses
+from app.api.schemas import MAX_OFFSET
 from app.repositories import configurations as repo
 from app.training.catalog import SYMBOL_PATTERN
 
-router = APIRouter(prefix="/api/v2/training/configurations", tags=["configurations"])
+router = APIRouter(
+    prefix="/api/v2/training/configurations", tags=["configurations"], responses=responses(401, 422, 500, 503)
+)
 Symbol = Annotated[str | None, Query(pattern=SYMBOL_PATTERN)]
-StrategyName = Annotated[str | None, Query(max_length=64)]
+StrategyName = Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,64}$")]
 
 
 class Configuration(BaseModel):
@@ -57,7 +61,7 @@ def list_configurations(
     symbol: Symbol = None,
     strategy: StrategyName = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ConfigurationPage:
     rows, total = repo.list_configurations(session, symbol=symbol, strategy=strategy, limit=limit, offset=offset)
     return ConfigurationPage(
@@ -65,7 +69,7 @@ def list_configurations(
     )
 
 
-@router.get("/best", response_model=ConfigurationDetail)
+@router.get("/best", response_model=ConfigurationDetail, responses=responses(404))
 def best_configuration(
     session: SessionDep, symbol: Annotated[str, Query(pattern=SYMBOL_PATTERN)], strategy: StrategyName = None
 ) -> ConfigurationDetail:
@@ -75,7 +79,7 @@ def best_configuration(
     return ConfigurationDetail.model_validate(row)
 
 
-@router.get("/{config_id}", response_model=ConfigurationDetail)
+@router.get("/{config_id}", response_model=ConfigurationDetail, responses=responses(404))
 def get_configuration(config_id: uuid.UUID, session: SessionDep) -> ConfigurationDetail:
     row = repo.get(session, config_id)
     if row is None:

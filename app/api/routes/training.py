@@ -14,16 +14,29 @@ from redis.exceptions import RedisError
 from app import queue
 from app.api import presenters
 from app.api.deps import RedisDep, SessionDep, SettingsDep
-from app.api.schemas import JobDetail, JobPage, Progress, QueueInfo, StartAccepted, StartTraining, Status
+from app.api.errors import responses
+from app.api.schemas import (
+    MAX_OFFSET,
+    JobDetail,
+    JobPage,
+    Kind,
+    Progress,
+    QueueInfo,
+    StartAccepted,
+    StartTraining,
+    Status,
+)
 from app.db import transaction
 from app.repositories import jobs as jobs_repo
 from app.services import dispatch
 from app.services import jobs as jobs_service
 from app.status import JobStatus
 
-router = APIRouter(prefix="/api/v2/training", tags=["training"])
+router = APIRouter(prefix="/api/v2/training", tags=["training"], responses=responses(401, 500, 503))
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[!-~]+$")
+]
 
 
 def _progress_url(request: Request, job_id: uuid.UUID) -> str:
@@ -34,7 +47,10 @@ def _progress_url(request: Request, job_id: uuid.UUID) -> str:
     "/start",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=StartAccepted,
-    responses={200: {"description": "replay of an earlier request with the same Idempotency-Key"}},
+    responses={
+        200: {"model": StartAccepted, "description": "replay of an earlier request with the same Idempotency-Key"},
+        **responses(409, 413, 422, 429),
+    },
 )
 def start_training(
     body: StartTraining,
@@ -62,19 +78,19 @@ def start_training(
     return StartAccepted(**view.model_dump(), progress_url=_progress_url(request, result.job.id))
 
 
-@router.get("/jobs", response_model=JobPage)
+@router.get("/jobs", response_model=JobPage, responses=responses(422))
 def list_jobs(
     session: SessionDep,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
-    kind: Annotated[str | None, Query(max_length=32)] = None,
+    kind: Kind | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobPage:
     rows, total = jobs_service.list_jobs(session, status=status_filter, kind=kind, limit=limit, offset=offset)
     return JobPage(items=presenters.progress_page(session, list(rows)), total=total, limit=limit, offset=offset)
 
 
-@router.get("/jobs/{job_id}", response_model=JobDetail)
+@router.get("/jobs/{job_id}", response_model=JobDetail, responses=responses(404, 422))
 def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
     return presenters.detail(session, jobs_service.get(session, job_id))
 
@@ -87,7 +103,8 @@ def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
         200: {
             "content": {"application/x-ndjson": {}},
             "description": "with follow=true: one JSON line per change until the job ends",
-        }
+        },
+        **responses(404, 422),
     },
 )
 def get_progress(
@@ -122,7 +139,9 @@ def _follow(
             yield current.model_dump_json() + "\n"
 
 
-@router.delete("/jobs/{job_id}", response_model=Progress, status_code=status.HTTP_202_ACCEPTED)
+@router.delete(
+    "/jobs/{job_id}", response_model=Progress, status_code=status.HTTP_202_ACCEPTED, responses=responses(404, 409, 422)
+)
 def cancel_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Progress:
     """Cancel: a queued job ends `canceled` now; a running job is asked to stop and ends
     `canceled` at its next iteration (or is killed after the grace period). Finished: 409."""
@@ -131,7 +150,12 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings
     return presenters.progress(session, job)
 
 
-@router.post("/jobs/{job_id}/retry", response_model=Progress, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/jobs/{job_id}/retry",
+    response_model=Progress,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=responses(404, 409, 422, 429),
+)
 def retry_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Progress:
     job = jobs_service.retry(session, settings, job_id)
     dispatch.commit_and_send(session, redis, settings)
