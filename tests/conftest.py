@@ -3,7 +3,10 @@ clean tables per test, the real app, and real forking worker processes."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +18,11 @@ from sqlalchemy import text
 
 from app.api.app import create_app
 from app.db import get_engine, session_factory
-from app.dev.services import PostgresServer, RedisServer
+from app.dev.services import PostgresServer, RedisServer, free_port, wait_for_port
 from app.migrate import upgrade
 from app.services import candles as candles_service
 from app.settings import Settings
-from tests.support import TEST_TIMINGS, TOKEN, WorkerProcess, process_env, start_worker
+from tests.support import ROOT, TEST_TIMINGS, TOKEN, WorkerProcess, process_env, start_worker
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +70,11 @@ def settings(migrated: str, redis_server: RedisServer) -> Settings:
 @pytest.fixture
 def clean(settings: Settings) -> Iterator[Settings]:
     """Every test starts with empty tables and an empty Redis."""
+    reset(settings)
+    yield settings
+
+
+def reset(settings: Settings) -> None:
     with get_engine(settings.database_url).begin() as conn:
         conn.execute(
             text(
@@ -75,7 +83,6 @@ def clean(settings: Settings) -> Iterator[Settings]:
             )
         )
     Redis.from_url(settings.redis_url).flushall()
-    yield settings
 
 
 @pytest.fixture
@@ -87,8 +94,12 @@ def db(clean: Settings):
 @pytest.fixture
 def candles_1h(db) -> None:
     """300 synthetic hourly BTCUSDT bars: enough for a 1h training job to be accepted."""
-    candles_service.generate_synthetic(db, "BTCUSDT", "1h", 300, seed=1)
-    db.commit()
+    add_candles_1h(db)
+
+
+def add_candles_1h(session) -> None:
+    candles_service.generate_synthetic(session, "BTCUSDT", "1h", 300, seed=1)
+    session.commit()
 
 
 @pytest.fixture
@@ -106,6 +117,28 @@ def client(clean: Settings) -> Iterator[TestClient]:
 def anon_client(clean: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(clean)) as c:
         yield c
+
+
+@pytest.fixture
+def api_url(clean: Settings) -> Iterator[str]:
+    with api_process(clean) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def api_process(settings: Settings) -> Iterator[str]:
+    """The API as its own process (`python -m app.api`) on a free port."""
+    port = free_port()
+    env = {**process_env(settings), "API_PORT": str(port), "MAINTENANCE_IN_API": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port, 30, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(15)
 
 
 @pytest.fixture

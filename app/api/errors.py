@@ -57,6 +57,7 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying aga
 
 
 RESPONSES: dict[int, dict[str, Any]] = {
+    400: {"model": Message, "description": "the body could not be read (e.g. not UTF-8)"},
     401: {"model": Message, "description": "missing or invalid bearer token"},
     404: {"model": Message, "description": "no such resource"},
     409: {"model": Message, "description": "conflicts with the resource's state"},

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictFloat,
-    StrictInt,
     StrictStr,
     field_validator,
     model_validator,
@@ -30,6 +30,16 @@ Status = JobStatus
 Kind = Literal[tuple(KINDS)]
 EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 MAX_OFFSET = 2**31 - 1
+
+
+def _number_not_text(value: Any) -> Any:
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number, not a string or boolean")
+    return value
+
+
+# A JSON Schema integer: 3 and 3.0 are both integers, "3", true and 3.5 are not.
+Integer = Annotated[int, BeforeValidator(_number_not_text)]
 # The registered strategies, so that the OpenAPI document lists them as an enum.
 StrategyName = StrEnum("StrategyName", {name: name for name in strategy_names()})
 
@@ -44,12 +54,12 @@ class StartTraining(BaseModel):
     timeframe: Timeframe
     start: datetime | None = Field(None, description="first candle (inclusive); default: all data")
     end: datetime | None = Field(None, description="last candle (exclusive); default: all data")
-    n_iterations: StrictInt = Field(50, ge=1, le=2000, description="optimisation trials")
+    n_iterations: Integer = Field(50, ge=1, le=2000, description="optimisation trials")
     priority: Priority = "normal"
-    seed: StrictInt = Field(0, ge=0, le=2**31 - 1)
+    seed: Integer = Field(0, ge=0, le=2**31 - 1)
     objective: Objective = "sharpe"
     holdout_fraction: StrictFloat = Field(0.2, ge=0.05, le=0.5, allow_inf_nan=False)
-    folds: StrictInt = Field(0, ge=0, le=10, description="walk-forward folds for validation; 0 = holdout only")
+    folds: Integer = Field(0, ge=0, le=10, description="walk-forward folds for validation; 0 = holdout only")
 
     @field_validator("start", "end")
     @classmethod

@@ -49,7 +49,7 @@ def _progress_url(request: Request, job_id: uuid.UUID) -> str:
     response_model=StartAccepted,
     responses={
         200: {"model": StartAccepted, "description": "replay of an earlier request with the same Idempotency-Key"},
-        **responses(409, 413, 422, 429),
+        **responses(400, 409, 413, 422, 429),
     },
 )
 def start_training(
