@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+    # `make dev` only: the ports of the throwaway PostgreSQL and Redis it starts.
+    dev_postgres_port: int = 55432
+    dev_redis_port: int = 56379
 
     # Queue and admission.
     max_queued_jobs: int = Field(1000, ge=1, description="start answers 429 beyond this many queued jobs")

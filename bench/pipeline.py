@@ -28,7 +28,7 @@ from rq.serializers import JSONSerializer  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
 from app.db import get_engine, transaction  # noqa: E402
-from app.dev.services import PostgresServer, RedisServer  # noqa: E402
+from app.dev.servers import PostgresServer, RedisServer  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.models import Job  # noqa: E402
 from app.queue import redis_connection  # noqa: E402

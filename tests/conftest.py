@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from app.api.app import create_app
 from app.db import get_engine, session_factory
-from app.dev.services import PostgresServer, RedisServer, free_port, wait_for_port
+from app.dev.servers import PostgresServer, RedisServer, free_port, wait_for_port
 from app.migrate import upgrade
 from app.services import candles as candles_service
 from app.settings import Settings

@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 from redis.exceptions import NoPermissionError
 
-from app.dev.services import RedisServer
+from app.dev.servers import RedisServer
 from app.settings import Settings
 from app.status import JobStatus
 from tests.support import ROOT, process_env, start_worker, submit_smoke, wait_until

@@ -235,7 +235,7 @@ def test_api_restart_mid_job(db, long_data, workers, clean, tmp_path):
 
     import httpx
 
-    from app.dev.services import free_port, wait_for_port
+    from app.dev.servers import free_port, wait_for_port
     from tests.support import ROOT, TOKEN, process_env
 
     port = free_port()
@@ -282,7 +282,7 @@ def test_the_api_reaps_when_no_worker_is_left(client, db, long_data, workers, cl
     import subprocess
     import sys
 
-    from app.dev.services import free_port, wait_for_port
+    from app.dev.servers import free_port, wait_for_port
     from tests.support import ROOT, process_env
 
     w1 = workers("w1")

@@ -13,13 +13,14 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
-class ServiceError(RuntimeError):
+class ServerError(RuntimeError):
     pass
 
 
@@ -33,13 +34,13 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise ServiceError(f"process exited with {proc.returncode} before listening on {port}")
+            raise ServerError(f"process exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
-    raise ServiceError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+    raise ServerError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
 def _stop(proc: subprocess.Popen | None, sig: signal.Signals, timeout: float) -> bool:
@@ -64,7 +65,7 @@ def postgres_bindir() -> Path:
     found = shutil.which("postgres")
     if found:
         return Path(found).parent
-    raise ServiceError("PostgreSQL server binaries not found: apt-get install postgresql")
+    raise ServerError("PostgreSQL server binaries not found: apt-get install postgresql")
 
 
 def _run_as() -> tuple[int, int] | None:
@@ -74,8 +75,33 @@ def _run_as() -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam("postgres")
     except KeyError as exc:
-        raise ServiceError("running as root needs a 'postgres' user (apt-get install postgresql)") from exc
+        raise ServerError("running as root needs a 'postgres' user (apt-get install postgresql)") from exc
     return entry.pw_uid, entry.pw_gid
+
+
+def reachable_by(path: Path, uid: int, gid: int) -> bool:
+    """Whether that user may enter every directory from / down to `path` (search permission)."""
+    name = pwd.getpwuid(uid).pw_name
+    groups = set(os.getgrouplist(name, gid))
+    for directory in (*reversed(path.parents), path):
+        if not directory.exists():
+            break
+        st = directory.stat()
+        if st.st_uid == uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
+def server_can_reach(path: Path) -> bool:
+    """Whether PostgreSQL, which runs as `postgres` when we are root, can use `path`'s parent."""
+    ids = _run_as()
+    return ids is None or reachable_by(path.parent, *ids)
 
 
 def _demote(ids: tuple[int, int] | None):
@@ -113,6 +139,11 @@ class PostgresServer:
             os.chown(self.directory, *ids)
             parent = self.directory.parent  # a private temp dir must let the server user through
             os.chmod(parent, parent.stat().st_mode | 0o711)
+            if not reachable_by(self.directory, *ids):
+                raise ServerError(
+                    f"PostgreSQL runs as the 'postgres' user, which cannot enter {self.directory} "
+                    "(a parent directory is private); put the cluster elsewhere or set DATABASE_URL"
+                )
         if (self.data_dir / "PG_VERSION").exists():
             return
         bindir = postgres_bindir()
@@ -131,6 +162,7 @@ class PostgresServer:
             check=True,
             stdout=subprocess.DEVNULL,
             preexec_fn=_demote(ids),
+            cwd=self.directory,  # the server user may not be able to enter ours
         )
 
     def start(self, timeout: float = 30.0) -> None:
@@ -157,6 +189,7 @@ class PostgresServer:
             stderr=log,
             preexec_fn=_demote(ids),
             start_new_session=True,
+            cwd=self.directory,
         )
         wait_for_port(self.port, timeout, self.proc)
         self._wait_ready(timeout)
@@ -214,7 +247,7 @@ class RedisServer:
     def start(self, timeout: float = 15.0) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(binary).exists():
-            raise ServiceError("redis-server not found: apt-get install redis-server")
+            raise ServerError("redis-server not found: apt-get install redis-server")
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [binary]
         if self.config is not None:
