@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.engine.backtest import Costs, backtest
 from app.engine.strategies import get_strategy
@@ -89,9 +89,16 @@ def test_same_idempotency_key_and_body_returns_the_same_job(client, db):
 
 
 def test_no_candles_fails_without_retry(client, db, workers):
-    workers("w1")
-    resp = client.post("/api/v2/training/start", json=start_body(symbol="NODATA"))
+    """Submit refuses a symbol without candles; the job process checks again, for candles
+    deleted after the job was accepted."""
+    refused = client.post("/api/v2/training/start", json=start_body(symbol="NODATA"))
+    assert refused.status_code == 422 and "no candles stored for NODATA" in refused.text
+    load_demo(db)
+    resp = client.post("/api/v2/training/start", json=start_body())
     job_id = resp.json()["job_id"]
+    db.execute(text("DELETE FROM candles"))
+    db.commit()
+    workers("w1")
     final = wait_until(
         lambda: (b := client.get(f"/api/v2/training/jobs/{job_id}").json())["status"] == JobStatus.FAILED and b,
         timeout=30,
