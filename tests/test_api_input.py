@@ -258,7 +258,7 @@ def test_coverage_is_checked_at_submit(client, db):
     assert resp.status_code == 422
     [error] = resp.json()["detail"]
     assert error["loc"] == ["body", "start"]
-    assert "in the requested range" in error["msg"] and "1h: 300 bars from 2023-01-01T00:00Z" in error["msg"]
+    assert "in the requested range" in error["msg"] and "1h from 2023-01-01T00:00Z to 2023-01-13T11:00Z" in error["msg"]
 
     resp = client.post("/api/v2/training/start", json={**GOOD, "timeframe": "4h"})
     [error] = resp.json()["detail"]

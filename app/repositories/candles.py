@@ -81,34 +81,73 @@ def coverage(session: Session) -> list[tuple[str, str, str, int, datetime, datet
 
 @dataclass(frozen=True)
 class Coverage:
-    """What is stored for one symbol at one timeframe: all of it, and inside a range."""
+    """What a job's candle request would find, capped at `cap` bars (all that matters is
+    whether there are enough), and what is stored for the symbol at each timeframe."""
 
-    timeframe: str
-    total: int
-    first: datetime | None
-    last: datetime | None
-    in_range: int  # bars stored inside the range
-    buckets_in_range: int  # distinct `bucket_ms` buckets those bars fall in (bars after resampling)
+    stored: dict[str, tuple[datetime, datetime]]  # timeframe -> first and last bar
+    own_bars: int  # bars stored at the timeframe inside the range
+    resampled_bars: int  # distinct timeframe buckets among the 1m bars inside the range
+
+
+_COVERAGE = text(
+    """
+WITH RECURSIVE bucket(t, n) AS (
+    (SELECT open_time, 1 FROM candles
+     WHERE symbol = :symbol AND timeframe = '1m' AND open_time >= :lo AND open_time < :hi
+     ORDER BY open_time LIMIT 1)
+    UNION ALL
+    SELECT (SELECT c.open_time FROM candles c
+            WHERE c.symbol = :symbol AND c.timeframe = '1m' AND c.open_time < :hi
+              AND c.open_time >= to_timestamp(
+                  ((floor(extract(epoch FROM bucket.t) * 1000 / :step) + 1) * :step / 1000)::float8)
+            ORDER BY c.open_time LIMIT 1),
+           n + 1
+    FROM bucket WHERE bucket.t IS NOT NULL AND n < :cap
+),
+stored AS (
+    SELECT tf,
+           (SELECT min(open_time) FROM candles WHERE symbol = :symbol AND timeframe = tf) AS first,
+           (SELECT max(open_time) FROM candles WHERE symbol = :symbol AND timeframe = tf) AS last
+    FROM unnest(CAST(:timeframes AS text[])) AS tf
+)
+SELECT tf, first, last,
+       (SELECT count(*) FROM (SELECT 1 FROM candles
+                              WHERE symbol = :symbol AND timeframe = :timeframe
+                                AND open_time >= :lo AND open_time < :hi LIMIT :cap) own),
+       (SELECT count(t) FROM bucket)
+FROM stored
+"""
+)
 
 
 def coverage_of(
-    session: Session, symbol: str, start: datetime | None, end: datetime | None, bucket_ms: int
-) -> dict[str, Coverage]:
-    """Per stored timeframe of `symbol`, in one query on the primary key's leading column."""
-    in_range = "open_time >= :lo AND open_time < :hi"
+    session: Session,
+    symbol: str,
+    timeframe: str,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    step_ms: int,
+    timeframes: list[str],
+    cap: int,
+) -> Coverage:
+    """One query, every part of it a walk of the primary key (symbol, timeframe, open_time):
+    first/last bar per timeframe, bars in range at `timeframe`, and 1m buckets of `step_ms`
+    in range, counted by jumping from one bucket to the next (at most `cap` index probes)."""
     rows = session.execute(
-        text(
-            "SELECT timeframe, count(*), min(open_time), max(open_time), "
-            f"count(*) FILTER (WHERE {in_range}), "
-            "count(DISTINCT floor(extract(epoch FROM open_time) * 1000 / :bucket)) "
-            f"FILTER (WHERE {in_range}) "
-            "FROM candles WHERE symbol = :symbol GROUP BY timeframe ORDER BY timeframe"
-        ),
+        _COVERAGE,
         {
             "symbol": symbol,
+            "timeframe": timeframe,
+            "timeframes": timeframes,
             "lo": start or datetime(1970, 1, 1, tzinfo=UTC),
             "hi": end or datetime(9999, 1, 1, tzinfo=UTC),
-            "bucket": bucket_ms,
+            "step": step_ms,
+            "cap": cap,
         },
+    ).all()
+    return Coverage(
+        stored={r[0]: (r[1], r[2]) for r in rows if r[1] is not None},
+        own_bars=rows[0][3] if rows else 0,
+        resampled_bars=rows[0][4] if rows else 0,
     )
-    return {r[0]: Coverage(*r) for r in rows}

@@ -70,19 +70,22 @@ def coverage_problem(session: Session, params: dict[str, Any]) -> tuple[str, str
     engine's minimum; the job process checks again, as data can change after submit."""
     symbol, timeframe = params["symbol"], params["timeframe"]
     start, end = _time(params.get("start")), _time(params.get("end"))
-    stored = candles_repo.coverage_of(session, symbol, start, end, engine_candles.TIMEFRAMES[timeframe])
-    if not stored:
+    found = candles_repo.coverage_of(
+        session,
+        symbol,
+        timeframe,
+        start,
+        end,
+        step_ms=engine_candles.TIMEFRAMES[timeframe],
+        timeframes=list(engine_candles.TIMEFRAMES),
+        cap=MIN_BARS,
+    )
+    if not found.stored:
         return f"no candles stored for {symbol}; import some with `trad candles import`", "symbol"
-    own, base = stored.get(timeframe), stored.get("1m")
-    if own is not None and own.in_range:
-        bars = own.in_range
-    elif base is not None and base.in_range:
-        bars = base.buckets_in_range
-    else:
-        bars = 0
-    have = "; ".join(f"{c.timeframe}: {c.total} bars from {_utc(c.first)} to {_utc(c.last)}" for c in stored.values())
-    if own is None and (base is None or timeframe == "1m"):
+    have = "; ".join(f"{tf} from {_utc(first)} to {_utc(last)}" for tf, (first, last) in found.stored.items())
+    if timeframe not in found.stored and "1m" not in found.stored:
         return f"no {symbol} candles at {timeframe} or at 1m to resample from; stored: {have}", "timeframe"
+    bars = found.own_bars or (found.resampled_bars if timeframe != "1m" else 0)
     if bars == 0:
         field = "start" if start is not None else "end"
         return f"no {symbol} {timeframe} candles in the requested range; stored: {have}", field
