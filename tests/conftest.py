@@ -3,10 +3,7 @@ clean tables per test, the real app, and real forking worker processes."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,15 +11,22 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
-from sqlalchemy import text
 
 from app.api.app import create_app
-from app.db import get_engine, session_factory
-from app.dev.servers import PostgresServer, RedisServer, free_port, wait_for_port
+from app.db import session_factory
+from app.dev.servers import PostgresServer, RedisServer
 from app.migrate import upgrade
-from app.services import candles as candles_service
 from app.settings import Settings
-from tests.support import ROOT, TEST_TIMINGS, TOKEN, WorkerProcess, process_env, start_worker
+from tests.support import (
+    TEST_TIMINGS,
+    TOKEN,
+    WorkerProcess,
+    add_candles_1h,
+    api_process,
+    process_env,
+    reset,
+    start_worker,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,17 +78,6 @@ def clean(settings: Settings) -> Iterator[Settings]:
     yield settings
 
 
-def reset(settings: Settings) -> None:
-    with get_engine(settings.database_url).begin() as conn:
-        conn.execute(
-            text(
-                "TRUNCATE training_jobs, training_attempts, training_progress, training_trials, "
-                "trained_configurations, candles CASCADE"
-            )
-        )
-    Redis.from_url(settings.redis_url).flushall()
-
-
 @pytest.fixture
 def db(clean: Settings):
     with session_factory(clean.database_url)() as session:
@@ -95,11 +88,6 @@ def db(clean: Settings):
 def candles_1h(db) -> None:
     """300 synthetic hourly BTCUSDT bars: enough for a 1h training job to be accepted."""
     add_candles_1h(db)
-
-
-def add_candles_1h(session) -> None:
-    candles_service.generate_synthetic(session, "BTCUSDT", "1h", 300, seed=1)
-    session.commit()
 
 
 @pytest.fixture
@@ -123,22 +111,6 @@ def anon_client(clean: Settings) -> Iterator[TestClient]:
 def api_url(clean: Settings) -> Iterator[str]:
     with api_process(clean) as url:
         yield url
-
-
-@contextlib.contextmanager
-def api_process(settings: Settings) -> Iterator[str]:
-    """The API as its own process (`python -m app.api`) on a free port."""
-    port = free_port()
-    env = {**process_env(settings), "API_PORT": str(port), "MAINTENANCE_IN_API": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port, 30, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -123,3 +123,46 @@ def submit_smoke(db, settings, **params):
     job = jobs_service.start_smoke(db, settings, priority="normal", **params)
     assert dispatch.commit_and_send(db, redis_connection(settings.redis_url), settings).sent == [job.id]
     return job
+
+
+def reset(settings: Settings) -> None:
+    """Empty every table and Redis: each test starts clean."""
+    from redis import Redis
+    from sqlalchemy import text
+
+    from app.db import get_engine
+
+    with get_engine(settings.database_url).begin() as conn:
+        conn.execute(
+            text(
+                "TRUNCATE training_jobs, training_attempts, training_progress, training_trials, "
+                "trained_configurations, candles CASCADE"
+            )
+        )
+    Redis.from_url(settings.redis_url).flushall()
+
+
+def add_candles_1h(session) -> None:
+    """300 synthetic hourly BTCUSDT bars: enough for a 1h training job to be accepted."""
+    from app.services import candles as candles_service
+
+    candles_service.generate_synthetic(session, "BTCUSDT", "1h", 300, seed=1)
+    session.commit()
+
+
+@contextlib.contextmanager
+def api_process(settings: Settings) -> Iterator[str]:
+    """The API as its own process (`python -m app.api`) on a free port."""
+    from app.dev.servers import free_port, wait_for_port
+
+    port = free_port()
+    env = {**process_env(settings), "API_PORT": str(port), "MAINTENANCE_IN_API": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port, 30, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(15)

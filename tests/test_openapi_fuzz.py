@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from app.api.app import create_app
 from app.db import session_factory
 from app.settings import Settings
-from tests.conftest import TOKEN, add_candles_1h, api_process, reset
+from tests.support import TOKEN, add_candles_1h, api_process, reset
 
 START = ("POST", "/api/v2/training/start")
 EXAMPLES = 25

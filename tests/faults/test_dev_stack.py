@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from app.dev.servers import free_port
-from tests.conftest import TOKEN
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, TOKEN, wait_until
 
 pytestmark = pytest.mark.faults
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from app.db import get_engine
-from tests.faults.conftest import attempts, job, start, trial_numbers
+from tests.faults.support import attempts, job, start, trial_numbers
 from tests.support import child_pids, submit_smoke, wait_until
 
 pytestmark = pytest.mark.faults
