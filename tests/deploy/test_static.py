@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -105,3 +106,16 @@ def test_deploy_ships_to_a_fresh_root_only_directory_and_checks_what_arrived():
     assert "mktemp -d $REMOTE_PARENT/" in script
     assert "sha256sum --quiet --strict -c SHA256SUMS" in script
     assert "trap remove_remote_dir EXIT" in script
+
+
+def test_every_runbook_block_is_marked_run_or_not_run():
+    from tests.deploy.runbook import RUNBOOK, blocks
+
+    found = blocks()
+    text = RUNBOOK.read_text()
+    assert len(found) == text.count("```sh"), "a shell block the marker pattern does not see"
+    assert all(b.marker in ("run", "not run") and b.label for b in found), [b for b in found if not b.marker]
+    assert not re.search(r"^    \S", text, re.M), "indented code blocks are not checked; use ```sh blocks"
+    labels = [b.label for b in found if b.marker == "run"]
+    assert len(labels) == len(set(labels))
+    assert {"data", "jobs", "logs", "scale", "backup", "restore", "https", "redis-admin"} <= set(labels)
