@@ -7,6 +7,7 @@ The tests run in order and share one container."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -23,7 +24,7 @@ STATE_FILES = (
     "/etc/trad/trad.env /etc/trad/credentials/* /etc/trad/tls/* /etc/systemd/system/trad* /etc/redis/trad*.conf "
     "/etc/nginx/sites-available/trad /usr/local/bin/trad"
 )
-OUTSIDE = "10.213.7.1"  # an address the test gives the container, so traffic is not from loopback
+OUTSIDE, CLIENT = "10.213.7.1", "10.213.7.2"  # the container's and the test's ends of a veth pair
 
 
 def secret(vm, name: str) -> str:
@@ -154,7 +155,8 @@ def test_kill_of_a_worker_mid_job_is_recovered(vm):
     job_id = start_job(vm, 1200, seed=3)
     unit = running_worker(vm, job_id, at_least=20)
     killed = time.monotonic()
-    vm.ssh(f"systemctl kill -s KILL {unit}")
+    killed_by = vm.ssh(f"systemctl kill -s KILL {unit}", check=False)
+    print(f"\nsystemctl kill: {killed_by.returncode} {killed_by.stderr.strip()}")
     final = wait_status(vm, job_id, timeout=300)
     assert final["status"] == JobStatus.SUCCEEDED, final
     history = [a["status"] for a in api(vm, "GET", f"/api/v2/training/jobs/{job_id}")["attempt_history"]]
@@ -162,26 +164,46 @@ def test_kill_of_a_worker_mid_job_is_recovered(vm):
     print(f"\nkill -9 of {unit}: job finished {time.monotonic() - killed:.0f}s after the kill")
 
 
-def test_from_beyond_loopback_the_api_answers_only_over_tls(vm):
-    vm.ssh(
-        f"ip link show trad0 >/dev/null 2>&1 || {{ ip link add trad0 type dummy && "
-        f"ip addr add {OUTSIDE}/32 dev trad0 && ip link set trad0 up; }}"
-    )
-    plain = vm.curl("-m", "5", f"http://{OUTSIDE}:8000/readyz")
+@pytest.fixture
+def outside(vm):
+    """A second network namespace the test makes, joined to the container by a veth pair:
+    traffic from it reaches the container's non-loopback address only."""
+    ns = f"trad-e2e-{os.getpid()}"
+    host = ["ip", "netns", "exec", ns]
+    into_vm = ["nsenter", "-t", str(vm.pid), "-n"]
+    for cmd in (
+        ["ip", "netns", "add", ns],
+        [*host, "ip", "link", "add", "trad-out", "type", "veth", "peer", "name", "trad-in"],
+        [*host, "ip", "link", "set", "trad-in", "netns", str(vm.pid)],
+        [*host, "ip", "addr", "add", f"{CLIENT}/30", "dev", "trad-out"],
+        [*host, "ip", "link", "set", "trad-out", "up"],
+        [*host, "ip", "link", "set", "lo", "up"],
+        [*into_vm, "ip", "addr", "add", f"{OUTSIDE}/30", "dev", "trad-in"],
+        [*into_vm, "ip", "link", "set", "trad-in", "up"],
+    ):
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def curl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*host, "curl", "-sS", *args], capture_output=True, text=True, timeout=60)
+
+    yield curl
+    subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_from_beyond_loopback_the_api_answers_only_over_tls(vm, outside, tmp_path: Path):
+    plain = outside("-m", "5", f"http://{OUTSIDE}:8000/readyz")
     assert plain.returncode == 7, plain  # connection refused: the API listens on loopback only
-    crt = vm.ssh("cat /etc/trad/tls/trad.crt").stdout
-    host = vm.ssh("hostname -f").stdout.strip()
-    crt_file = vm.workdir / "trad.crt"
-    crt_file.write_text(crt)
-    tls = ["--cacert", str(crt_file), "--resolve", f"{host}:443:{OUTSIDE}"]
-    ready = vm.curl("-fsS", *tls, f"https://{host}/readyz")
+    crt_file = tmp_path / "trad.crt"
+    crt_file.write_text(vm.ssh("cat /etc/trad/tls/trad.crt").stdout)
+    tls = ["--cacert", str(crt_file), "--resolve", f"localhost:443:{OUTSIDE}"]
+    ready = outside("-fsS", *tls, "https://localhost/readyz")
     assert ready.returncode == 0 and json.loads(ready.stdout)["status"] == "ready", ready
-    queue = vm.curl("-fsS", *tls, "-H", f"Authorization: Bearer {token(vm)}", f"https://{host}/api/v2/training/queue")
+    queue = outside("-fsS", *tls, "-H", f"Authorization: Bearer {token(vm)}", "https://localhost/api/v2/training/queue")
     assert queue.returncode == 0, queue
-    anonymous = vm.curl("-sS", "-o", "/dev/null", "-w", "%{http_code}", *tls, f"https://{host}/api/v2/training/queue")
+    anonymous = outside("-o", "/dev/null", "-w", "%{http_code}", *tls, "https://localhost/api/v2/training/queue")
     assert anonymous.stdout == "401"
     for path in ("/metrics", "//metrics", "/%6detrics", "/metrics?x=1"):
-        refused = vm.curl("-sS", "-o", "/dev/null", "-w", "%{http_code}", *tls, f"https://{host}{path}")
+        refused = outside("-o", "/dev/null", "-w", "%{http_code}", *tls, f"https://localhost{path}")
         assert refused.stdout == "403", (path, refused)
     local = vm.curl("-fsS", "http://127.0.0.1:8000/metrics")
     assert local.returncode == 0 and "trad_jobs" in local.stdout
@@ -223,24 +245,27 @@ def test_twenty_restarts_in_a_minute_leave_the_worker_running(vm):
 
 
 def test_a_crash_loop_is_throttled_and_shows_why(vm):
-    dropin = "/run/systemd/system/trad-worker@9.service.d"
+    """The worker unit as installed, under another name (so no trad-worker@* pattern of the
+    runbook matches it), with a program that fails at once."""
+    unit = "trad-crashloop@1"
     vm.ssh(
-        f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' > {dropin}/crash.conf "
-        "&& systemctl daemon-reload"
+        "cp /etc/systemd/system/trad-worker@.service /run/systemd/system/trad-crashloop@.service && "
+        "mkdir -p /run/systemd/system/trad-crashloop@.service.d && "
+        "printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' "
+        "> /run/systemd/system/trad-crashloop@.service.d/crash.conf && systemctl daemon-reload"
     )
     try:
-        vm.ssh("systemctl start trad-worker@9", check=False)
+        vm.ssh(f"systemctl start {unit}", check=False)
         wait_until(
-            lambda: int(vm.ssh("systemctl show -p NRestarts --value trad-worker@9").stdout.strip() or 0) >= 2,
+            lambda: int(vm.ssh(f"systemctl show -p NRestarts --value {unit}").stdout.strip() or 0) >= 2,
             timeout=60,
             interval=0.5,
-            what="trad-worker@9 to be restarted twice",
+            what=f"{unit} to be restarted twice",
         )
-        assert vm.ssh("systemctl show -p RestartUSec --value trad-worker@9").stdout.strip() == "5s"
+        assert vm.ssh(f"systemctl show -p RestartUSec --value {unit}").stdout.strip() == "5s"
         status = wait_until(
             lambda: (
-                "activating (auto-restart)"
-                in (s := vm.ssh("systemctl status trad-worker@9 --no-pager", check=False).stdout)
+                "activating (auto-restart)" in (s := vm.ssh(f"systemctl status {unit} --no-pager", check=False).stdout)
                 and s
             ),
             timeout=30,
@@ -250,7 +275,8 @@ def test_a_crash_loop_is_throttled_and_shows_why(vm):
         assert "Result: exit-code" in status and "status=1/FAILURE" in status, status
     finally:
         vm.ssh(
-            f"systemctl stop trad-worker@9; rm -rf {dropin}; systemctl daemon-reload; systemctl reset-failed",
+            f"systemctl stop {unit}; rm -rf /run/systemd/system/trad-crashloop@.service*; "
+            f"systemctl reset-failed {unit}; systemctl daemon-reload",
             check=False,
         )
 
