@@ -46,6 +46,17 @@ def api(vm, method: str, path: str, body: dict | None = None) -> dict:
     return json.loads(result.stdout)
 
 
+def wait_ready(vm) -> None:
+    """The API answers /readyz (starting trad.target returns before its units are ready: they
+    are ordered after it, so that stopping it waits for them)."""
+    wait_until(
+        lambda: vm.curl("-fsS", "http://127.0.0.1:8000/readyz").returncode == 0,
+        timeout=180,
+        interval=0.5,
+        what="the API to be ready",
+    )
+
+
 def start_job(vm, n_iterations: int, seed: int = 1) -> str:
     body = {
         "strategy": "sma_crossover",
@@ -282,7 +293,7 @@ def test_a_crash_loop_is_throttled_and_shows_why(vm):
 
 
 def test_stopping_the_target_returns_once_every_unit_is_inactive(vm):
-    job_id = start_job(vm, 1200, seed=5)
+    job_id = start_job(vm, 300, seed=5)
     running_worker(vm, job_id, at_least=5)
     states = vm.ssh(
         "systemctl stop trad.target; "
@@ -291,6 +302,7 @@ def test_stopping_the_target_returns_once_every_unit_is_inactive(vm):
     ).stdout.split()
     assert states == ["inactive"] * 4, states
     vm.ssh("systemctl start trad.target")
+    wait_ready(vm)
     assert wait_status(vm, job_id, timeout=300)["status"] == "succeeded"
     history = [a["status"] for a in api(vm, "GET", f"/api/v2/training/jobs/{job_id}")["attempt_history"]]
     assert history == ["preempted", "succeeded"], history
@@ -306,6 +318,7 @@ def run_block(vm, name: str, env: str = "", timeout: float = 300):
 
 def test_every_runbook_command_works_as_written(vm):
     """Every `run:` block of docs/operations.md, in the order an operator would need them."""
+    wait_ready(vm)
     assert "ready" in run_block(vm, "https")
     vm.ssh(
         "printf 'timestamp,open,high,low,close,volume\\n' > /var/tmp/btcusdt-1m.csv && "
@@ -331,13 +344,13 @@ def test_every_runbook_command_works_as_written(vm):
     backup = vm.ssh("ls /var/backups/trad-*.dump").stdout.split()[-1]
     assert vm.ssh(f"stat -c '%a %U' {backup}").stdout.strip() == "600 root"
     run_block(vm, "restore", env=f"BACKUP={backup}")
-    wait_until(lambda: vm.curl("-fsS", "http://127.0.0.1:8000/readyz").returncode == 0, timeout=120, what="API back")
+    wait_ready(vm)
     assert api(vm, "GET", f"/api/v2/training/jobs/{job_id}")["status"] == "succeeded"
     assert "# Keyspace" in run_block(vm, "redis-admin")
     old = token(vm)
     run_block(vm, "rotate-token")
     assert token(vm) != old
-    wait_until(lambda: vm.curl("-fsS", "http://127.0.0.1:8000/readyz").returncode == 0, timeout=120, what="API back")
+    wait_ready(vm)
     assert api(vm, "GET", "/api/v2/training/queue") is not None
 
 
