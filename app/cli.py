@@ -6,6 +6,7 @@ trad candles import --symbol BTCUSDT --timeframe 1m FILE
 trad candles synth --symbol BTCUSDT --timeframe 1m --bars 20000 [--seed 1]
 trad candles list
 trad jobs list [--status S] | jobs show ID | jobs cancel ID | jobs retry ID
+trad jobs follow ID [--interval S]   (exit status: 0 succeeded, 1 failed, 4 canceled)
 trad maintenance run-once
 """
 
@@ -149,6 +150,21 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_follow(args: argparse.Namespace, settings: Settings) -> int:
+    from app import follow
+    from app.services.jobs import JobError
+
+    try:
+        follow.snapshot(settings, args.job_id)
+    except JobError as exc:
+        raise CliError(exc.message) from None
+    try:
+        return follow.follow(lambda: follow.snapshot(settings, args.job_id), sys.stdout, args.interval)
+    except KeyboardInterrupt:
+        print("\nstopped following; the job carries on", file=sys.stderr)
+        return 130
+
+
 def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import maintenance
 
@@ -194,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("show", "cancel", "retry"):
         jsub.add_parser(action).add_argument("job_id", type=_job_id)
     jobs.set_defaults(func=cmd_jobs)
+    jf = jsub.add_parser("follow", help="live progress until the job ends; exit status is its outcome")
+    jf.add_argument("job_id", type=_job_id)
+    jf.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
+    jf.set_defaults(func=cmd_follow)
 
     maint = sub.add_parser("maintenance", help="reaper and reconciler")
     maint.add_argument("action", choices=["run-once"])

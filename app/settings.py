@@ -15,6 +15,14 @@ from app.kinds.limits import Limits
 DEFAULT_ENV_FILE = "/etc/trad/trad.env"
 
 
+def _credentials_dir() -> Path | None:
+    """systemd's credentials directory ($CREDENTIALS_DIRECTORY): one file per secret, named
+    after the setting (database_url, redis_url, api_token), readable only by the service."""
+    value = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(value) if value else None
+    return path if path is not None and path.is_dir() else None
+
+
 def _env_file() -> Path | None:
     """The env file named by TRAD_ENV_FILE (default /etc/trad/trad.env), if it can be read."""
     path = Path(os.environ.get("TRAD_ENV_FILE", DEFAULT_ENV_FILE))
@@ -75,6 +83,6 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Settings from the environment, then the env file (the environment wins)."""
-    env_file = _env_file()
-    return Settings(_env_file=env_file) if env_file else Settings()
+    """Settings from the environment, then the env file, then systemd credentials (the first
+    source that names a setting wins)."""
+    return Settings(_env_file=_env_file(), _secrets_dir=_credentials_dir())

@@ -10,12 +10,12 @@ from app.api.schemas import AttemptOut, ErrorInfo, JobDetail, Progress
 from app.models import Job
 from app.repositories import attempts as attempts_repo
 from app.repositories import configurations as configurations_repo
-from app.status import JobStatus
+from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
 
 _configuration_ids = configurations_repo.ids_for_jobs
 
 
-def _progress_fields(job: Job, configuration_id: uuid.UUID | None) -> dict:
+def _progress_fields(job: Job, configuration_id: uuid.UUID | None, counted_attempts: int) -> dict:
     return dict(
         job_id=job.id,
         kind=job.kind,
@@ -28,6 +28,8 @@ def _progress_fields(job: Job, configuration_id: uuid.UUID | None) -> dict:
         best_score=job.best_score,
         eta_seconds=job.eta_seconds if job.status == JobStatus.RUNNING else None,
         attempts=job.attempts,
+        counted_attempts=counted_attempts,
+        max_attempts=job.max_attempts,
         resumed_from_iteration=job.resumed_from_iteration,
         cancel_requested=job.cancel_requested_at is not None,
         not_before=job.not_before,
@@ -41,15 +43,19 @@ def _progress_fields(job: Job, configuration_id: uuid.UUID | None) -> dict:
 
 
 def progress(session: Session, job: Job) -> Progress:
-    return Progress(**_progress_fields(job, _configuration_ids(session, [job.id]).get(job.id)))
+    counted = attempts_repo.counted_failures(session, job.id)
+    return Progress(**_progress_fields(job, _configuration_ids(session, [job.id]).get(job.id), counted))
 
 
 def progress_page(session: Session, jobs: list[Job]) -> list[Progress]:
-    ids = _configuration_ids(session, [job.id for job in jobs])
-    return [Progress(**_progress_fields(job, ids.get(job.id))) for job in jobs]
+    job_ids = [job.id for job in jobs]
+    ids = _configuration_ids(session, job_ids)
+    counted = attempts_repo.counted_failures_by_job(session, job_ids)
+    return [Progress(**_progress_fields(job, ids.get(job.id), counted.get(job.id, 0))) for job in jobs]
 
 
 def detail(session: Session, job: Job) -> JobDetail:
     attempts = [AttemptOut.model_validate(a) for a in attempts_repo.for_job(session, job.id)]
-    fields = _progress_fields(job, _configuration_ids(session, [job.id]).get(job.id))
+    counted = sum(1 for a in attempts if a.status in BUDGET_ATTEMPT_STATUSES)
+    fields = _progress_fields(job, _configuration_ids(session, [job.id]).get(job.id), counted)
     return JobDetail(**fields, priority=job.priority, params=job.params, attempt_history=attempts)

@@ -101,7 +101,11 @@ class Progress(BaseModel):
     n_iterations: int | None
     best_score: float | None
     eta_seconds: float | None
-    attempts: int
+    attempts: int = Field(description="runs of this job so far, each start counted, preempted ones included")
+    counted_attempts: int = Field(
+        description="runs that used up the retry budget (failed or lost); preempted runs do not count"
+    )
+    max_attempts: int = Field(description="the job fails once counted_attempts reaches this")
     resumed_from_iteration: int | None
     cancel_requested: bool
     not_before: datetime | None

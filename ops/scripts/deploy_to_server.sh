@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install or upgrade trad on a Debian/Ubuntu server over SSH.
 #
-#   SERVER=host [SSH_USER=root] [SSH_PORT=22] [SSH_OPTS="-i key"] [WORKERS=2] ./ops/scripts/deploy_to_server.sh
+#   SERVER=host [SSH_USER=root] [SSH_PORT=22] [SSH_OPTS="-i key"] [WORKERS=N] ./ops/scripts/deploy_to_server.sh
 #
 # Builds a release (the code, named by a hash of its content) and a wheelhouse of the pinned
 # Python dependencies here, ships both, and runs ops/scripts/server_install.sh on the server,
@@ -17,15 +17,17 @@ SERVER=${SERVER:-}
 SSH_USER=${SSH_USER:-root}
 SSH_PORT=${SSH_PORT:-22}
 SSH_OPTS=${SSH_OPTS:-}
-WORKERS=${WORKERS:-2}
-REMOTE_TMP=/var/tmp/trad-deploy
+WORKERS=${WORKERS:-}
+# Uploads go to a fresh directory under this root-only parent and are removed afterwards.
+REMOTE_PARENT=/var/lib/trad-deploy
+REMOTE_TMP=""
 
 log() { printf '[deploy %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[deploy] error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
   cat <<'USAGE'
-Usage: SERVER=host [SSH_USER=root] [SSH_PORT=22] [SSH_OPTS=...] [WORKERS=2] deploy_to_server.sh
+Usage: SERVER=host [SSH_USER=root] [SSH_PORT=22] [SSH_OPTS=...] [WORKERS=N] deploy_to_server.sh
 
 Installs or upgrades trad on a Debian or Ubuntu server over SSH and restarts it.
   SERVER     host name or address to deploy to (required)
@@ -33,7 +35,8 @@ Installs or upgrades trad on a Debian or Ubuntu server over SSH and restarts it.
   SSH_PORT   SSH port (default 22)
   SSH_OPTS   extra ssh options, split on spaces, e.g. "-i ~/.ssh/trad -o ProxyJump=bastion";
              put options that contain spaces (ProxyCommand) in a file and pass "-F FILE"
-  WORKERS    number of trad-worker@N instances to run (default 2)
+  WORKERS    run trad-worker@1..N and disable the others; unset keeps the workers enabled on
+             the server as they are (2 on a first install)
 Releases live in /srv/trad/releases/<version>; /srv/trad/current points at the live one.
 A failed health check switches back to the previous release by itself.
 USAGE
@@ -65,7 +68,7 @@ preflight() {
   if [ "$SSH_USER" != root ]; then
     ssh_cmd sudo -n true || die "$SSH_USER needs passwordless sudo on $SERVER (or use SSH_USER=root)"
   fi
-  if ! [[ "$WORKERS" =~ ^[0-9]+$ ]] || [ "$WORKERS" -lt 1 ] || [ "$WORKERS" -gt 64 ]; then
+  if [ -n "$WORKERS" ] && { ! [[ "$WORKERS" =~ ^[0-9]+$ ]] || [ "$WORKERS" -lt 1 ] || [ "$WORKERS" -gt 64 ]; }; then
     die "WORKERS must be a number from 1 to 64, not '$WORKERS'"
   fi
 }
@@ -106,17 +109,40 @@ build_wheelhouse() {
   [ -f "$WHEEL_TAR" ] || tar --create --file "$WHEEL_TAR" -C "$WHEELHOUSE" --sort=name --mtime=@0 .
 }
 
+make_remote_dir() {
+  # A fresh directory only root can enter: nobody else can swap what is shipped before install.
+  REMOTE_TMP=$(as_root "install -d -m 0700 -o root -g root $REMOTE_PARENT && chmod 0700 $REMOTE_PARENT \
+    && chown root:root $REMOTE_PARENT && mktemp -d $REMOTE_PARENT/XXXXXXXXXX") \
+    || die "cannot make an upload directory under $REMOTE_PARENT on $SERVER"
+  [[ "$REMOTE_TMP" =~ ^$REMOTE_PARENT/[A-Za-z0-9]{10}$ ]] || die "unexpected upload directory '$REMOTE_TMP'"
+  trap remove_remote_dir EXIT
+}
+
+remove_remote_dir() {
+  [ -n "$REMOTE_TMP" ] || return 0
+  as_root "rm -rf $REMOTE_TMP" || printf '[deploy] warning: could not remove %s on %s\n' "$REMOTE_TMP" "$SERVER" >&2
+  REMOTE_TMP=""
+}
+
 ship() {
+  local sums
+  sums="$(cd "$(dirname "$RELEASE_TAR")" && sha256sum "$(basename "$RELEASE_TAR")" | cut -d' ' -f1)  release.tar
+$(cd "$(dirname "$WHEEL_TAR")" && sha256sum "$(basename "$WHEEL_TAR")" | cut -d' ' -f1)  wheelhouse.tar"
+  make_remote_dir
   log "shipping release and wheelhouse to $SERVER:$REMOTE_TMP"
-  as_root "mkdir -p $REMOTE_TMP"
   as_root "cat > $REMOTE_TMP/release.tar" < "$RELEASE_TAR" || die "upload of the release failed"
   as_root "cat > $REMOTE_TMP/wheelhouse.tar" < "$WHEEL_TAR" || die "upload of the wheelhouse failed"
-  as_root "rm -rf $REMOTE_TMP/src && mkdir -p $REMOTE_TMP/src && tar -xf $REMOTE_TMP/release.tar -C $REMOTE_TMP/src"
+  printf '%s\n' "$sums" | as_root "cat > $REMOTE_TMP/SHA256SUMS" || die "upload of the checksums failed"
+  as_root "cd $REMOTE_TMP && sha256sum --quiet --strict -c SHA256SUMS" \
+    || die "what arrived on $SERVER differs from what was built here (checksum mismatch)"
+  as_root "mkdir $REMOTE_TMP/src && tar -xf $REMOTE_TMP/release.tar -C $REMOTE_TMP/src"
 }
 
 install_on_server() {
   log "installing $VERSION on $SERVER"
-  as_root "bash $REMOTE_TMP/src/ops/scripts/server_install.sh --version $VERSION --workers $WORKERS \
+  local workers=""
+  [ -z "$WORKERS" ] || workers="--workers $WORKERS"
+  as_root "bash $REMOTE_TMP/src/ops/scripts/server_install.sh --version $VERSION $workers \
     --source $REMOTE_TMP/src --wheelhouse $REMOTE_TMP/wheelhouse.tar"
 }
 
@@ -133,6 +159,7 @@ main() {
   build_wheelhouse
   ship
   install_on_server
+  remove_remote_dir
   log "done: $VERSION is live on $SERVER ($((SECONDS - started)) s)"
 }
 

@@ -5,7 +5,7 @@
 set -Eeuo pipefail
 
 STACK_PACKAGES=(python3-venv redis-server postgresql)
-TEST_PACKAGES=(shellcheck systemd-container debootstrap netcat-openbsd openssh-client curl chromium)
+TEST_PACKAGES=(shellcheck systemd-container debootstrap netcat-openbsd openssh-client curl chromium iproute2)
 
 missing_packages() {
   local pkg

@@ -68,7 +68,8 @@ restart_if_changed() {
   systemctl restart redis-server
 
   for _ in $(seq 1 50); do
-    if redis-cli --no-auth-warning --user trad --pass "$REDIS_APP_PASSWORD" ping 2>/dev/null | grep -q PONG; then
+    # The password goes to redis-cli in its environment, never in its arguments (visible in ps).
+    if REDISCLI_AUTH=$REDIS_APP_PASSWORD redis-cli --user trad ping 2>/dev/null | grep -q PONG; then
       log "redis-server answers as user trad"
       return 0
     fi

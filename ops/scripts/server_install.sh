@@ -11,11 +11,17 @@ RELEASES=$BASE/releases
 CURRENT=$BASE/current
 ENV_DIR=/etc/trad
 ENV_FILE=$ENV_DIR/trad.env
+CRED_DIR=$ENV_DIR/credentials
+SECRETS=(database_url redis_url api_token)
+TLS_DIR=$ENV_DIR/tls
+NGINX_SITE=/etc/nginx/sites-available/trad
+TRAD_BIN=/usr/local/bin/trad
 UNIT_DIR=/etc/systemd/system
 KEEP_RELEASES=5
-PACKAGES=(python3 python3-venv postgresql redis-server curl)
+PACKAGES=(python3 python3-venv postgresql redis-server curl nginx openssl jq)
 
-VERSION="" WORKERS=2 SOURCE="" WHEELHOUSE_TAR=""
+VERSION="" WORKERS="" SOURCE="" WHEELHOUSE_TAR=""
+WORKER_UNITS=()
 
 log() { printf '[server %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[server] error: %s\n' "$*" >&2; exit 1; }
@@ -34,6 +40,25 @@ parse_args() {
   [[ "$VERSION" =~ ^[A-Za-z0-9._-]+$ ]] || die "--version must be letters, digits, . _ or -"
   [ -d "$SOURCE" ] || die "--source $SOURCE is not a directory"
   [ -f "$WHEELHOUSE_TAR" ] || die "--wheelhouse $WHEELHOUSE_TAR not found"
+  if [ -n "$WORKERS" ] && ! [[ "$WORKERS" =~ ^[0-9]+$ ]]; then die "--workers must be a number"; fi
+}
+
+enabled_workers() {  # the trad-worker@N instances enabled on this server, one per line
+  find "$UNIT_DIR/trad.target.wants" -maxdepth 1 -name 'trad-worker@*.service' -printf '%f\n' 2>/dev/null | sort -V
+}
+
+choose_workers() {
+  # --workers N: exactly trad-worker@1..N. Without it the enabled set is server state and is
+  # kept as it is (systemctl enable/disable --now trad-worker@N scales), 2 on a first install.
+  local n
+  if [ -n "$WORKERS" ]; then
+    for n in $(seq 1 "$WORKERS"); do WORKER_UNITS+=("trad-worker@$n.service"); done
+    return 0
+  fi
+  mapfile -t WORKER_UNITS < <(enabled_workers)
+  if [ "${#WORKER_UNITS[@]}" -eq 0 ]; then
+    WORKER_UNITS=(trad-worker@1.service trad-worker@2.service)
+  fi
 }
 
 ensure_packages() {
@@ -75,48 +100,98 @@ ensure_env_file() {
   if [ -f "$ENV_FILE" ]; then
     log "env file $ENV_FILE: unchanged (never overwritten)"
   else
-    local db_pw redis_pw token tmp
-    db_pw=$(random_secret) redis_pw=$(random_secret) token=$(random_secret)
+    local tmp
     tmp=$(mktemp)
     cat > "$tmp" <<ENV
-# trad settings (generated on first install; edit and restart trad.target to change)
-DATABASE_URL=postgresql+psycopg://trad:${db_pw}@127.0.0.1:$(postgres_port)/trad
-REDIS_URL=redis://trad:${redis_pw}@127.0.0.1:6379/0
-REDIS_APP_PASSWORD=${redis_pw}
-API_TOKEN=${token}
-API_HOST=0.0.0.0
+# trad settings without secrets (generated on first install; edit and restart trad.target to
+# change). Secrets are systemd credentials, one file each in $CRED_DIR.
+API_HOST=127.0.0.1
 API_PORT=8000
 LOG_LEVEL=INFO
 ENV
     install -m 0640 -o root -g "$APP_USER" "$tmp" "$ENV_FILE"
     rm -f "$tmp"
-    log "env file $ENV_FILE: created with new secrets (0640 root:$APP_USER)"
+    log "env file $ENV_FILE: created (0640 root:$APP_USER)"
   fi
   chmod 0640 "$ENV_FILE"
   chown root:"$APP_USER" "$ENV_FILE"
+  if [ "$(env_value API_HOST)" != 127.0.0.1 ]; then
+    sed -i '/^API_HOST=/d' "$ENV_FILE"
+    echo "API_HOST=127.0.0.1" >> "$ENV_FILE"
+    log "env file: API_HOST=127.0.0.1 (the API listens on loopback behind nginx)"
+  fi
 }
 
+write_secret() {  # write_secret NAME VALUE — a root-only credential file (systemd LoadCredential=)
+  local tmp
+  tmp=$(mktemp)
+  printf '%s' "$2" > "$tmp"
+  install -m 0600 -o root -g root "$tmp" "$CRED_DIR/$1"
+  rm -f "$tmp"
+}
+
+ensure_credentials() {
+  install -d -m 0700 -o root -g root "$CRED_DIR"
+  local name upper value moved=0 created=0
+  # Secrets of an older install live in the env file: move them out, once.
+  for name in "${SECRETS[@]}"; do
+    upper=${name^^}
+    value=$(env_value "$upper")
+    if [ -n "$value" ]; then
+      [ -s "$CRED_DIR/$name" ] || write_secret "$name" "$value"
+      sed -i "/^$upper=/d" "$ENV_FILE"
+      moved=1
+    fi
+  done
+  if grep -q '^REDIS_APP_PASSWORD=' "$ENV_FILE"; then
+    sed -i '/^REDIS_APP_PASSWORD=/d' "$ENV_FILE"
+    moved=1
+  fi
+  [ "$moved" -eq 0 ] || log "credentials: moved secrets from $ENV_FILE to $CRED_DIR"
+  if [ ! -s "$CRED_DIR/database_url" ]; then
+    write_secret database_url "postgresql+psycopg://trad:$(random_secret)@127.0.0.1:$(postgres_port)/trad"
+    created=1
+  fi
+  if [ ! -s "$CRED_DIR/redis_url" ]; then
+    write_secret redis_url "redis://trad:$(random_secret)@127.0.0.1:6379/0"
+    created=1
+  fi
+  if [ ! -s "$CRED_DIR/api_token" ]; then
+    write_secret api_token "$(random_secret)"
+    created=1
+  fi
+  if [ "$created" -eq 1 ]; then
+    log "credentials $CRED_DIR: created with new secrets (0600 root)"
+  else
+    log "credentials $CRED_DIR: unchanged"
+  fi
+}
+
+secret() { cat "$CRED_DIR/$1"; }
+
 env_value() { sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1; }
+api_port() { local port; port=$(env_value API_PORT); echo "${port:-8000}"; }
 
 ensure_postgres() {
   systemctl enable --now postgresql >/dev/null 2>&1 || die "PostgreSQL does not start; see: journalctl -u postgresql"
   local url pw port
-  url=$(env_value DATABASE_URL)
+  url=$(secret database_url)
   pw=$(sed -n 's|^[^:]*://trad:\([^@]*\)@.*|\1|p' <<<"$url")
   port=$(sed -n 's|.*@[^:/]*:\([0-9]*\)/.*|\1|p' <<<"$url")
   if [ -z "$pw" ] || [ -z "$port" ]; then
-    die "DATABASE_URL in $ENV_FILE must look like postgresql+psycopg://trad:PASSWORD@127.0.0.1:PORT/trad"
+    die "$CRED_DIR/database_url must look like postgresql+psycopg://trad:PASSWORD@127.0.0.1:PORT/trad"
   fi
   if PGPASSWORD=$pw psql -h 127.0.0.1 -p "$port" -U trad -d trad -tAc 'SELECT 1' >/dev/null 2>&1; then
     log "postgresql role and database trad: unchanged"
     return 0
   fi
   local psql_admin=(runuser -u postgres -- psql -p "$port" -v ON_ERROR_STOP=1 -tA)
+  # The password goes to psql on stdin, never in its arguments (visible in ps).
   if [ "$("${psql_admin[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = 'trad'")" = 1 ]; then
-    "${psql_admin[@]}" -c "ALTER ROLE trad WITH LOGIN PASSWORD '$pw'" >/dev/null
-    log "postgresql role trad: password set from $ENV_FILE"
+    "${psql_admin[@]}" >/dev/null <<<"ALTER ROLE trad WITH LOGIN PASSWORD '$pw'"
+    log "postgresql role trad: password set from $CRED_DIR/database_url"
   else
-    "${psql_admin[@]}" -c "CREATE ROLE trad WITH LOGIN PASSWORD '$pw'" >/dev/null
+    "${psql_admin[@]}" >/dev/null <<<"CREATE ROLE trad WITH LOGIN PASSWORD '$pw'"
     log "postgresql role trad: created"
   fi
   if [ "$("${psql_admin[@]}" -c "SELECT 1 FROM pg_database WHERE datname = 'trad'")" != 1 ]; then
@@ -127,7 +202,10 @@ ensure_postgres() {
 
 ensure_redis() {
   systemctl enable --now redis-server >/dev/null 2>&1 || die "redis-server does not start; see: journalctl -u redis-server"
-  REDIS_APP_PASSWORD=$(env_value REDIS_APP_PASSWORD) bash "$SOURCE/ops/scripts/install_redis.sh" "$SOURCE/ops/redis/trad.conf"
+  local pw
+  pw=$(sed -n 's|^redis://trad:\([^@]*\)@.*|\1|p' "$CRED_DIR/redis_url")
+  [ -n "$pw" ] || die "$CRED_DIR/redis_url must look like redis://trad:PASSWORD@127.0.0.1:6379/0"
+  REDIS_APP_PASSWORD=$pw bash "$SOURCE/ops/scripts/install_redis.sh" "$SOURCE/ops/redis/trad.conf"
 }
 
 ensure_release() {
@@ -150,10 +228,17 @@ ensure_release() {
   log "release $VERSION: installed"
 }
 
-as_app() { runuser -u "$APP_USER" -- env TRAD_ENV_FILE="$ENV_FILE" "$@"; }
+ensure_trad_command() {
+  if cmp -s "$SOURCE/ops/scripts/trad" "$TRAD_BIN"; then
+    log "command $TRAD_BIN: unchanged"
+  else
+    install -m 0755 -o root -g root "$SOURCE/ops/scripts/trad" "$TRAD_BIN"
+    log "command $TRAD_BIN: installed"
+  fi
+}
 
 migrate() {
-  (cd "$RELEASES/$VERSION" && as_app venv/bin/python -m app.cli db upgrade) \
+  TRAD_HOME="$RELEASES/$VERSION" "$TRAD_BIN" db upgrade \
     || die "database migration failed; the live release is unchanged. See the error above."
   log "database schema: at the latest revision"
 }
@@ -172,8 +257,7 @@ ensure_units() {
   else
     log "systemd units: unchanged"
   fi
-  local wanted=(trad.target trad-api.service) n
-  for n in $(seq 1 "$WORKERS"); do wanted+=("trad-worker@$n.service"); done
+  local wanted=(trad.target trad-api.service "${WORKER_UNITS[@]}") n
   local to_enable=()
   for unit in "${wanted[@]}"; do
     systemctl is-enabled --quiet "$unit" 2>/dev/null || to_enable+=("$unit")
@@ -182,10 +266,11 @@ ensure_units() {
     systemctl enable --quiet "${to_enable[@]}"
     log "enabled: ${to_enable[*]}"
   else
-    log "enabled units: unchanged (trad.target, trad-api, $WORKERS workers)"
+    log "enabled units: unchanged (trad.target, trad-api, ${#WORKER_UNITS[@]} workers)"
   fi
+  [ -n "$WORKERS" ] || return 0
   local extra
-  for extra in $(systemctl list-units --all --plain --no-legend 'trad-worker@*.service' | awk '{print $1}'); do
+  for extra in $( (systemctl list-units --all --plain --no-legend 'trad-worker@*.service' | awk '{print $1}'; enabled_workers) | sort -u); do
     n=${extra#trad-worker@}; n=${n%.service}
     if [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -gt "$WORKERS" ]; then
       systemctl disable --now --quiet "$extra"
@@ -200,23 +285,66 @@ switch_current() {  # switch_current VERSION
 }
 
 restart() {
-  local units=(trad-api.service) n
-  for n in $(seq 1 "$WORKERS"); do units+=("trad-worker@$n.service"); done
+  local units=(trad-api.service "${WORKER_UNITS[@]}")
   log "restarting ${units[*]} (running jobs checkpoint and resume)"
-  # A release that crash-looped may have hit the start limit; clear it so the restart counts.
-  systemctl reset-failed "${units[@]}" 2>/dev/null || true
   systemctl restart "${units[@]}" || log "restart reported a failure; the health check decides"
   systemctl start trad.target
 }
 
+ensure_tls() {
+  install -d -m 0750 -o root -g root "$TLS_DIR"
+  if [ -f "$TLS_DIR/trad.crt" ] && [ -f "$TLS_DIR/trad.key" ]; then
+    log "TLS certificate $TLS_DIR/trad.crt: unchanged (never overwritten)"
+    return 0
+  fi
+  local host
+  host=$(hostname -f 2>/dev/null || hostname)
+  openssl req -x509 -newkey rsa:3072 -sha256 -days 825 -nodes -subj "/CN=$host" \
+    -addext "subjectAltName=DNS:$host,DNS:localhost,IP:127.0.0.1" \
+    -keyout "$TLS_DIR/trad.key" -out "$TLS_DIR/trad.crt" 2>/dev/null
+  chmod 0600 "$TLS_DIR/trad.key"
+  chmod 0644 "$TLS_DIR/trad.crt"
+  log "TLS certificate $TLS_DIR/trad.crt: self-signed for $host (replace with your own and reload nginx)"
+}
+
+ensure_proxy() {
+  local tmp changed=0
+  tmp=$(mktemp)
+  sed -e "s|@API_PORT@|$(api_port)|g" -e "s|@TLS_DIR@|$TLS_DIR|g" "$SOURCE/ops/nginx/trad.conf" > "$tmp"
+  if ! cmp -s "$tmp" "$NGINX_SITE"; then
+    install -m 0644 "$tmp" "$NGINX_SITE"
+    changed=1
+  fi
+  rm -f "$tmp"
+  if [ "$(readlink /etc/nginx/sites-enabled/trad 2>/dev/null)" != "$NGINX_SITE" ]; then
+    ln -sfn "$NGINX_SITE" /etc/nginx/sites-enabled/trad
+    changed=1
+  fi
+  if [ -L /etc/nginx/sites-enabled/default ]; then
+    rm -f /etc/nginx/sites-enabled/default
+    changed=1
+  fi
+  nginx -t -q || die "nginx rejects its configuration; see: nginx -t"
+  if [ "$changed" -eq 1 ] || ! systemctl is-active --quiet nginx; then
+    systemctl enable --quiet nginx
+    systemctl reload-or-restart nginx
+    log "nginx: TLS proxy on port 443 -> 127.0.0.1:$(api_port)"
+  else
+    log "nginx: unchanged"
+  fi
+}
+
 healthy() {
-  local port token _
-  port=$(env_value API_PORT) token=$(env_value API_TOKEN)
+  local port _
+  port=$(api_port)
   for _ in $(seq 1 60); do
     if curl -fsS -o /dev/null "http://127.0.0.1:${port:-8000}/readyz"; then
-      curl -fsS -o /dev/null -H "Authorization: Bearer $token" "http://127.0.0.1:${port:-8000}/api/v2/training/queue" \
-        || return 1
-      (cd "$CURRENT" && as_app venv/bin/python -m app.cli smoke --timeout 90) || return 1
+      # The token goes to curl on stdin, never in its arguments.
+      printf 'Authorization: Bearer %s\n' "$(secret api_token)" \
+        | curl -fsS -o /dev/null -H @- "http://127.0.0.1:${port:-8000}/api/v2/training/queue" || return 1
+      curl -fsS -o /dev/null --cacert "$TLS_DIR/trad.crt" --resolve "localhost:443:127.0.0.1" \
+        https://localhost/readyz || return 1
+      "$TRAD_BIN" smoke --timeout 90 || return 1
       return 0
     fi
     sleep 1
@@ -246,11 +374,16 @@ main() {
   ensure_packages
   ensure_user
   ensure_env_file
+  ensure_credentials
   ensure_postgres
   ensure_redis
   ensure_release
+  choose_workers
+  ensure_trad_command
   migrate
   ensure_units
+  ensure_tls
+  ensure_proxy
   local previous=""
   [ -L "$CURRENT" ] && previous=$(basename "$(readlink "$CURRENT")")
   if [ "$previous" = "$VERSION" ]; then

@@ -18,7 +18,7 @@ from pathlib import Path
 
 PACKAGES = (
     "systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,sudo,curl,ca-certificates,"
-    "redis-server,postgresql,rsync,iproute2,procps"
+    "redis-server,postgresql,rsync,iproute2,procps,nginx,openssl,jq"
 )
 SUITE = "bookworm"
 

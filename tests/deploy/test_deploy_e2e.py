@@ -1,10 +1,13 @@
 """End to end on a real systemd host: deploy over SSH, run jobs with curl, restart and kill
-workers mid-job, power the machine off with jobs queued, redeploy, and roll back a broken
-release. The tests run in order and share one container."""
+workers mid-job, reach the API only over TLS from beyond loopback, keep secrets out of job
+processes, restart units without ever locking them out, run every command of the runbook as
+written, power the machine off with jobs queued, redeploy, and roll back a broken release.
+The tests run in order and share one container."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -13,25 +16,45 @@ from pathlib import Path
 import pytest
 
 from app.status import AttemptStatus, JobStatus
+from tests.deploy.runbook import runnable
 from tests.support import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
-STATE_FILES = "/etc/trad/trad.env /etc/systemd/system/trad* /etc/redis/trad*.conf"
+STATE_FILES = (
+    "/etc/trad/trad.env /etc/trad/credentials/* /etc/trad/tls/* /etc/systemd/system/trad* /etc/redis/trad*.conf "
+    "/etc/nginx/sites-available/trad /usr/local/bin/trad"
+)
+OUTSIDE, CLIENT = "10.213.7.1", "10.213.7.2"  # the container's and the test's ends of a veth pair
 
 
-def env_value(vm, name: str) -> str:
-    out = vm.ssh(f"sed -n 's/^{name}=//p' /etc/trad/trad.env").stdout.strip()
+def secret(vm, name: str) -> str:
+    out = vm.ssh(f"cat /etc/trad/credentials/{name}").stdout.strip()
     assert out, name
     return out
 
 
+def token(vm) -> str:
+    return secret(vm, "api_token")
+
+
 def api(vm, method: str, path: str, body: dict | None = None) -> dict:
-    args = ["-X", method, f"http://127.0.0.1:8000{path}", "-H", f"Authorization: Bearer {env_value(vm, 'API_TOKEN')}"]
+    args = ["-X", method, f"http://127.0.0.1:8000{path}", "-H", f"Authorization: Bearer {token(vm)}"]
     if body is not None:
         args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
     result = vm.curl(*args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def wait_ready(vm) -> None:
+    """The API answers /readyz (starting trad.target returns before its units are ready: they
+    are ordered after it, so that stopping it waits for them)."""
+    wait_until(
+        lambda: vm.curl("-fsS", "http://127.0.0.1:8000/readyz").returncode == 0,
+        timeout=180,
+        interval=0.5,
+        what="the API to be ready",
+    )
 
 
 def start_job(vm, n_iterations: int, seed: int = 1) -> str:
@@ -84,6 +107,11 @@ def test_fresh_deploy(vm, deploy):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "health check passed" in result.stdout
     assert "created with new secrets" in result.stdout
+    assert "nginx: TLS proxy on port 443" in result.stdout
+    # The upload directory is gone, and its root-only parent is all that is left.
+    assert vm.ssh("ls -A /var/lib/trad-deploy").stdout.strip() == ""
+    assert vm.ssh("stat -c '%a %U' /var/lib/trad-deploy").stdout.strip() == "700 root"
+    assert vm.ssh("test ! -e /var/tmp/trad-deploy", check=False).returncode == 0
 
 
 def test_services_run_as_trad_on_loopback_with_a_private_env_file(vm):
@@ -96,25 +124,27 @@ def test_services_run_as_trad_on_loopback_with_a_private_env_file(vm):
             continue
         local = line.split()[3]
         port = local.rsplit(":", 1)[1]
-        if port in ("6379",) or port.startswith("543"):
+        if port in ("6379", "8000") or port.startswith("543"):
             assert local.startswith(("127.0.0.1:", "[::1]:")), f"{local} listens beyond loopback"
     assert vm.ssh("stat -c '%a %U:%G' /etc/trad/trad.env").stdout.strip() == "640 root:trad"
+    assert vm.ssh("grep -ciE 'password|token|_url' /etc/trad/trad.env", check=False).stdout.strip() == "0"
+    assert vm.ssh("stat -c '%a %U' /etc/trad/credentials /etc/trad/credentials/api_token").stdout.split("\n")[:2] == [
+        "700 root",
+        "600 root",
+    ]
     status = vm.ssh("systemctl status trad-worker@1 --no-pager", check=False).stdout
     assert 'Status: "idle"' in status or 'Status: "job ' in status, status
     assert vm.ssh("systemctl is-active trad.target").stdout.strip() == "active"
 
 
 def test_curl_starts_a_job_and_follows_its_progress(vm):
-    vm.ssh(
-        "cd /srv/trad/current && runuser -u trad -- venv/bin/python -m app.cli candles synth "
-        "--symbol BTCUSDT --timeframe 1m --bars 150000"
-    )
+    vm.ssh("trad candles synth --symbol BTCUSDT --timeframe 1m --bars 150000")
     job_id = start_job(vm, 30)
     stream = vm.curl(
         "-N",
         f"http://127.0.0.1:8000/api/v2/training/jobs/{job_id}/progress?follow=true",
         "-H",
-        f"Authorization: Bearer {env_value(vm, 'API_TOKEN')}",
+        f"Authorization: Bearer {token(vm)}",
     )
     lines = [json.loads(line) for line in stream.stdout.splitlines() if line.strip()]
     assert lines[-1]["status"] == JobStatus.SUCCEEDED and lines[-1]["percent"] == 100.0
@@ -136,12 +166,192 @@ def test_kill_of_a_worker_mid_job_is_recovered(vm):
     job_id = start_job(vm, 1200, seed=3)
     unit = running_worker(vm, job_id, at_least=20)
     killed = time.monotonic()
-    vm.ssh(f"systemctl kill -s KILL {unit}")
+    killed_by = vm.ssh(f"systemctl kill -s KILL {unit}", check=False)
+    print(f"\nsystemctl kill: {killed_by.returncode} {killed_by.stderr.strip()}")
     final = wait_status(vm, job_id, timeout=300)
     assert final["status"] == JobStatus.SUCCEEDED, final
     history = [a["status"] for a in api(vm, "GET", f"/api/v2/training/jobs/{job_id}")["attempt_history"]]
     assert history[0] == AttemptStatus.LOST and history[-1] == AttemptStatus.SUCCEEDED, history
     print(f"\nkill -9 of {unit}: job finished {time.monotonic() - killed:.0f}s after the kill")
+
+
+@pytest.fixture
+def outside(vm):
+    """A second network namespace the test makes, joined to the container by a veth pair:
+    traffic from it reaches the container's non-loopback address only."""
+    ns = f"trad-e2e-{os.getpid()}"
+    host = ["ip", "netns", "exec", ns]
+    into_vm = ["nsenter", "-t", str(vm.pid), "-n"]
+    for cmd in (
+        ["ip", "netns", "add", ns],
+        [*host, "ip", "link", "add", "trad-out", "type", "veth", "peer", "name", "trad-in"],
+        [*host, "ip", "link", "set", "trad-in", "netns", str(vm.pid)],
+        [*host, "ip", "addr", "add", f"{CLIENT}/30", "dev", "trad-out"],
+        [*host, "ip", "link", "set", "trad-out", "up"],
+        [*host, "ip", "link", "set", "lo", "up"],
+        [*into_vm, "ip", "addr", "add", f"{OUTSIDE}/30", "dev", "trad-in"],
+        [*into_vm, "ip", "link", "set", "trad-in", "up"],
+    ):
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def curl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*host, "curl", "-sS", *args], capture_output=True, text=True, timeout=60)
+
+    yield curl
+    subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_from_beyond_loopback_the_api_answers_only_over_tls(vm, outside, tmp_path: Path):
+    plain = outside("-m", "5", f"http://{OUTSIDE}:8000/readyz")
+    assert plain.returncode == 7, plain  # connection refused: the API listens on loopback only
+    crt_file = tmp_path / "trad.crt"
+    crt_file.write_text(vm.ssh("cat /etc/trad/tls/trad.crt").stdout)
+    tls = ["--cacert", str(crt_file), "--resolve", f"localhost:443:{OUTSIDE}"]
+    ready = outside("-fsS", *tls, "https://localhost/readyz")
+    assert ready.returncode == 0 and json.loads(ready.stdout)["status"] == "ready", ready
+    queue = outside("-fsS", *tls, "-H", f"Authorization: Bearer {token(vm)}", "https://localhost/api/v2/training/queue")
+    assert queue.returncode == 0, queue
+    anonymous = outside("-o", "/dev/null", "-w", "%{http_code}", *tls, "https://localhost/api/v2/training/queue")
+    assert anonymous.stdout == "401"
+    for path in ("/metrics", "//metrics", "/%6detrics", "/metrics?x=1"):
+        refused = outside("-o", "/dev/null", "-w", "%{http_code}", *tls, f"https://localhost{path}")
+        assert refused.stdout == "403", (path, refused)
+    local = vm.curl("-fsS", "http://127.0.0.1:8000/metrics")
+    assert local.returncode == 0 and "trad_jobs" in local.stdout
+
+
+def test_job_processes_hold_no_secret_and_workers_no_api_token(vm):
+    secrets = [token(vm), secret(vm, "database_url").split(":")[2].split("@")[0]]
+    secrets.append(secret(vm, "redis_url").split(":")[2].split("@")[0])
+    job_id = start_job(vm, 600, seed=4)
+    unit = running_worker(vm, job_id, at_least=5)
+    main_pid = vm.ssh(f"systemctl show -p MainPID --value {unit}").stdout.strip()
+    horse = vm.ssh(f"pgrep -P {main_pid}").stdout.split()
+    assert horse, "the job runs in a child process of the worker"
+    for pid in [main_pid, *horse]:
+        environ = vm.ssh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout
+        assert "CREDENTIALS_DIRECTORY=" in environ
+        for value in secrets:
+            assert value not in environ, f"a secret in the environment of {pid}"
+        for name in ("DATABASE_URL", "REDIS_URL", "API_TOKEN", "REDIS_APP_PASSWORD"):
+            assert f"{name}=" not in environ
+    assert vm.ssh(f"ls /run/credentials/{unit}.service").stdout.split() == ["database_url", "redis_url"]
+    api(vm, "DELETE", f"/api/v2/training/jobs/{job_id}")
+    assert wait_status(vm, job_id)["status"] == "canceled"
+
+
+def test_twenty_restarts_in_a_minute_leave_the_worker_running(vm):
+    result = vm.ssh(
+        "start=$(date +%s); for i in $(seq 20); do systemctl restart trad-worker@2 || exit 1; done; "
+        "echo $(( $(date +%s) - start ))",
+        timeout=180,
+    )
+    print(f"\n20 restarts of trad-worker@2: {result.stdout.strip()} s")
+    assert vm.ssh("systemctl is-active trad-worker@2").stdout.strip() == "active"
+    status = vm.ssh("systemctl status trad-worker@2 --no-pager", check=False).stdout
+    assert "start-limit" not in status
+    for _ in range(15):  # and the API, the same way
+        vm.ssh("systemctl restart trad-api")
+    assert vm.ssh("systemctl is-active trad-api").stdout.strip() == "active"
+
+
+def test_a_crash_loop_is_throttled_and_shows_why(vm):
+    """The worker unit as installed, under another name (so no trad-worker@* pattern of the
+    runbook matches it), with a program that fails at once."""
+    unit = "trad-crashloop@1"
+    vm.ssh(
+        "cp /etc/systemd/system/trad-worker@.service /run/systemd/system/trad-crashloop@.service && "
+        "mkdir -p /run/systemd/system/trad-crashloop@.service.d && "
+        "printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' "
+        "> /run/systemd/system/trad-crashloop@.service.d/crash.conf && systemctl daemon-reload"
+    )
+    try:
+        vm.ssh(f"systemctl start {unit}", check=False)
+        wait_until(
+            lambda: int(vm.ssh(f"systemctl show -p NRestarts --value {unit}").stdout.strip() or 0) >= 2,
+            timeout=60,
+            interval=0.5,
+            what=f"{unit} to be restarted twice",
+        )
+        assert vm.ssh(f"systemctl show -p RestartUSec --value {unit}").stdout.strip() == "5s"
+        status = wait_until(
+            lambda: (
+                "activating (auto-restart)" in (s := vm.ssh(f"systemctl status {unit} --no-pager", check=False).stdout)
+                and s
+            ),
+            timeout=30,
+            interval=0.2,
+            what="the crash loop to show in systemctl status",
+        )
+        assert "Result: exit-code" in status and "status=1/FAILURE" in status, status
+    finally:
+        vm.ssh(
+            f"systemctl stop {unit}; rm -rf /run/systemd/system/trad-crashloop@.service*; "
+            f"systemctl reset-failed {unit}; systemctl daemon-reload",
+            check=False,
+        )
+
+
+def test_stopping_the_target_returns_once_every_unit_is_inactive(vm):
+    job_id = start_job(vm, 300, seed=5)
+    running_worker(vm, job_id, at_least=5)
+    states = vm.ssh(
+        "systemctl stop trad.target; "
+        "systemctl show -p ActiveState --value trad-api trad-worker@1 trad-worker@2 trad.target",
+        timeout=120,
+    ).stdout.split()
+    assert states == ["inactive"] * 4, states
+    vm.ssh("systemctl start trad.target")
+    wait_ready(vm)
+    assert wait_status(vm, job_id, timeout=300)["status"] == "succeeded"
+    history = [a["status"] for a in api(vm, "GET", f"/api/v2/training/jobs/{job_id}")["attempt_history"]]
+    assert history == ["preempted", "succeeded"], history
+
+
+def run_block(vm, name: str, env: str = "", timeout: float = 300):
+    """One block of docs/operations.md, run as written; `env` sets the variables it names."""
+    commands = runnable()[name]
+    result = vm.ssh(f"set -e\n{env}\n{commands}", check=False, timeout=timeout)
+    assert result.returncode == 0, f"runbook block {name!r} failed:\n{commands}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_every_runbook_command_works_as_written(vm):
+    """Every `run:` block of docs/operations.md, in the order an operator would need them."""
+    wait_ready(vm)
+    assert "ready" in run_block(vm, "https")
+    vm.ssh(
+        "printf 'timestamp,open,high,low,close,volume\\n' > /var/tmp/btcusdt-1m.csv && "
+        'for i in $(seq 0 99); do echo "$((1735689600 + 60 * i)),100,101,99,100.5,3"; done >> /var/tmp/btcusdt-1m.csv'
+    )
+    data = run_block(vm, "data")
+    assert "new bars for BTCUSDT 1m" in data and "ETHUSDT\t1m\t150000" in data, data
+    job_id = start_job(vm, 40, seed=6)
+    jobs = run_block(vm, "jobs", env=f"JOB={job_id}")
+    assert any(line.startswith("succeeded") and "100.0%" in line for line in jobs.splitlines()), jobs
+    assert job_id in jobs  # jobs list and jobs show name it
+    run_block(vm, "day-to-day")
+    assert vm.ssh("systemctl is-active trad-worker@1").stdout.strip() == "active"
+    run_block(vm, "scale")
+    assert vm.ssh("systemctl is-enabled trad-worker@3", check=False).stdout.strip() == "disabled"
+    logs = run_block(vm, "logs", env=f"JOB={job_id}")
+    lines = [json.loads(line) for line in logs.splitlines()]
+    about_job = [line for line in lines if line.get("job_id") == job_id]
+    assert any(line["logger"].startswith("rq.") for line in about_job), "RQ's lines carry the job id"
+    release = vm.ssh("basename $(readlink /srv/trad/current)").stdout.strip()
+    run_block(vm, "rollback", env=f"VERSION={release}")
+    run_block(vm, "backup")
+    backup = vm.ssh("ls /var/backups/trad-*.dump").stdout.split()[-1]
+    assert vm.ssh(f"stat -c '%a %U' {backup}").stdout.strip() == "600 root"
+    run_block(vm, "restore", env=f"BACKUP={backup}")
+    wait_ready(vm)
+    assert api(vm, "GET", f"/api/v2/training/jobs/{job_id}")["status"] == "succeeded"
+    assert "# Keyspace" in run_block(vm, "redis-admin")
+    old = token(vm)
+    run_block(vm, "rotate-token")
+    assert token(vm) != old
+    wait_ready(vm)
+    assert api(vm, "GET", "/api/v2/training/queue") is not None
 
 
 def test_poweroff_and_boot_with_jobs_queued_loses_none(vm):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from tests.support import ROOT
 
-SCRIPTS = [*sorted(p for p in (ROOT / "ops/scripts").glob("*.sh")), ROOT / ".ci/run"]
+SCRIPTS = [*sorted(p for p in (ROOT / "ops/scripts").glob("*.sh")), ROOT / "ops/scripts/trad", ROOT / ".ci/run"]
 UNITS = sorted((ROOT / "ops/systemd").iterdir())
 
 
@@ -59,3 +60,62 @@ def test_units_have_the_promised_settings():
         ):
             assert line in text.splitlines(), line
     assert "WatchdogSec=60" in worker.splitlines()
+
+
+def test_restarts_never_lock_a_unit_out_and_stopping_the_target_waits():
+    for name in ("trad-api.service", "trad-worker@.service"):
+        lines = (ROOT / "ops/systemd" / name).read_text().splitlines()
+        assert "StartLimitIntervalSec=0" in lines, name
+        assert not any(line.startswith("StartLimitBurst=") for line in lines), name
+        assert "RestartSec=5" in lines, name  # what throttles a crash loop
+        # Stop order is the reverse of start order: a unit After= the target stops before it.
+        assert "PartOf=trad.target" in lines and "After=trad.target" in lines, name
+
+
+def test_each_unit_receives_only_the_secrets_it_needs():
+    def credentials(name: str) -> set[str]:
+        lines = (ROOT / "ops/systemd" / name).read_text().splitlines()
+        return {line.split("=", 1)[1].split(":", 1)[0] for line in lines if line.startswith("LoadCredential=")}
+
+    assert credentials("trad-api.service") == {"database_url", "redis_url", "api_token"}
+    assert credentials("trad-worker@.service") == {"database_url", "redis_url"}
+
+
+def test_worker_memory_is_bounded_and_an_oom_kill_leaves_the_worker_running():
+    lines = (ROOT / "ops/systemd/trad-worker@.service").read_text().splitlines()
+    assert any(line.startswith("MemoryMax=") for line in lines)
+    assert any(line.startswith("MemoryHigh=") for line in lines)
+    assert "OOMPolicy=continue" in lines
+
+
+def test_no_password_in_process_arguments():
+    redis = (ROOT / "ops/scripts/install_redis.sh").read_text()
+    server = (ROOT / "ops/scripts/server_install.sh").read_text()
+    assert "--pass" not in redis and "REDISCLI_AUTH=" in redis
+    assert '-c "ALTER ROLE' not in server and '-c "CREATE ROLE' not in server
+    assert '<<<"ALTER ROLE trad WITH LOGIN PASSWORD' in server
+    assert 'Bearer $token"' not in server  # the API token reaches curl on stdin
+    docs = (ROOT / "docs/operations.md").read_text()
+    assert "--pass" not in docs
+
+
+def test_deploy_ships_to_a_fresh_root_only_directory_and_checks_what_arrived():
+    script = (ROOT / "ops/scripts/deploy_to_server.sh").read_text()
+    assert "/var/tmp/trad-deploy" not in script
+    assert "install -d -m 0700 -o root -g root $REMOTE_PARENT" in script
+    assert "mktemp -d $REMOTE_PARENT/" in script
+    assert "sha256sum --quiet --strict -c SHA256SUMS" in script
+    assert "trap remove_remote_dir EXIT" in script
+
+
+def test_every_runbook_block_is_marked_run_or_not_run():
+    from tests.deploy.runbook import RUNBOOK, blocks
+
+    found = blocks()
+    text = RUNBOOK.read_text()
+    assert len(found) == text.count("```sh"), "a shell block the marker pattern does not see"
+    assert all(b.marker in ("run", "not run") and b.label for b in found), [b for b in found if not b.marker]
+    assert not re.search(r"^    \S", text, re.M), "indented code blocks are not checked; use ```sh blocks"
+    labels = [b.label for b in found if b.marker == "run"]
+    assert len(labels) == len(set(labels))
+    assert {"data", "jobs", "logs", "scale", "backup", "restore", "https", "redis-admin"} <= set(labels)

@@ -1,0 +1,98 @@
+"""`trad jobs follow ID`: a job's progress in the terminal until it ends.
+
+One line, redrawn in place on a terminal (a new line per change otherwise): status, phase,
+a bar with the percent, iteration, best score and ETA. The exit status is the outcome.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from app.db import transaction
+from app.services import jobs as jobs_service
+from app.settings import Settings
+
+FINAL = ("succeeded", "failed", "canceled")
+EXIT_STATUS = {"succeeded": 0, "failed": 1, "canceled": 4}
+BAR_WIDTH = 24
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    status: str
+    phase: str | None
+    percent: float
+    iteration: int | None
+    n_iterations: int | None
+    best_score: float | None
+    eta_seconds: float | None
+    message: str | None
+    error: str | None
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def render(s: Snapshot) -> str:
+    filled = round(BAR_WIDTH * min(max(s.percent, 0.0), 100.0) / 100)
+    parts = [f"{s.status:<9}", f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {s.percent:5.1f}%"]
+    if s.phase:
+        parts.append(s.phase)
+    if s.iteration is not None:
+        parts.append(f"iter {s.iteration}" + (f"/{s.n_iterations}" if s.n_iterations else ""))
+    if s.best_score is not None:
+        parts.append(f"best {s.best_score:.4g}")
+    if s.status == "running" and s.eta_seconds is not None:
+        parts.append(f"ETA {_duration(s.eta_seconds)}")
+    if s.status in FINAL and s.error:
+        parts.append(s.error)
+    return "  ".join(parts)
+
+
+def snapshot(settings: Settings, job_id: uuid.UUID) -> Snapshot:
+    with transaction(settings.database_url) as session:
+        job = jobs_service.get(session, job_id)
+        return Snapshot(
+            status=job.status,
+            phase=job.phase,
+            percent=job.percent,
+            iteration=job.iteration,
+            n_iterations=job.n_iterations,
+            best_score=job.best_score,
+            eta_seconds=job.eta_seconds,
+            message=job.message,
+            error=f"{job.error_type}: {job.error_message}" if job.error_type else None,
+        )
+
+
+def follow(
+    read: Callable[[], Snapshot],
+    out: TextIO,
+    interval: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Poll `read` until the job ends; return its exit status (0 succeeded, 1 failed, 4 canceled)."""
+    tty = out.isatty()
+    last = ""
+    while True:
+        s = read()
+        line = render(s)
+        if tty:
+            out.write("\r\x1b[2K" + line)
+        elif line != last:
+            out.write(line + "\n")
+        out.flush()
+        last = line
+        if s.status in FINAL:
+            if tty:
+                out.write("\n")
+            return EXIT_STATUS[s.status]
+        sleep(interval)
