@@ -135,6 +135,14 @@ def no_viable(trials: list[TrialRecord], min_trades: int, where: str) -> NoViabl
     )
 
 
+def thin_evidence(metrics: dict[str, Any], needed: int) -> str | None:
+    """Words for an out-of-sample result with fewer trades than the training density implies."""
+    made = int(metrics.get("n_trades") or 0)
+    if made >= needed:
+        return None
+    return f"only {made} trades out of sample, fewer than the {needed} the training minimum implies: too few to judge"
+
+
 def _search_statistics(result: OptimisationResult, returns: np.ndarray) -> tuple[float | None, float | None]:
     """(DSR of the selected returns among the feasible trials, PBO by CSCV of those trials)."""
     dsr = stats.deflated_sharpe_of(returns, trial_sharpes(result.trials))
@@ -213,16 +221,16 @@ class _Run:
         hooks.progress("validation", 0.0, "validating the best trials out of sample")
         needed = scaled_min_trades(self.min_trades, len(holdout), len(train))
         top = result.top(TOP_K)
-        checked = validate(
-            holdout, self.strategy, top, objective=spec.objective, costs=self.costs, folds=spec.folds, min_trades=needed
-        )
+        checked = validate(holdout, self.strategy, top, objective=spec.objective, costs=self.costs, folds=spec.folds)
         if checked is None:
-            raise NoViableConfiguration(self._validation_failure(top, holdout, needed))
+            raise NoViableConfiguration(self._validation_failure(top, holdout))
         train_bt = backtest(train, self.strategy.signals(train, checked.params), self.costs)
         val_bt = backtest(holdout, self.strategy.signals(holdout, checked.params), self.costs)
         bench_train, bench_val = buy_and_hold(train, self.costs), buy_and_hold(holdout, self.costs)
         dsr, pbo = _search_statistics(result, stats.bar_returns(train_bt.equity))
-        verdict = judge(len(result.trials), len(result.feasible()), dsr, pbo)
+        verdict = judge(
+            len(result.trials), len(result.feasible()), dsr, pbo, thin=thin_evidence(val_bt.metrics, needed)
+        )
         hooks.progress("validation", 1.0, "overfitting suspected" if verdict.overfit else "validated")
         return self.common(
             TrainingOutcome(
@@ -256,14 +264,14 @@ class _Run:
             )
         )
 
-    def _validation_failure(self, top: list[TrialRecord], holdout: Candles, needed: int) -> str:
+    def _validation_failure(self, top: list[TrialRecord], holdout: Candles) -> str:
         counts = [
             int(backtest(holdout, self.strategy.signals(holdout, t.params), self.costs).metrics.get("n_trades") or 0)
             for t in top
         ]
         return (
             f"no viable configuration out of sample: none of the best {len(top)} training configurations "
-            f"made at least {needed} trades with a defined {self.spec.objective} on the {len(holdout)} "
+            f"made a trade with a defined {self.spec.objective} on the {len(holdout)} "
             f"validation bars (they made {', '.join(map(str, counts))})"
         )
 
@@ -326,7 +334,9 @@ class _Run:
         if all(s is not None for s in oos_scores) and float(np.mean(is_scores)) > 0:
             wfe = float(np.mean(oos_scores)) / float(np.mean(is_scores))
         pbo = float(np.mean(pbos)) if pbos else None
-        verdict = judge(all_trials, len(result.feasible()), rows[-1]["deflated_sharpe"], pbo, wfe)
+        needed = scaled_min_trades(self.min_trades, len(oos_all), plan[-1].in_sample[1] - plan[-1].in_sample[0])
+        thin = thin_evidence(oos_bt.metrics, needed)
+        verdict = judge(all_trials, len(result.feasible()), rows[-1]["deflated_sharpe"], pbo, wfe, thin=thin)
         hooks.progress("validation", 1.0, "overfitting suspected" if verdict.overfit else "validated")
         return self.common(
             TrainingOutcome(

@@ -71,10 +71,17 @@ class Statistics:
 
 
 def judge(
-    n_trials: int, n_feasible: int, deflated_sharpe: float | None, pbo: float | None, wfe: float | None = None
+    n_trials: int,
+    n_feasible: int,
+    deflated_sharpe: float | None,
+    pbo: float | None,
+    wfe: float | None = None,
+    *,
+    thin: str | None = None,
 ) -> Statistics:
-    """The overfit flag from the Deflated Sharpe Ratio and the PBO, with the reason in words."""
-    reasons = []
+    """The overfit flag from the Deflated Sharpe Ratio and the PBO, with the reason in words.
+    `thin` names an out-of-sample sample too small to judge; it also raises the flag."""
+    reasons = [thin] if thin else []
     if deflated_sharpe is None:
         reasons.append("the deflated Sharpe ratio is undefined (the returns do not vary)")
     elif deflated_sharpe < DSR_CONFIDENCE:

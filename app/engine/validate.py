@@ -1,6 +1,5 @@
 """Holdout validation: choose among the best feasible training trials by their score on data the
-optimiser never saw. A candidate must trade out of sample at the same density it was required
-to trade in training (`min_trades` scaled by the lengths), or it is not chosen."""
+optimiser never saw. A candidate must trade out of sample with a defined score to be chosen."""
 
 from __future__ import annotations
 
