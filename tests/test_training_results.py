@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 from sqlalchemy import func, select
 
 from app.api.schemas import ConfigurationDetail, Progress
@@ -27,9 +28,11 @@ def load_demo(db, bars=DEMO_BARS, seed=DEMO_SEED):
 
 def finished(client, job_id, timeout=240):
     return wait_until(
-        lambda: (b := client.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"]
-        in ("succeeded", "failed", "canceled")
-        and b,
+        lambda: (
+            (b := client.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"]
+            in ("succeeded", "failed", "canceled")
+            and b
+        ),
         timeout=timeout,
         interval=0.2,
         what="training job to finish",
@@ -100,13 +103,13 @@ def test_demo_rsi_reversion_saves_no_degenerate_winner(client, db, workers):
 def test_no_viable_configuration_fails_clearly_without_retry(client, db, workers):
     load_demo(db, bars=5_000)
     workers("w1")
-    body = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 15, "min_trades": 500}
+    body = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "5m", "n_iterations": 15, "min_trades": 5000}
     job_id = client.post("/api/v2/training/start", json=body).json()["job_id"]
     final = finished(client, job_id, timeout=90)
     assert final["status"] == "failed" and final["attempts"] == 1, final
     assert final["error"]["type"] == "NoViableConfiguration"
     message = final["error"]["message"]
-    assert "15 trials tried" in message and "the minimum is 500" in message and "most trades" in message
+    assert "15 trials tried" in message and "the minimum is 5000" in message and "most trades" in message
     assert db.scalar(select(func.count()).select_from(TrainedConfiguration)) == 0
 
 
@@ -137,10 +140,8 @@ def test_walk_forward_job_stitches_out_of_sample_windows(client, db, workers):
     data = candles_service.load(db, "BTCUSDT", "5m", None, None)
     strategy = get_strategy("sma_crossover")
     plan = windows(len(data), 3, anchored=False)
-    positions = [
-        out_of_sample_positions(data, strategy, row["params"], w) for row, w in zip(detail["windows"], plan, strict=True)
-    ]
-    import numpy as np
+    chosen = [row["params"] for row in detail["windows"]]
+    positions = [out_of_sample_positions(data, strategy, p, w) for p, w in zip(chosen, plan, strict=True)]
 
     oos = data[plan[0].out_of_sample[0] :]
     again = backtest(oos, np.concatenate(positions), Costs())

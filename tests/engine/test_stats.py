@@ -40,9 +40,8 @@ def test_deflated_sharpe_of_returns_matches_scipy_moments(seed, n_trials):
     sr = returns.mean() / returns.std()
     skew, kurt = sps.skew(returns), sps.kurtosis(returns, fisher=False)
     var = np.var(trial_sharpes, ddof=1)
-    sr0 = math.sqrt(var) * (
-        (1 - np.euler_gamma) * sps.norm.ppf(1 - 1 / n_trials) + np.euler_gamma * sps.norm.ppf(1 - 1 / (n_trials * math.e))
-    )
+    g = np.euler_gamma
+    sr0 = math.sqrt(var) * ((1 - g) * sps.norm.ppf(1 - 1 / n_trials) + g * sps.norm.ppf(1 - 1 / (n_trials * math.e)))
     z = (sr - sr0) * math.sqrt(len(returns) - 1) / math.sqrt(1 - skew * sr + (kurt - 1) / 4 * sr**2)
     assert stats.deflated_sharpe_of(returns, trial_sharpes) == pytest.approx(sps.norm.cdf(z), abs=1e-9)
 
