@@ -28,6 +28,7 @@ import numpy as np
 EULER_GAMMA = 0.5772156649015329
 CSCV_BLOCKS = 16  # S in the paper; C(16, 8) = 12,870 splits
 _NORMAL = NormalDist()
+_CHUNK = 1024
 
 
 def bar_returns(equity: np.ndarray) -> np.ndarray:
@@ -131,15 +132,18 @@ def pbo(blocks: np.ndarray) -> PBO | None:
     if n_trials < 2 or s < 2 or s % 2:
         return None
     combos = np.array(list(itertools.combinations(range(s), s // 2)))
-    chosen = np.zeros((len(combos), s))
-    chosen[np.arange(len(combos))[:, None], combos] = 1.0
-    rest = 1.0 - chosen
     counts, sums, squares = blocks[:, :, 0].T, blocks[:, :, 1].T, blocks[:, :, 2].T  # (S, trials)
-    is_sr = _union_sharpe(chosen @ counts, chosen @ sums, chosen @ squares)  # (splits, trials)
-    oos_sr = _union_sharpe(rest @ counts, rest @ sums, rest @ squares)
-    best = np.argmax(is_sr, axis=1)
-    picked = oos_sr[np.arange(len(combos)), best][:, None]
-    rank = (oos_sr < picked).sum(axis=1) + ((oos_sr == picked).sum(axis=1) + 1) / 2.0
-    omega = rank / (n_trials + 1)
-    logits = np.log(omega / (1.0 - omega))
+    logits = np.empty(len(combos))
+    for start in range(0, len(combos), _CHUNK):  # bounded memory for many trials
+        part = combos[start : start + _CHUNK]
+        chosen = np.zeros((len(part), s))
+        chosen[np.arange(len(part))[:, None], part] = 1.0
+        rest = 1.0 - chosen
+        is_sr = _union_sharpe(chosen @ counts, chosen @ sums, chosen @ squares)  # (splits, trials)
+        oos_sr = _union_sharpe(rest @ counts, rest @ sums, rest @ squares)
+        best = np.argmax(is_sr, axis=1)
+        picked = oos_sr[np.arange(len(part)), best][:, None]
+        rank = (oos_sr < picked).sum(axis=1) + ((oos_sr == picked).sum(axis=1) + 1) / 2.0
+        omega = rank / (n_trials + 1)
+        logits[start : start + len(part)] = np.log(omega / (1.0 - omega))
     return PBO(pbo=float(np.mean(logits <= 0)), n_splits=len(combos), logits=logits)
