@@ -180,3 +180,19 @@ def test_response_schemas_turn_non_finite_numbers_into_null():
     assert body["score"] is None and body["params"] == {"a": None}
     assert body["train_metrics"] == {"sharpe": None, "nested": [1.0, None]}
     assert body["details"] == {"x": None} and body["statistics"]["deflated_sharpe"] is None
+
+
+def test_bad_result_options_are_refused_naming_the_field(client, db):
+    base = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "5m"}
+    cases = [
+        ({"min_trades": 0}, "min_trades"),
+        ({"min_trades": "30"}, "min_trades"),
+        ({"validation": {"mode": "kfold"}}, "mode"),
+        ({"validation": {"mode": "walk_forward", "windows": 1}}, "windows"),
+        ({"validation": {"mode": "walk_forward", "extra": 1}}, "extra"),
+    ]
+    for extra, field in cases:
+        resp = client.post("/api/v2/training/start", json={**base, **extra})
+        assert resp.status_code == 422, (extra, resp.text)
+        assert any(field in map(str, e["loc"]) for e in resp.json()["detail"]), (extra, resp.json())
+    assert client.get("/api/v2/training/jobs").json()["total"] == 0
