@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app.models import Trial
-from tests.faults.conftest import attempts, config_count, job, start, trial_numbers
+from tests.faults.support import attempts, config_count, job, start, trial_numbers
 from tests.support import wait_until
 
 pytestmark = pytest.mark.faults
