@@ -88,8 +88,8 @@ class StartTraining(BaseModel):
     objective: Objective = "sharpe"
     holdout_fraction: StrictFloat = Field(0.2, ge=0.05, le=0.5, allow_inf_nan=False)
     folds: Integer = Field(0, ge=0, le=10, description="consecutive slices of the holdout whose mean score decides")
-    min_trades: Integer | None = Field(
-        None, ge=1, le=100_000, description="minimum trades in the training window; default by timeframe"
+    min_trades: Annotated[int, Field(ge=1, le=100_000), BeforeValidator(_number_not_text)] | None = Field(
+        None, description="minimum trades in the training window; default by timeframe"
     )
     validation: WalkForward = Field(default_factory=WalkForward)
 
