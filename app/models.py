@@ -160,6 +160,11 @@ class Trial(Base):
     params: Mapped[dict[str, Any]]
     score: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    feasible: Mapped[bool] = mapped_column(default=True, server_default="true")
+    reason: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    window: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stats: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

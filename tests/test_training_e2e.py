@@ -19,7 +19,15 @@ PHASE_ORDER = ["data_preparation", "optimisation", "validation", "saving"]
 
 
 def start_body(**overrides):
-    body = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "5m", "n_iterations": 12, "seed": 7}
+    # A dozen trials on 3,200 training bars: a low min_trades keeps the search viable.
+    body = {
+        "strategy": "sma_crossover",
+        "symbol": "BTCUSDT",
+        "timeframe": "5m",
+        "n_iterations": 12,
+        "seed": 7,
+        "min_trades": 3,
+    }
     body.update(overrides)
     return body
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -12,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictStr,
     field_validator,
@@ -44,6 +46,32 @@ Integer = Annotated[int, BeforeValidator(_number_not_text)]
 StrategyName = StrEnum("StrategyName", {name: name for name in strategy_names()})
 
 
+def _finite_or_none(value: Any) -> Any:
+    """Non-finite numbers become null, recursively: no API body carries NaN or ±inf."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+FiniteFloat = Annotated[float | None, BeforeValidator(_finite_or_none)]
+FiniteJson = Annotated[dict[str, Any], BeforeValidator(_finite_or_none)]
+
+
+class WalkForward(BaseModel):
+    """How the search is validated: `holdout` (default) or `walk_forward` over `windows`
+    rolling (or `anchored`) in-sample windows, each followed by its out-of-sample window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["holdout", "walk_forward"] = "holdout"
+    windows: Integer = Field(5, ge=2, le=20, description="walk-forward windows")
+    anchored: StrictBool = Field(False, description="in-sample windows all start at the first bar")
+
+
 class StartTraining(BaseModel):
     """POST /api/v2/training/start. Unknown fields and wrong types (e.g. "10" for a number) are refused."""
 
@@ -59,7 +87,11 @@ class StartTraining(BaseModel):
     seed: Integer = Field(0, ge=0, le=2**31 - 1)
     objective: Objective = "sharpe"
     holdout_fraction: StrictFloat = Field(0.2, ge=0.05, le=0.5, allow_inf_nan=False)
-    folds: Integer = Field(0, ge=0, le=10, description="walk-forward folds for validation; 0 = holdout only")
+    folds: Integer = Field(0, ge=0, le=10, description="consecutive slices of the holdout whose mean score decides")
+    min_trades: Annotated[int, Field(ge=1, le=100_000), BeforeValidator(_number_not_text)] | None = Field(
+        None, description="minimum trades in the training window; default by timeframe"
+    )
+    validation: WalkForward = Field(default_factory=WalkForward)
 
     @field_validator("start", "end")
     @classmethod
@@ -99,8 +131,8 @@ class Progress(BaseModel):
     message: str | None
     iteration: int | None
     n_iterations: int | None
-    best_score: float | None
-    eta_seconds: float | None
+    best_score: FiniteFloat
+    eta_seconds: FiniteFloat
     attempts: int = Field(description="runs of this job so far, each start counted, preempted ones included")
     counted_attempts: int = Field(
         description="runs that used up the retry budget (failed or lost); preempted runs do not count"
@@ -155,3 +187,84 @@ class QueueInfo(BaseModel):
     failed: int
     workers: int
     redis_ok: bool
+
+
+class Configuration(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    strategy: str
+    symbol: str
+    timeframe: str
+    params: FiniteJson
+    objective: str
+    score: FiniteFloat
+    train_metrics: FiniteJson
+    validation_metrics: FiniteJson
+    overfit: bool
+    overfit_reason: str | None
+    data_start: datetime | None
+    data_end: datetime | None
+    seed: int
+    code_version: str
+    created_at: datetime
+
+
+class Statistics(BaseModel):
+    n_trials: int = 0
+    deflated_sharpe: FiniteFloat = None
+    pbo: FiniteFloat = None
+    walk_forward_efficiency: FiniteFloat = None
+    verdict: str = ""
+    overfit: bool = False
+    reason: str | None = None
+
+
+class ConfigurationDetail(Configuration):
+    """A configuration with its evidence: curve against buy-and-hold, out-of-sample trades,
+    walk-forward windows and the statistics of the search (see docs/results.md)."""
+
+    details: FiniteJson
+    validation_mode: Literal["holdout", "walk_forward"] = "holdout"
+    min_trades: int | None = None
+    equity_curve: FiniteJson = Field(default_factory=dict)
+    validation_start: int | None = None
+    windows: list[FiniteJson] = Field(default_factory=list)
+    trades: list[FiniteJson] = Field(default_factory=list)
+    benchmark_metrics: FiniteJson = Field(default_factory=dict)
+    excess: FiniteJson = Field(default_factory=dict)
+    statistics: Statistics | None = None
+    param_importances: FiniteJson = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_details(cls, value: Any) -> Any:
+        """Lift the stored result fields out of the row's `details` JSON."""
+        if isinstance(value, dict):
+            return value
+        details = dict(getattr(value, "details", None) or {})
+        fields = {name: getattr(value, name) for name in Configuration.model_fields}
+        lifted = {k: details[k] for k in RESULT_FIELDS if details.get(k) is not None}
+        return {**fields, **lifted, "details": details}
+
+
+class ConfigurationPage(BaseModel):
+    items: list[Configuration]
+    total: int
+    limit: int
+    offset: int
+
+
+RESULT_FIELDS = (
+    "validation_mode",
+    "min_trades",
+    "equity_curve",
+    "validation_start",
+    "windows",
+    "trades",
+    "benchmark_metrics",
+    "excess",
+    "statistics",
+    "param_importances",
+)

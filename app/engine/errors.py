@@ -24,3 +24,8 @@ class InvalidPositions(TrainingInputError):
 
 class InvalidCosts(TrainingInputError):
     pass
+
+
+class NoViableConfiguration(TrainingInputError):
+    """No parameter set met the minimum number of trades with a defined score: nothing worth
+    saving. Deterministic for the same data and request, so never retried."""

@@ -1,15 +1,24 @@
-"""Parameter search with Optuna's TPE sampler, seeded, resumable from persisted trials."""
+"""Parameter search with Optuna's TPE sampler, seeded, resumable from persisted trials.
+
+A trial is feasible when its parameters are valid, it made at least `min_trades` trades and its
+objective is defined. Infeasibility is told to the sampler as constraints (Optuna's
+`Trial.set_constraint`; a value > 0 is a violation), so TPE learns to avoid those regions, and
+such trials are recorded with `score=None` and the reason in words: no sentinel score exists.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 
+from app.engine import stats
 from app.engine.backtest import Costs, backtest
 from app.engine.candles import Candles
 from app.engine.errors import InvalidParams
@@ -19,40 +28,81 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("optuna").setLevel(logging.WARNING)
 
 OBJECTIVES = ("sharpe", "total_return", "calmar")
-BAD_SCORE = -1e9  # a trial with no trades or an invalid combination
 
 
 @dataclass
 class TrialRecord:
-    """One finished trial; JSON-safe, persisted by the caller as it finishes."""
+    """One finished trial; JSON-safe, persisted by the caller as it finishes.
+
+    `window` is the walk-forward window the trial belongs to (0 in holdout mode); `stats` holds
+    the per-bar Sharpe ratio and the CSCV block sums used by the statistics of the search."""
 
     number: int
     params: dict[str, Any]
     score: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
+    feasible: bool = True
+    reason: str | None = None
+    duration_s: float | None = None
+    window: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    score: float | None
+    metrics: dict[str, Any]
+    reason: str | None
+    stats: dict[str, Any]
 
 
 @dataclass
 class OptimisationResult:
     trials: list[TrialRecord]
+    importances: dict[str, float] = field(default_factory=dict)
+
+    def feasible(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.feasible and t.score is not None]
 
     def top(self, k: int) -> list[TrialRecord]:
-        scored = [t for t in self.trials if t.score is not None and t.score > BAD_SCORE]
-        return sorted(scored, key=lambda t: (-t.score, t.number))[:k]
+        return sorted(self.feasible(), key=lambda t: (-(t.score or 0.0), t.number))[:k]
 
 
-def score_of(metrics: dict[str, Any], objective: str) -> float:
-    if metrics.get("n_trades", 0) == 0:
-        return BAD_SCORE
-    value = metrics.get(objective)
-    return float(value) if value is not None and math.isfinite(value) else BAD_SCORE  # None: undefined
+def _defined(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def score_of(metrics: dict[str, Any], objective: str) -> float | None:
+    """The objective's value, or None when it is undefined (no trades, no variation)."""
+    if not metrics.get("n_trades"):
+        return None
+    return _defined(metrics.get(objective))
+
+
+def infeasibility(metrics: dict[str, Any], objective: str, min_trades: int) -> str | None:
+    n_trades = int(metrics.get("n_trades") or 0)
+    if n_trades < min_trades:
+        return f"{n_trades} trades, fewer than the minimum of {min_trades}"
+    if score_of(metrics, objective) is None:
+        return f"{objective} is undefined"
+    return None
 
 
 def evaluate(
-    candles: Candles, strategy: Strategy, params: dict[str, Any], costs: Costs, objective: str
-) -> tuple[float, dict[str, Any]]:
-    metrics = backtest(candles, strategy.signals(candles, params), costs).metrics
-    return score_of(metrics, objective), metrics
+    candles: Candles, strategy: Strategy, params: dict[str, Any], costs: Costs, objective: str, min_trades: int = 1
+) -> Evaluation:
+    result = backtest(candles, strategy.signals(candles, params), costs)
+    returns = stats.bar_returns(result.equity)
+    reason = infeasibility(result.metrics, objective, min_trades)
+    return Evaluation(
+        score=None if reason else score_of(result.metrics, objective),
+        metrics=result.metrics,
+        reason=reason,
+        stats={"bar_sharpe": stats.sharpe(returns), "blocks": stats.block_sums(returns)},
+    )
 
 
 def _suggest(trial: optuna.Trial, strategy: Strategy) -> dict[str, Any]:
@@ -74,6 +124,39 @@ def _distributions(strategy: Strategy) -> dict[str, optuna.distributions.BaseDis
     }
 
 
+def _constraints(record: TrialRecord, min_trades: int) -> dict[str, float]:
+    """Constraint values for the sampler: > 0 is a violation, and a larger one is worse."""
+    n_trades = int(record.metrics.get("n_trades") or 0)
+    return {
+        "valid_params": 0.0 if record.metrics else 1.0,
+        "min_trades": float(min_trades - n_trades) if record.metrics else float(min_trades),
+        "defined_score": 0.0 if record.feasible else 1.0,
+    }
+
+
+def _replay(record: TrialRecord, distributions, min_trades: int) -> optuna.trial.FrozenTrial:
+    feasible = record.feasible and record.score is not None
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE if feasible else optuna.trial.TrialState.PRUNED,
+        value=record.score if feasible else None,
+        params=record.params,
+        distributions=distributions,
+        constraints=_constraints(record, min_trades),
+    )
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances over the feasible trials; {} when not computable."""
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 2 or len({tuple(sorted(t.params.items())) for t in complete}) < 2:
+        return {}
+    try:
+        found = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return {}
+    return {k: float(v) for k, v in found.items() if math.isfinite(v)}
+
+
 def optimise(
     train: Candles,
     strategy: Strategy,
@@ -85,35 +168,61 @@ def optimise(
     completed: list[TrialRecord],
     on_trial: Callable[[TrialRecord], None],
     should_stop: Callable[[], None] | None = None,
+    min_trades: int = 1,
+    window: int = 0,
+    first_number: int = 0,
 ) -> OptimisationResult:
     """Run trials until there are `n_iterations` in all. Trials in `completed` are replayed into
-    the study (not re-run), so a resumed attempt continues where the last one stopped."""
+    the study (not re-run), so a resumed attempt continues where the last one stopped. Trial
+    numbers start at `first_number` (walk-forward windows number their trials consecutively)."""
     if objective not in OBJECTIVES:
         raise InvalidParams(f"unknown objective {objective!r}")
-    sampler = optuna.samplers.TPESampler(seed=seed + len(completed))
+    sampler = optuna.samplers.TPESampler(seed=seed + window * 7919 + len(completed))
     study = optuna.create_study(direction="maximize", sampler=sampler)
     distributions = _distributions(strategy)
     records = sorted(completed, key=lambda t: t.number)
     for record in records:
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=record.params,
-                distributions=distributions,
-                value=record.score if record.score is not None else BAD_SCORE,
-            )
-        )
+        study.add_trial(_replay(record, distributions, min_trades))
     while len(records) < n_iterations:
         if should_stop is not None:
             should_stop()
+        started = time.perf_counter()
         trial = study.ask()
         params = _suggest(trial, strategy)
         try:
             params = strategy.validate_params(params)
-            score, metrics = evaluate(train, strategy, params, costs, objective)
-        except InvalidParams:
-            score, metrics = BAD_SCORE, {}
-        study.tell(trial, score)
-        record = TrialRecord(number=len(records), params=params, score=score, metrics=metrics)
+        except InvalidParams as exc:
+            evaluation = Evaluation(None, {}, f"invalid parameters: {exc}", {})
+        else:
+            evaluation = evaluate(train, strategy, params, costs, objective, min_trades)
+        record = TrialRecord(
+            number=first_number + len(records),
+            params=params,
+            score=evaluation.score,
+            metrics=evaluation.metrics,
+            feasible=evaluation.reason is None,
+            reason=evaluation.reason,
+            window=window,
+            stats=evaluation.stats,
+        )
+        for key, value in _constraints(record, min_trades).items():
+            trial.set_constraint(key, value)
+        if record.feasible:
+            study.tell(trial, record.score)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        record.duration_s = time.perf_counter() - started
         records.append(record)
         on_trial(record)
-    return OptimisationResult(records)
+    return OptimisationResult(records, importances(study))
+
+
+def trial_sharpes(trials: list[TrialRecord]) -> list[float]:
+    """Per-bar Sharpe ratios of the feasible trials (the N and the variance of the DSR)."""
+    return [float(t.stats["bar_sharpe"]) for t in trials if t.feasible and t.stats.get("bar_sharpe") is not None]
+
+
+def block_matrix(trials: list[TrialRecord]) -> np.ndarray | None:
+    """(trials, S, 3) block sums of the feasible trials, for CSCV; None if there are none."""
+    rows = [t.stats["blocks"] for t in trials if t.feasible and t.stats.get("blocks")]
+    return np.array(rows, dtype=np.float64) if rows else None

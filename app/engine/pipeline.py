@@ -1,21 +1,45 @@
 """A whole training run: data preparation, optimisation, validation. The caller saves the
-result (the fourth phase) and supplies hooks for progress, trial persistence and stopping."""
+result (the fourth phase) and supplies hooks for progress, trial persistence and stopping.
+
+Two validation modes: `holdout` (optimise on the head, choose among the best trials on the
+held-out tail) and `walk_forward` (each window re-optimised on its in-sample range and run on
+the out-of-sample range after it; the stitched out-of-sample result is the answer)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.engine import ENGINE_VERSION
+import numpy as np
+
+from app.engine import stats
 from app.engine.backtest import Costs, backtest
+from app.engine.benchmark import buy_and_hold, excess
 from app.engine.candles import TIMEFRAMES, Candles, resample
-from app.engine.errors import TrainingInputError
-from app.engine.optimise import OBJECTIVES, TrialRecord, optimise
-from app.engine.strategies import get_strategy
-from app.engine.validate import split, validate
+from app.engine.errors import NoViableConfiguration, TrainingInputError
+from app.engine.optimise import (
+    OBJECTIVES,
+    OptimisationResult,
+    TrialRecord,
+    block_matrix,
+    optimise,
+    score_of,
+    trial_sharpes,
+)
+from app.engine.report import equity_curve, judge, stitch, trade_list
+from app.engine.strategies import Strategy, get_strategy
+from app.engine.validate import TOP_K, scaled_min_trades, split, validate
+from app.engine.walkforward import Window, out_of_sample_positions, windows
+from app.release import current_code_version
 
 MIN_BARS = 200
+VALIDATION_MODES = ("holdout", "walk_forward")
+# Minimum trades over the training window (each in-sample window in walk-forward) by timeframe:
+# about 30 trades makes a Sharpe estimate worth reading; higher timeframes have far fewer bars
+# for the same history, so they ask for fewer.
+DEFAULT_MIN_TRADES: dict[str, int] = {"1m": 30, "5m": 30, "15m": 30, "1h": 30, "4h": 20, "1d": 10}
 
 
 @dataclass(frozen=True)
@@ -30,6 +54,18 @@ class TrainingSpec:
     folds: int = 0
     fee_bps: float = 10.0
     slippage_bps: float = 2.0
+    min_trades: int | None = None
+    validation_mode: str = "holdout"
+    windows: int = 5
+    anchored: bool = False
+
+    @property
+    def required_trades(self) -> int:
+        return self.min_trades if self.min_trades is not None else DEFAULT_MIN_TRADES[self.timeframe]
+
+    @property
+    def total_iterations(self) -> int:
+        return self.n_iterations * (self.windows if self.validation_mode == "walk_forward" else 1)
 
 
 class TrainingHooks(Protocol):
@@ -54,12 +90,11 @@ class TrainingHooks(Protocol):
 @dataclass
 class TrainingOutcome:
     params: dict[str, Any]
-    score: float
+    score: float | None
     train_metrics: dict[str, Any]
     validation_metrics: dict[str, Any]
     overfit: bool
     overfit_reason: str | None
-    equity_curve: list[list[float]]
     n_bars: int
     n_trials: int
     folds: dict[str, Any]
@@ -67,80 +102,289 @@ class TrainingOutcome:
     validation_range_ms: list[int]
     data_start_ms: int
     data_end_ms: int
-    code_version: str = ENGINE_VERSION
+    validation_mode: str = "holdout"
+    min_trades: int = 1
+    equity_curve: dict[str, list] = field(default_factory=dict)
+    validation_start_ms: int | None = None
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    benchmark_metrics: dict[str, Any] = field(default_factory=dict)
+    excess: dict[str, Any] = field(default_factory=dict)
+    statistics: dict[str, Any] = field(default_factory=dict)
+    param_importances: dict[str, float] = field(default_factory=dict)
+    code_version: str = field(default_factory=current_code_version)
+
+
+def no_viable(trials: list[TrialRecord], min_trades: int, where: str) -> NoViableConfiguration:
+    """The error for a search with no feasible trial, saying what was tried and why it failed."""
+    reasons = Counter(
+        "invalid parameters"
+        if (t.reason or "").startswith("invalid")
+        else "too few trades"
+        if "fewer than" in (t.reason or "")
+        else (t.reason or "undefined score")
+        for t in trials
+        if not t.feasible
+    )
+    most = max((int(t.metrics.get("n_trades") or 0) for t in trials), default=0)
+    why = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+    return NoViableConfiguration(
+        f"no viable configuration {where}: {len(trials)} trials tried, "
+        f"{sum(reasons.values())} infeasible ({why}); the most trades any trial made was {most}, "
+        f"the minimum is {min_trades}. Try a longer range, a lower min_trades or another strategy."
+    )
+
+
+def thin_evidence(metrics: dict[str, Any], needed: int) -> str | None:
+    """Words for an out-of-sample result with fewer trades than the training density implies."""
+    made = int(metrics.get("n_trades") or 0)
+    if made >= needed:
+        return None
+    return f"only {made} trades out of sample, fewer than the {needed} the training minimum implies: too few to judge"
+
+
+def _search_statistics(result: OptimisationResult, returns: np.ndarray) -> tuple[float | None, float | None]:
+    """(DSR of the selected returns among the feasible trials, PBO by CSCV of those trials)."""
+    dsr = stats.deflated_sharpe_of(returns, trial_sharpes(result.trials))
+    matrix = block_matrix(result.trials)
+    found = stats.pbo(matrix) if matrix is not None else None
+    return dsr, (found.pbo if found else None)
+
+
+class _Run:
+    def __init__(self, spec: TrainingSpec, data: Candles, hooks: TrainingHooks) -> None:
+        self.spec, self.data, self.hooks = spec, data, hooks
+        self.strategy: Strategy = get_strategy(spec.strategy)
+        self.costs = Costs(spec.fee_bps, spec.slippage_bps)
+        self.min_trades = spec.required_trades
+        self.completed = hooks.completed_trials()
+        self.started = time.monotonic()
+        self.first = len(self.completed)
+        self.done = len(self.completed)
+        self.best = max((t.score for t in self.completed if t.score is not None), default=None)
+
+    def search(self, train: Candles, window: int, label: str) -> OptimisationResult:
+        spec, total = self.spec, self.spec.total_iterations
+        mine = [t for t in self.completed if t.window == window]
+
+        def on_trial(trial: TrialRecord) -> None:
+            self.hooks.save_trial(trial)
+            if trial.score is not None and (self.best is None or trial.score > self.best):
+                self.best = trial.score
+            self.done += 1
+            rate = (time.monotonic() - self.started) / max(1, self.done - self.first)
+            in_window = trial.number - window * spec.n_iterations + 1
+            self.hooks.progress(
+                "optimisation",
+                self.done / total,
+                f"{label}trial {in_window} of {spec.n_iterations}",
+                iteration=self.done,
+                best_score=self.best,
+                eta_seconds=rate * (total - self.done),
+            )
+
+        result = optimise(
+            train,
+            self.strategy,
+            n_iterations=spec.n_iterations,
+            seed=spec.seed,
+            objective=spec.objective,
+            costs=self.costs,
+            completed=mine,
+            on_trial=on_trial,
+            should_stop=self.hooks.check,
+            min_trades=self.min_trades,
+            window=window,
+            first_number=window * spec.n_iterations,
+        )
+        if not result.feasible():
+            where = f"in window {window + 1}" if label else "in training"
+            raise no_viable(result.trials, self.min_trades, where)
+        return result
+
+    def common(self, outcome: TrainingOutcome) -> TrainingOutcome:
+        outcome.n_bars = len(self.data)
+        outcome.data_start_ms = int(self.data.open_time[0])
+        outcome.data_end_ms = int(self.data.open_time[-1])
+        outcome.min_trades = self.min_trades
+        outcome.validation_mode = self.spec.validation_mode
+        return outcome
+
+    def holdout(self) -> TrainingOutcome:
+        spec, hooks = self.spec, self.hooks
+        train, holdout = split(self.data, spec.holdout_fraction)
+        hooks.progress("data_preparation", 1.0, f"{len(train)} training and {len(holdout)} validation bars")
+        hooks.check()
+        result = self.search(train, 0, "")
+
+        hooks.check()
+        hooks.progress("validation", 0.0, "validating the best trials out of sample")
+        needed = scaled_min_trades(self.min_trades, len(holdout), len(train))
+        top = result.top(TOP_K)
+        checked = validate(holdout, self.strategy, top, objective=spec.objective, costs=self.costs, folds=spec.folds)
+        if checked is None:
+            raise NoViableConfiguration(self._validation_failure(top, holdout))
+        train_bt = backtest(train, self.strategy.signals(train, checked.params), self.costs)
+        val_bt = backtest(holdout, self.strategy.signals(holdout, checked.params), self.costs)
+        bench_train, bench_val = buy_and_hold(train, self.costs), buy_and_hold(holdout, self.costs)
+        dsr, pbo = _search_statistics(result, stats.bar_returns(train_bt.equity))
+        verdict = judge(
+            len(result.trials), len(result.feasible()), dsr, pbo, thin=thin_evidence(val_bt.metrics, needed)
+        )
+        hooks.progress("validation", 1.0, "overfitting suspected" if verdict.overfit else "validated")
+        return self.common(
+            TrainingOutcome(
+                params=checked.params,
+                score=checked.validation_score,
+                train_metrics=train_bt.metrics,
+                validation_metrics=val_bt.metrics,
+                overfit=verdict.overfit,
+                overfit_reason=verdict.reason,
+                n_bars=0,
+                n_trials=len(result.trials),
+                folds={"k": spec.folds, "scores": checked.fold_scores, "candidates": checked.candidates},
+                train_range_ms=[int(train.open_time[0]), int(train.open_time[-1])],
+                validation_range_ms=[int(holdout.open_time[0]), int(holdout.open_time[-1])],
+                data_start_ms=0,
+                data_end_ms=0,
+                equity_curve=equity_curve(
+                    self.data.open_time,
+                    stitch([train_bt.equity, val_bt.equity]),
+                    stitch([bench_train.equity, bench_val.equity]),
+                ),
+                validation_start_ms=int(holdout.open_time[0]),
+                trades=trade_list(val_bt),
+                benchmark_metrics={"train": bench_train.metrics, "validation": bench_val.metrics},
+                excess={
+                    "train": excess(train_bt.metrics, bench_train.metrics),
+                    "validation": excess(val_bt.metrics, bench_val.metrics),
+                },
+                statistics=verdict.as_dict(),
+                param_importances=result.importances,
+            )
+        )
+
+    def _validation_failure(self, top: list[TrialRecord], holdout: Candles) -> str:
+        counts = [
+            int(backtest(holdout, self.strategy.signals(holdout, t.params), self.costs).metrics.get("n_trades") or 0)
+            for t in top
+        ]
+        return (
+            f"no viable configuration out of sample: none of the best {len(top)} training configurations "
+            f"made a trade with a defined {self.spec.objective} on the {len(holdout)} "
+            f"validation bars (they made {', '.join(map(str, counts))})"
+        )
+
+    def walk_forward(self) -> TrainingOutcome:
+        spec, hooks, data = self.spec, self.hooks, self.data
+        plan = windows(len(data), spec.windows, spec.anchored)
+        if min(w.out_of_sample[1] - w.out_of_sample[0] for w in plan) < 2:
+            raise TrainingInputError(f"{len(data)} bars is too few for {spec.windows} walk-forward windows")
+        hooks.progress("data_preparation", 1.0, f"{len(data)} bars in {spec.windows} walk-forward windows")
+        rows: list[dict[str, Any]] = []
+        positions: list[np.ndarray] = []
+        last: tuple[OptimisationResult, TrialRecord, Window] | None = None
+        pbos, all_trials = [], 0
+        for w in plan:
+            hooks.check()
+            train = data[w.in_sample[0] : w.in_sample[1]]
+            result = self.search(train, w.index, f"window {w.index + 1} of {spec.windows}: ")
+            best = result.top(1)[0]
+            oos_positions = out_of_sample_positions(data, self.strategy, best.params, w)
+            oos = data[w.out_of_sample[0] : w.out_of_sample[1]]
+            oos_bt = backtest(oos, oos_positions, self.costs)
+            is_bt = backtest(train, self.strategy.signals(train, best.params), self.costs)
+            dsr, pbo = _search_statistics(result, stats.bar_returns(is_bt.equity))
+            if pbo is not None:
+                pbos.append(pbo)
+            all_trials += len(result.trials)
+            positions.append(oos_positions)
+            rows.append(
+                {
+                    "index": w.index,
+                    "in_sample_start": int(data.open_time[w.in_sample[0]]),
+                    "in_sample_end": int(data.open_time[w.in_sample[1] - 1]),
+                    "out_of_sample_start": int(oos.open_time[0]),
+                    "out_of_sample_end": int(oos.open_time[-1]),
+                    "params": best.params,
+                    "in_sample_score": best.score,
+                    "out_of_sample_score": score_of(oos_bt.metrics, spec.objective),
+                    "in_sample_trades": int(best.metrics.get("n_trades") or 0),
+                    "out_of_sample_trades": int(oos_bt.metrics.get("n_trades") or 0),
+                    "deflated_sharpe": dsr,
+                    "pbo": pbo,
+                }
+            )
+            last = (result, best, w)
+        hooks.check()
+        hooks.progress("validation", 0.0, "stitching the out-of-sample windows")
+        assert last is not None
+        result, best, w_last = last
+        first_oos, end = plan[0].out_of_sample[0], plan[-1].out_of_sample[1]
+        oos_all = data[first_oos:end]
+        oos_bt = backtest(oos_all, np.concatenate(positions), self.costs)
+        head = data[:first_oos]
+        head_bt = backtest(head, self.strategy.signals(head, rows[0]["params"]), self.costs)
+        last_is = data[w_last.in_sample[0] : w_last.in_sample[1]]
+        last_is_bt = backtest(last_is, self.strategy.signals(last_is, best.params), self.costs)
+        bench_train, bench_oos = buy_and_hold(head, self.costs), buy_and_hold(oos_all, self.costs)
+        is_scores = [r["in_sample_score"] for r in rows]
+        oos_scores = [r["out_of_sample_score"] for r in rows]
+        wfe = None
+        if all(s is not None for s in oos_scores) and float(np.mean(is_scores)) > 0:
+            wfe = float(np.mean(oos_scores)) / float(np.mean(is_scores))
+        pbo = float(np.mean(pbos)) if pbos else None
+        needed = scaled_min_trades(self.min_trades, len(oos_all), plan[-1].in_sample[1] - plan[-1].in_sample[0])
+        thin = thin_evidence(oos_bt.metrics, needed)
+        verdict = judge(all_trials, len(result.feasible()), rows[-1]["deflated_sharpe"], pbo, wfe, thin=thin)
+        hooks.progress("validation", 1.0, "overfitting suspected" if verdict.overfit else "validated")
+        return self.common(
+            TrainingOutcome(
+                params=best.params,
+                score=score_of(oos_bt.metrics, spec.objective),
+                train_metrics=last_is_bt.metrics,
+                validation_metrics=oos_bt.metrics,
+                overfit=verdict.overfit,
+                overfit_reason=verdict.reason,
+                n_bars=0,
+                n_trials=all_trials,
+                folds={"k": 0, "scores": [], "candidates": []},
+                train_range_ms=[int(last_is.open_time[0]), int(last_is.open_time[-1])],
+                validation_range_ms=[int(oos_all.open_time[0]), int(oos_all.open_time[-1])],
+                data_start_ms=0,
+                data_end_ms=0,
+                equity_curve=equity_curve(
+                    data.open_time[:end],
+                    stitch([head_bt.equity, oos_bt.equity]),
+                    stitch([bench_train.equity, bench_oos.equity]),
+                ),
+                validation_start_ms=int(oos_all.open_time[0]),
+                windows=rows,
+                trades=trade_list(oos_bt),
+                benchmark_metrics={"train": bench_train.metrics, "validation": bench_oos.metrics},
+                excess={
+                    "train": excess(head_bt.metrics, bench_train.metrics),
+                    "validation": excess(oos_bt.metrics, bench_oos.metrics),
+                },
+                statistics=verdict.as_dict(),
+                param_importances=result.importances,
+            )
+        )
 
 
 def run_training(spec: TrainingSpec, candles: Candles, hooks: TrainingHooks) -> TrainingOutcome:
-    strategy = get_strategy(spec.strategy)
+    get_strategy(spec.strategy)
     if spec.objective not in OBJECTIVES:
         raise TrainingInputError(f"unknown objective {spec.objective!r}")
     if spec.timeframe not in TIMEFRAMES:
         raise TrainingInputError(f"unknown timeframe {spec.timeframe!r}")
-    costs = Costs(spec.fee_bps, spec.slippage_bps)
+    if spec.validation_mode not in VALIDATION_MODES:
+        raise TrainingInputError(f"unknown validation mode {spec.validation_mode!r}")
 
     # Phase 1: data preparation.
     hooks.check()
     data = resample(candles, spec.timeframe) if candles.timeframe != spec.timeframe else candles
     if len(data) < MIN_BARS:
         raise TrainingInputError(f"{len(data)} {spec.timeframe} bars is too few to train on (need {MIN_BARS})")
-    train, holdout = split(data, spec.holdout_fraction)
-    hooks.progress("data_preparation", 1.0, f"{len(train)} training and {len(holdout)} validation bars")
-
-    # Phase 2: optimisation, one persisted trial at a time.
-    completed = hooks.completed_trials()
-    started, first = time.monotonic(), len(completed)
-    best = max((t.score for t in completed if t.score is not None), default=None)
-
-    def on_trial(trial: TrialRecord) -> None:
-        nonlocal best
-        hooks.save_trial(trial)
-        if trial.score is not None and (best is None or trial.score > best):
-            best = trial.score
-        done = trial.number + 1
-        rate = (time.monotonic() - started) / max(1, done - first)
-        hooks.progress(
-            "optimisation",
-            done / spec.n_iterations,
-            f"trial {done} of {spec.n_iterations}",
-            iteration=done,
-            best_score=best,
-            eta_seconds=rate * (spec.n_iterations - done),
-        )
-
-    result = optimise(
-        train,
-        strategy,
-        n_iterations=spec.n_iterations,
-        seed=spec.seed,
-        objective=spec.objective,
-        costs=costs,
-        completed=completed,
-        on_trial=on_trial,
-        should_stop=hooks.check,
-    )
-
-    # Phase 3: validation on the held-out tail.
-    hooks.check()
-    hooks.progress("validation", 0.0, "validating the best trials out of sample")
-    top = result.top(5)
-    if not top:
-        raise TrainingInputError("no parameter set produced a single trade; try a longer range or another strategy")
-    checked = validate(holdout, strategy, top, objective=spec.objective, costs=costs, folds=spec.folds)
-    curve = backtest(holdout, strategy.signals(holdout, checked.params), costs).equity_curve()
-    hooks.progress("validation", 1.0, "overfitting suspected" if checked.overfit else "validated")
-    return TrainingOutcome(
-        params=checked.params,
-        score=checked.validation_score,
-        train_metrics=checked.train_metrics,
-        validation_metrics=checked.validation_metrics,
-        overfit=checked.overfit,
-        overfit_reason=checked.overfit_reason,
-        equity_curve=curve,
-        n_bars=len(data),
-        n_trials=len(result.trials),
-        folds={"k": spec.folds, "scores": checked.fold_scores, "candidates": checked.candidates},
-        train_range_ms=[int(train.open_time[0]), int(train.open_time[-1])],
-        validation_range_ms=[int(holdout.open_time[0]), int(holdout.open_time[-1])],
-        data_start_ms=int(data.open_time[0]),
-        data_end_ms=int(data.open_time[-1]),
-    )
+    run = _Run(spec, data, hooks)
+    return run.walk_forward() if spec.validation_mode == "walk_forward" else run.holdout()

@@ -1,9 +1,10 @@
-"""Out-of-sample validation: choose among the best training trials by their score on data the
-optimiser never saw, and say when the result looks overfitted."""
+"""Holdout validation: choose among the best feasible training trials by their score on data the
+optimiser never saw. A candidate must trade out of sample with a defined score to be chosen."""
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from app.engine.backtest import Costs
 from app.engine.candles import Candles
-from app.engine.optimise import BAD_SCORE, TrialRecord, evaluate
+from app.engine.optimise import TrialRecord, evaluate
 from app.engine.strategies import Strategy
 
 TOP_K = 5
@@ -22,57 +23,69 @@ def split(candles: Candles, holdout_fraction: float) -> tuple[Candles, Candles]:
     return candles[:cut], candles[cut:]
 
 
+def scaled_min_trades(min_trades: int, bars: int, training_bars: int) -> int:
+    """The minimum number of trades for `bars` bars at the density asked of training (≥ 1)."""
+    return max(1, math.ceil(min_trades * bars / max(1, training_bars)))
+
+
 @dataclass
 class Validation:
     params: dict[str, Any]
-    train_score: float
-    validation_score: float
+    train_score: float | None
+    validation_score: float | None
     train_metrics: dict[str, Any]
     validation_metrics: dict[str, Any]
-    fold_scores: list[float]
-    overfit: bool
-    overfit_reason: str | None
+    fold_scores: list[float | None]
     candidates: list[dict[str, Any]]
-
-
-def overfit_check(train_score: float, validation_score: float) -> str | None:
-    """Flag likely overfitting: a positive training score that turns negative out of sample,
-    or an out-of-sample score below half the training score."""
-    if train_score > 0 and validation_score < 0:
-        return f"validation score {validation_score:.3g} is negative while training scored {train_score:.3g}"
-    if train_score > 0 and validation_score < 0.5 * train_score:
-        return f"validation score {validation_score:.3g} is under half the training score {train_score:.3g}"
-    return None
+    trial: TrialRecord
 
 
 def validate(
-    holdout: Candles, strategy: Strategy, top: list[TrialRecord], *, objective: str, costs: Costs, folds: int = 0
-) -> Validation:
+    holdout: Candles,
+    strategy: Strategy,
+    top: list[TrialRecord],
+    *,
+    objective: str,
+    costs: Costs,
+    folds: int = 0,
+    min_trades: int = 1,
+) -> Validation | None:
     """Score each of the top training trials on the holdout (and, with `folds` > 1, on that many
-    consecutive slices of it, walk-forward style; their mean decides). Highest wins; ties go
-    to the better training score."""
-    if not top:
-        raise ValueError("no usable training trial to validate")
+    consecutive slices of it; their mean decides). Only candidates with at least `min_trades`
+    holdout trades and a defined score qualify; highest wins, ties go to the better training
+    score. None when no candidate qualifies."""
     slices = [holdout[a:b] for a, b in _fold_bounds(len(holdout), folds)] if folds > 1 else []
     candidates = []
     for record in top[:TOP_K]:
-        score, metrics = evaluate(holdout, strategy, record.params, costs, objective)
-        fold_scores = [evaluate(s, strategy, record.params, costs, objective)[0] for s in slices]
-        decide = float(np.mean(fold_scores)) if fold_scores else score
-        candidates.append((decide, record, score, metrics, fold_scores))
-    candidates.sort(key=lambda c: (-c[0], -(c[1].score or BAD_SCORE), c[1].number))
-    _, best, score, metrics, fold_scores = candidates[0]
-    reason = overfit_check(best.score or 0.0, score)
+        checked = evaluate(holdout, strategy, record.params, costs, objective, min_trades)
+        fold_scores = [evaluate(s, strategy, record.params, costs, objective).score for s in slices]
+        defined = [s for s in fold_scores if s is not None]
+        decide = float(np.mean(defined)) if slices and defined else checked.score
+        candidates.append((decide, record, checked, fold_scores))
+    summary = [
+        {
+            "trial": c[1].number,
+            "train_score": c[1].score,
+            "validation_score": c[2].score,
+            "validation_trades": int(c[2].metrics.get("n_trades") or 0),
+            "reason": c[2].reason,
+        }
+        for c in candidates
+    ]
+    qualified = [c for c in candidates if c[0] is not None and c[2].reason is None]
+    if not qualified:
+        return None
+    qualified.sort(key=lambda c: (-c[0], -(c[1].score or 0.0), c[1].number))
+    _, best, checked, fold_scores = qualified[0]
     return Validation(
         params=best.params,
-        train_score=float(best.score or 0.0),
-        validation_score=float(score),
+        train_score=best.score,
+        validation_score=checked.score,
         train_metrics=best.metrics,
-        validation_metrics=metrics,
+        validation_metrics=checked.metrics,
         fold_scores=fold_scores,
-        overfit=reason is not None,
-        overfit_reason=reason,
-        candidates=[{"trial": c[1].number, "train_score": c[1].score, "validation_score": c[2]} for c in candidates],
+        candidates=summary,
+        trial=best,
     )
 
 

@@ -13,5 +13,7 @@ DEFAULT_LIMITS = Limits(max_attempts=3, timeout_s=30 * 60, stall_timeout_s=5 * 6
 
 
 def count_iterations(params: dict[str, Any]) -> int:
-    """One iteration per optimisation trial."""
-    return int(params["n_iterations"])
+    """One iteration per optimisation trial: `n_iterations` per walk-forward window, or once."""
+    validation = params.get("validation") or {}
+    windows = int(validation.get("windows", 1)) if validation.get("mode") == "walk_forward" else 1
+    return int(params["n_iterations"]) * windows

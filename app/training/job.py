@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from app.engine.errors import NoViableConfiguration as EngineNoViableConfiguration
 from app.engine.errors import TrainingInputError
 from app.engine.optimise import TrialRecord
 from app.engine.pipeline import TrainingOutcome, TrainingSpec, run_training
+from app.engine.report import json_safe
 from app.execution.context import JobContext
 from app.execution.errors import Fenced, JobInputError
 from app.repositories import configurations as configurations_repo
@@ -61,7 +63,20 @@ class JobHooks:
 
     def completed_trials(self) -> list[TrialRecord]:
         rows = self.ctx.run(lambda s: trials_repo.for_job(s, self.ctx.job_id))
-        return [TrialRecord(number=r.number, params=r.params, score=r.score, metrics=r.metrics) for r in rows]
+        return [
+            TrialRecord(
+                number=r.number,
+                params=r.params,
+                score=r.score,
+                metrics=r.metrics,
+                feasible=r.feasible,
+                reason=r.reason,
+                duration_s=r.duration_s,
+                window=r.window,
+                stats=r.stats,
+            )
+            for r in rows
+        ]
 
     def save_trial(self, trial: TrialRecord) -> None:
         """Persist a finished trial, only while this attempt still owns the job; a trial number
@@ -77,7 +92,12 @@ class JobHooks:
                 number=trial.number,
                 params=trial.params,
                 score=trial.score,
-                metrics=trial.metrics,
+                metrics=json_safe(trial.metrics),
+                feasible=trial.feasible,
+                reason=trial.reason,
+                duration_s=trial.duration_s,
+                window=trial.window,
+                stats=json_safe(trial.stats),
             )
 
         self.ctx.run(write)
@@ -86,17 +106,26 @@ class JobHooks:
         self.ctx.check()
 
 
-def spec_from_params(params: dict, n_iterations: int) -> TrainingSpec:
+def spec_from_params(params: dict) -> TrainingSpec:
+    validation = params.get("validation") or {}
     return TrainingSpec(
         strategy=params["strategy"],
         symbol=params["symbol"],
         timeframe=params["timeframe"],
-        n_iterations=n_iterations,
+        n_iterations=int(params["n_iterations"]),  # per walk-forward window
         seed=int(params["seed"]),
         objective=params.get("objective", "sharpe"),
         holdout_fraction=float(params.get("holdout_fraction", 0.2)),
         folds=int(params.get("folds", 0)),
+        min_trades=params.get("min_trades"),
+        validation_mode=validation.get("mode", "holdout"),
+        windows=int(validation.get("windows", 5)),
+        anchored=bool(validation.get("anchored", False)),
     )
+
+
+class NoViableConfiguration(JobInputError):
+    """The search found nothing worth saving: the job fails, and is not retried."""
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -109,7 +138,7 @@ def _ms(value: int | None) -> datetime | None:
 
 def run_training_job(ctx: JobContext):
     params = ctx.params
-    spec = spec_from_params(params, ctx.n_iterations or 0)
+    spec = spec_from_params(params)
     hooks = JobHooks(ctx)
     hooks.progress("data_preparation", 0.0, "loading candles")
     start, end = _parse_time(params.get("start")), _parse_time(params.get("end"))
@@ -124,6 +153,8 @@ def run_training_job(ctx: JobContext):
         ctx.set_resumed_from(len(done))
     try:
         outcome = run_training(spec, candles, hooks)
+    except EngineNoViableConfiguration as exc:
+        raise NoViableConfiguration(str(exc)) from exc
     except TrainingInputError as exc:
         raise JobInputError(str(exc)) from exc
     hooks.progress("saving", 0.0, "saving the configuration")
@@ -138,24 +169,35 @@ def _writer(job_id: uuid.UUID, spec: TrainingSpec, outcome: TrainingOutcome):
             strategy=spec.strategy,
             symbol=spec.symbol,
             timeframe=spec.timeframe,
-            params=outcome.params,
+            params=json_safe(outcome.params),
             objective=spec.objective,
             score=outcome.score,
-            train_metrics=outcome.train_metrics,
-            validation_metrics=outcome.validation_metrics,
+            train_metrics=json_safe(outcome.train_metrics),
+            validation_metrics=json_safe(outcome.validation_metrics),
             overfit=outcome.overfit,
             overfit_reason=outcome.overfit_reason,
-            details={
-                "equity_curve": outcome.equity_curve,
-                "n_bars": outcome.n_bars,
-                "n_trials": outcome.n_trials,
-                "train_range_ms": outcome.train_range_ms,
-                "validation_range_ms": outcome.validation_range_ms,
-                "folds": outcome.folds,
-                "fee_bps": spec.fee_bps,
-                "slippage_bps": spec.slippage_bps,
-                "holdout_fraction": spec.holdout_fraction,
-            },
+            details=json_safe(
+                {
+                    "validation_mode": outcome.validation_mode,
+                    "min_trades": outcome.min_trades,
+                    "equity_curve": outcome.equity_curve,
+                    "validation_start": outcome.validation_start_ms,
+                    "windows": outcome.windows,
+                    "trades": outcome.trades,
+                    "benchmark_metrics": outcome.benchmark_metrics,
+                    "excess": outcome.excess,
+                    "statistics": outcome.statistics,
+                    "param_importances": outcome.param_importances,
+                    "n_bars": outcome.n_bars,
+                    "n_trials": outcome.n_trials,
+                    "train_range_ms": outcome.train_range_ms,
+                    "validation_range_ms": outcome.validation_range_ms,
+                    "folds": outcome.folds,
+                    "fee_bps": spec.fee_bps,
+                    "slippage_bps": spec.slippage_bps,
+                    "holdout_fraction": spec.holdout_fraction,
+                }
+            ),
             data_start=_ms(outcome.data_start_ms),
             data_end=_ms(outcome.data_end_ms),
             seed=spec.seed,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import SessionDep
 from app.api.errors import responses
-from app.api.schemas import MAX_OFFSET
+from app.api.schemas import MAX_OFFSET, Configuration, ConfigurationDetail, ConfigurationPage
 from app.repositories import configurations as repo
 from app.training.catalog import SYMBOL_PATTERN
 
@@ -20,39 +18,6 @@ router = APIRouter(
 )
 Symbol = Annotated[str | None, Query(pattern=SYMBOL_PATTERN)]
 StrategyName = Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,64}$")]
-
-
-class Configuration(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    job_id: uuid.UUID
-    strategy: str
-    symbol: str
-    timeframe: str
-    params: dict[str, Any]
-    objective: str
-    score: float | None
-    train_metrics: dict[str, Any]
-    validation_metrics: dict[str, Any]
-    overfit: bool
-    overfit_reason: str | None
-    data_start: datetime | None
-    data_end: datetime | None
-    seed: int
-    code_version: str
-    created_at: datetime
-
-
-class ConfigurationDetail(Configuration):
-    details: dict[str, Any]
-
-
-class ConfigurationPage(BaseModel):
-    items: list[Configuration]
-    total: int
-    limit: int
-    offset: int
 
 
 @router.get("", response_model=ConfigurationPage)
