@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +27,14 @@ Priority = Literal[PRIORITIES]  # a tuple subscript: Literal of each of its valu
 Timeframe = Literal[TIMEFRAMES]
 Objective = Literal[OBJECTIVES]
 Status = JobStatus
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+# A float in a response body: finite, or null (NaN and ±inf become null, never a sentinel).
+FiniteFloat = Annotated[float | None, AfterValidator(_finite_or_none)]
 
 
 class StartTraining(BaseModel):
@@ -113,17 +123,36 @@ class AttemptOut(BaseModel):
     finished_at: datetime | None
 
 
+class JobSummary(Progress):
+    """A job in the list: its progress plus what it trains and how long it ran."""
+
+    strategy: str | None = Field(description="training jobs: the strategy; null for other kinds")
+    symbol: str | None
+    timeframe: str | None
+    duration_s: FiniteFloat = Field(description="started → finished (or now while running); null if never started")
+
+
 class JobDetail(Progress):
     priority: Priority
     params: dict[str, Any]
     attempt_history: list[AttemptOut]
+    param_importances: dict[str, FiniteFloat] | None = Field(
+        description="the saved configuration's parameter importances (sum ≈ 1); null without a configuration"
+    )
 
 
 class JobPage(BaseModel):
-    items: list[Progress]
+    items: list[JobSummary]
     total: int
     limit: int
     offset: int
+
+
+class WorkerInfo(BaseModel):
+    name: str
+    state: str | None = Field(description="RQ's view: idle, busy, suspended…")
+    job_id: uuid.UUID | None = Field(description="the job whose attempt this worker runs now (from PostgreSQL)")
+    attempt: int | None
 
 
 class QueueInfo(BaseModel):
@@ -132,4 +161,5 @@ class QueueInfo(BaseModel):
     running: int
     failed: int
     workers: int
+    worker_list: list[WorkerInfo] = Field(description="registered workers and the job each is running")
     redis_ok: bool

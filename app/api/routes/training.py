@@ -14,9 +14,19 @@ from redis.exceptions import RedisError
 from app import queue
 from app.api import presenters
 from app.api.deps import RedisDep, SessionDep, SettingsDep
-from app.api.schemas import JobDetail, JobPage, Progress, QueueInfo, StartAccepted, StartTraining, Status
+from app.api.schemas import (
+    JobDetail,
+    JobPage,
+    Progress,
+    QueueInfo,
+    StartAccepted,
+    StartTraining,
+    Status,
+    WorkerInfo,
+)
 from app.db import transaction
 from app.repositories import jobs as jobs_repo
+from app.repositories import results as results_repo
 from app.services import dispatch
 from app.services import jobs as jobs_service
 from app.status import JobStatus
@@ -67,10 +77,15 @@ def list_jobs(
     session: SessionDep,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
     kind: Annotated[str | None, Query(max_length=32)] = None,
+    strategy: Annotated[
+        str | None, Query(pattern=r"^[a-z0-9_]{1,64}$", description="training jobs of one strategy")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobPage:
-    rows, total = jobs_service.list_jobs(session, status=status_filter, kind=kind, limit=limit, offset=offset)
+    rows, total = jobs_service.list_jobs(
+        session, status=status_filter, kind=kind, limit=limit, offset=offset, strategy=strategy
+    )
     return JobPage(items=presenters.progress_page(session, list(rows)), total=total, limit=limit, offset=offset)
 
 
@@ -144,13 +159,20 @@ def queue_info(session: SessionDep, redis: RedisDep) -> QueueInfo:
     try:
         depth = queue.queue_depths(redis)
         workers, redis_ok = queue.worker_count(redis), True
+        registered = queue.registered_workers(redis)
     except RedisError:
-        depth, workers, redis_ok = {p: 0 for p in queue.QUEUE_NAMES}, 0, False
+        depth, workers, redis_ok, registered = {p: 0 for p in queue.QUEUE_NAMES}, 0, False, []
+    running = results_repo.running_attempts_by_worker(session)
+    worker_list = []
+    for name, state in registered:
+        job_id, attempt = running.get(name, (None, None))
+        worker_list.append(WorkerInfo(name=name, state=state, job_id=job_id, attempt=attempt))
     return QueueInfo(
         depth=depth,
         queued=counts.get(JobStatus.QUEUED, 0),
         running=counts.get(JobStatus.RUNNING, 0),
         failed=counts.get(JobStatus.FAILED, 0),
         workers=workers,
+        worker_list=worker_list,
         redis_ok=redis_ok,
     )
