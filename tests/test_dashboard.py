@@ -3,35 +3,23 @@ PostgreSQL holds, and says so when the token is wrong."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.dev.services import free_port, wait_for_port
 from app.status import JobStatus
-from tests.support import ROOT, TOKEN, process_env
+from tests.browser import CHROMIUM, api_process
+from tests.support import TOKEN, process_env
 
-CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 
 
 @pytest.fixture
-def api_url(clean, tmp_path: Path):
-    port = free_port()
-    env = {**process_env(clean), "API_PORT": str(port), "MAINTENANCE_IN_API": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port, 30, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(15)
+def api_url(clean):
+    with api_process(process_env(clean)) as url:
+        yield url
 
 
 def render(url: str, tmp_path: Path) -> str:
