@@ -4,13 +4,19 @@ job text is shown as text, and the page is laid out at desktop and phone width."
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import update
 
-from app.models import Attempt, Job
+from app.engine.backtest import Costs, backtest
+from app.engine.strategies import get_strategy
+from app.engine.validate import split
+from app.models import Attempt, Job, TrainedConfiguration
+from app.services import candles as candles_service
 from tests.browser import CHROMIUM, DESKTOP, PHONE, Browser, api_process
 from tests.conftest import TOKEN, process_env
 from tests.support import wait_until
@@ -203,3 +209,179 @@ def test_unknown_job_and_wrong_token(api_url, browser):
         "({error: document.getElementById('error').textContent, auth: document.getElementById('auth').hidden})"
     )
     assert shown == {"error": "401 missing or invalid bearer token", "auth": False}
+
+
+def contract_results(db, config: dict) -> dict:
+    """The result fields the configuration contract adds (full-range equity with buy-and-hold,
+    the boundary, walk-forward windows, trades, benchmark metrics, statistics), computed here
+    from the job's own candles with the engine's backtester, for a configuration that does not
+    carry them itself."""
+    candles = candles_service.load(db, "BTCUSDT", "5m", None, None)
+    train, holdout = split(candles, 0.2)
+    strategy = get_strategy(config["strategy"])
+    whole = backtest(candles, strategy.signals(candles, config["params"]), Costs())
+    step = max(1, len(candles) // 1500)
+    picked = np.arange(0, len(candles), step)
+    times = candles.open_time
+    cut = len(train)
+    edges = np.linspace(cut, len(candles) - 1, 4).astype(int)
+    windows = [
+        {
+            "index": i,
+            "in_sample_start": int(times[0]),
+            "in_sample_end": int(times[a - 1]),
+            "out_of_sample_start": int(times[a]),
+            "out_of_sample_end": int(times[b]),
+            "params": config["params"],
+            "in_sample_score": 1.5 - i / 10,
+            "out_of_sample_score": None if i == 1 else 0.25 * i,
+        }
+        for i, (a, b) in enumerate(itertools.pairwise(edges))
+    ]
+    validation = backtest(holdout, strategy.signals(holdout, config["params"]), Costs())
+    t = validation.trades
+    trades = [
+        {
+            "entry_time": int(holdout.open_time[t["entry"][i]]),
+            "exit_time": int(holdout.open_time[min(t["exit"][i], len(holdout) - 1)]),
+            "side": "long" if t["side"][i] > 0 else "short",
+            "entry_price": float(t["entry_price"][i]),
+            "exit_price": float(t["exit_price"][i]),
+            "return": float(t["ret"][i]),
+        }
+        for i in range(len(t["ret"]))
+    ]
+    hold = {
+        name: backtest(part, np.ones(len(part)), Costs()).metrics
+        for name, part in (("train", train), ("validation", holdout))
+    }
+    return {
+        "validation_mode": "walk_forward",
+        "equity_curve": {
+            "time": [int(times[i]) for i in picked],
+            "strategy": [float(whole.equity[i]) for i in picked],
+            "benchmark": [float(candles.close[i] / candles.close[0]) for i in picked],
+        },
+        "validation_start": int(times[cut]),
+        "windows": windows,
+        "trades": trades,
+        "benchmark_metrics": hold,
+        "excess": {
+            name: {
+                "total_return": config[f"{name}_metrics"]["total_return"] - hold[name]["total_return"],
+                "sharpe": None,
+            }
+            for name in ("train", "validation")
+        },
+        "statistics": {
+            "n_trials": 20,
+            "deflated_sharpe": 0.4213,
+            "pbo": 0.625,
+            "walk_forward_efficiency": 0.31,
+            "verdict": "Likely overfitted: <b>the best of 20</b> sets is not convincing once the search is counted.",
+            "overfit": True,
+            "reason": "deflated Sharpe 0.42 < 0.95",
+        },
+        "param_importances": {name: 1 / len(config["params"]) for name in config["params"]},
+    }
+
+
+def test_walk_forward_results_with_benchmark_windows_trades_and_statistics(
+    api_url, http, db, workers, browser, tmp_path
+):
+    load_demo(db)
+    workers("w1")
+    job_id = http.post("/api/v2/training/start", json=start_body(n_iterations=20)).json()["job_id"]
+    job = finished(http, job_id)
+    assert job["status"] == "succeeded", job
+    config = http.get(f"/api/v2/training/configurations/{job['configuration_id']}").json()
+    if "statistics" not in config:
+        extra = contract_results(db, config)
+        db.execute(
+            update(TrainedConfiguration)
+            .where(TrainedConfiguration.id == uuid.UUID(config["id"]))
+            .values(details={**config["details"], **extra})
+        )
+        db.commit()
+        config = http.get(f"/api/v2/training/configurations/{job['configuration_id']}").json()
+        config.update(config["details"])
+    detail = http.get(f"/api/v2/training/jobs/{job_id}").json()
+    assert detail["param_importances"] == config["param_importances"]
+
+    assert browser.open(page_url(api_url, job_id)) == "1", browser.console
+    chart = browser.evaluate(
+        "(c => ({data: c.data, labels: c.series.map(s => s.label)}))(tradPage.charts['equity-chart'])"
+    )
+    curve = config["equity_curve"]
+    assert chart == {
+        "data": [curve["time"], curve["strategy"], curve["benchmark"]],
+        "labels": ["Time", "strategy", "buy & hold"],
+    }
+
+    cells = numbers(
+        browser.evaluate(
+            "[...document.querySelectorAll('#metrics td[data-set]')].map(td => "
+            "({metric: td.closest('tr').dataset.metric, set: td.dataset.set, value: td.dataset.value}))"
+        )
+    )
+    for name in ("train", "validation"):
+        for key, value in config["benchmark_metrics"][name].items():
+            assert cells[(key, f"benchmark-{name}")] == value, (name, key)
+
+    stats = browser.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#stats tr[data-stat]')].map(tr => "
+        "[tr.dataset.stat, tr.cells[1].dataset.value]))"
+    )
+    s = config["statistics"]
+    assert float(stats["deflated_sharpe"]) == s["deflated_sharpe"] and float(stats["pbo"]) == s["pbo"]
+    assert float(stats["walk_forward_efficiency"]) == s["walk_forward_efficiency"]
+    assert int(stats["n_trials"]) == s["n_trials"] and stats["overfit"] == "1"
+    assert float(stats["excess_validation"]) == config["excess"]["validation"]["total_return"]
+    verdict = browser.evaluate("(v => ({text: v.textContent, cls: v.className, tags: v.children.length}))(verdict)")
+    assert verdict == {"text": s["verdict"], "cls": "overfit", "tags": 0}
+
+    windows = browser.evaluate(
+        "[...document.querySelectorAll('#windows tr[data-window]')].map(tr => [+tr.dataset.window, "
+        "...[4, 5].map(i => tr.cells[i].dataset.value === '' ? null : +tr.cells[i].dataset.value)])"
+    )
+    assert windows == [[w["index"], w["in_sample_score"], w["out_of_sample_score"]] for w in config["windows"]]
+    assert len(windows) == 3
+    trades = browser.evaluate(
+        "[...document.querySelectorAll('#trades tr[data-trade]')].map(tr => "
+        "[tr.cells[2].textContent, +tr.cells[3].dataset.value, +tr.cells[4].dataset.value, +tr.cells[5].dataset.value])"
+    )
+    expected = [[t["side"], t["entry_price"], t["exit_price"], t["return"]] for t in config["trades"]]
+    assert trades == expected[:100] and len(trades) == min(100, len(expected))
+    importances = browser.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#params tr[data-param]')].map(tr => "
+        "[tr.dataset.param, +tr.cells[2].dataset.value]))"
+    )
+    assert importances == config["param_importances"]
+
+    browser.screenshot(tmp_path / "job-walk-forward-desktop.png")
+    browser.open(page_url(api_url, job_id), size=PHONE)
+    assert browser.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    browser.screenshot(tmp_path / "job-walk-forward-phone.png")
+
+
+def test_page_follows_a_running_job_to_its_results(api_url, http, db, workers, browser):
+    load_demo(db)
+    job_id = http.post("/api/v2/training/start", json=start_body(n_iterations=40)).json()["job_id"]
+    assert browser.open(page_url(api_url, job_id)) == "1"
+    assert browser.evaluate("document.getElementById('status').textContent") == "queued"
+    assert browser.evaluate("document.getElementById('results').hidden") is True
+    workers("w1")
+    seen = set()
+
+    def done():
+        state = browser.evaluate(
+            "({status: document.getElementById('status').textContent, percent: bar.value,"
+            " results: !document.getElementById('results').hidden,"
+            " trials: tradPage.charts['trials-chart'] ? tradPage.charts['trials-chart'].data[0].length : 0})"
+        )
+        seen.add(state["status"])
+        return state if state["results"] else None
+
+    final = wait_until(done, timeout=120, interval=0.2, what="the page to show the results")
+    assert final == {"status": "succeeded", "percent": 100, "results": True, "trials": 40}
+    assert "queued" in seen and "succeeded" in seen
