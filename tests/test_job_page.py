@@ -10,12 +10,12 @@ import uuid
 import httpx
 import numpy as np
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from app.engine.backtest import Costs, backtest
 from app.engine.strategies import get_strategy
 from app.engine.validate import split
-from app.models import Attempt, Job, TrainedConfiguration
+from app.models import Attempt, Candle, Job, TrainedConfiguration
 from app.services import candles as candles_service
 from tests.browser import CHROMIUM, DESKTOP, PHONE, Browser, api_process
 from tests.conftest import TOKEN, process_env
@@ -143,12 +143,17 @@ def test_succeeded_job_page_shows_the_api_numbers(api_url, http, db, workers, br
 
 
 def test_failed_job_page_says_why_and_shows_job_text_as_text(api_url, http, db, workers, browser, tmp_path):
+    # Accepted while its candles exist, then they are gone when the worker runs it.
+    candles_service.generate_synthetic(db, "BTCUSDT", "1h", 300, seed=1)
+    db.commit()
+    job_id = http.post("/api/v2/training/start", json=start_body(timeframe="1h")).json()["job_id"]
+    db.execute(delete(Candle))
+    db.commit()
     workers("w1")
-    job_id = http.post("/api/v2/training/start", json=start_body(symbol="NODATA")).json()["job_id"]
     job = finished(http, job_id)
-    assert job["status"] == "failed" and job["error"]["type"] == "JobInputError"
+    assert job["status"] == "failed" and job["error"]["type"] == "JobInputError", job
     # Symbols are validated, so the free-text fields carry the HTML: the error and the message.
-    message = "no candles for NODATA " + HOSTILE
+    message = job["error"]["message"] + " " + HOSTILE
     db.execute(update(Job).where(Job.id == uuid.UUID(job_id)).values(error_message=message, message=HOSTILE))
     db.execute(update(Attempt).where(Attempt.job_id == uuid.UUID(job_id)).values(error_message=message))
     db.commit()
@@ -189,7 +194,7 @@ def test_failed_job_page_says_why_and_shows_job_text_as_text(api_url, http, db, 
         f"(r => ({{cells: [...r.cells].map(c => c.textContent), title: r.title, "
         f"link: r.querySelector('a').getAttribute('href')}}))(document.querySelector('tr[data-job-id=\"{job_id}\"]'))"
     )
-    assert row["cells"][1:6] == ["failed", "sma_crossover", "NODATA", "5m", "JobInputError"]
+    assert row["cells"][1:6] == ["failed", "sma_crossover", "BTCUSDT", "1h", "JobInputError"]
     assert row["cells"][7] == job["phase"] and row["title"] == "JobInputError: " + message
     assert row["link"] == f"/dashboard/jobs/{job_id}"
     assert browser.evaluate("window.injected === undefined && document.querySelectorAll('b, img').length === 0")

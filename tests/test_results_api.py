@@ -12,10 +12,21 @@ import pytest
 from sqlalchemy import select, update
 
 from app.models import Job, ProgressEvent, Trial
+from app.services import candles as candles_service
 from tests.support import wait_until
 from tests.test_training_e2e import load_demo, start_body
 
 TERMINAL = ("succeeded", "failed", "canceled")
+
+
+def queued_job(client, db, **overrides) -> str:
+    """A job accepted (its symbol has enough hourly bars) that no worker runs."""
+    body = start_body(timeframe="1h", **overrides)
+    candles_service.generate_synthetic(db, body["symbol"], "1h", 300, seed=1)
+    db.commit()
+    resp = client.post("/api/v2/training/start", json=body)
+    assert resp.status_code == 202, resp.text
+    return resp.json()["job_id"]
 
 
 def finish(client, job_id: str, timeout: float = 90) -> dict:
@@ -85,7 +96,7 @@ def test_job_detail_carries_param_importances_of_its_configuration(client, train
 
 
 def test_a_job_without_a_configuration_has_no_importances_and_no_trials(client, db):
-    job_id = client.post("/api/v2/training/start", json=start_body()).json()["job_id"]
+    job_id = queued_job(client, db)
     assert client.get(f"/api/v2/training/jobs/{job_id}").json()["param_importances"] is None
     assert client.get(f"/api/v2/training/jobs/{job_id}/trials").json() == {
         "items": [],
@@ -97,7 +108,7 @@ def test_a_job_without_a_configuration_has_no_importances_and_no_trials(client, 
 
 
 def test_non_finite_numbers_are_served_as_null(client, db):
-    job_id = client.post("/api/v2/training/start", json=start_body()).json()["job_id"]
+    job_id = queued_job(client, db)
     db.add(Trial(job_id=uuid.UUID(job_id), number=0, params={"fast": 5}, score=float("nan"), metrics={}))
     db.add(Trial(job_id=uuid.UUID(job_id), number=1, params={"fast": 6}, score=float("inf"), metrics={}))
     db.add(ProgressEvent(job_id=uuid.UUID(job_id), phase="optimisation", percent=30.0, best_score=float("-inf")))
@@ -113,8 +124,7 @@ def test_non_finite_numbers_are_served_as_null(client, db):
 def test_list_shows_what_is_trained_filters_by_strategy_and_pages(client, db):
     ids = []
     for i, strategy in enumerate(["sma_crossover", "rsi_reversion", "sma_crossover"]):
-        body = start_body(strategy=strategy, symbol=f"SYM{i}", timeframe="1h", seed=i)
-        ids.append(client.post("/api/v2/training/start", json=body).json()["job_id"])
+        ids.append(queued_job(client, db, strategy=strategy, symbol=f"SYM{i}", seed=i))
     page = client.get("/api/v2/training/jobs").json()
     by_id = {item["job_id"]: item for item in page["items"]}
     assert (by_id[ids[1]]["strategy"], by_id[ids[1]]["symbol"], by_id[ids[1]]["timeframe"]) == (
@@ -179,7 +189,7 @@ def test_queue_lists_workers_with_the_job_each_runs(client, db, workers):
     ],
 )
 def test_bad_paging_is_422_naming_the_field(client, db, route, query, field):
-    job_id = client.post("/api/v2/training/start", json=start_body()).json()["job_id"]
+    job_id = queued_job(client, db)
     resp = client.get(f"/api/v2/training/jobs/{job_id}/{route}", params=query)
     assert resp.status_code == 422, resp.text
     assert [d["loc"] for d in resp.json()["detail"]] == [["query", field]]
@@ -208,7 +218,7 @@ def test_bad_strategy_filter_is_422_naming_it(client, db):
 
 
 def test_dashboard_assets_and_job_page(client, anon_client, db):
-    job_id = client.post("/api/v2/training/start", json=start_body()).json()["job_id"]
+    job_id = queued_job(client, db)
     page = anon_client.get(f"/dashboard/jobs/{job_id}")
     assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
     assert 'src="/dashboard/static/vendor/uplot-1.6.32/uPlot.iife.min.js"' in page.text
