@@ -26,6 +26,22 @@ DESKTOP = (1280, 900)
 PHONE = (390, 844)
 
 
+def chromium_command(profile: Path) -> list[str]:
+    """Headless Chromium with its own profile, talking to nothing but the page it is given."""
+    return [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
+
+
 @contextlib.contextmanager
 def api_process(env: dict[str, str]) -> Iterator[str]:
     """The real API in its own process (as the browser needs a socket); yields its base URL."""
@@ -63,18 +79,9 @@ class Browser:
                     "bash",
                     "-c",
                     f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}',
-                    CHROMIUM,
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
+                    *chromium_command(profile),
                     "--hide-scrollbars",
                     "--remote-debugging-pipe",
-                    f"--user-data-dir={profile}",
                     "about:blank",
                 ],
                 pass_fds=(to_browser_r, from_browser_w),

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.status import JobStatus
-from tests.browser import CHROMIUM, api_process
+from tests.browser import CHROMIUM, api_process, chromium_command
 from tests.support import TOKEN, process_env
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
@@ -25,21 +25,7 @@ def api_url(clean):
 def render(url: str, tmp_path: Path) -> str:
     """The DOM after the page's scripts ran, as headless Chromium sees it."""
     result = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            url,
-        ],
+        [*chromium_command(tmp_path / "chromium"), "--virtual-time-budget=5000", "--dump-dom", url],
         capture_output=True,
         text=True,
         timeout=90,

@@ -61,13 +61,19 @@ def numbers(cells: list[dict]) -> dict[tuple[str, str], float | None]:
     return {(c["metric"], c["set"]): (float(c["value"]) if c["value"] != "" else None) for c in cells}
 
 
-def test_succeeded_job_page_shows_the_api_numbers(api_url, http, db, workers, browser, tmp_path):
+def trained_job(http, db, workers) -> tuple[dict, dict]:
+    """A training job really run by a worker on the demo candles: its detail and configuration."""
     load_demo(db)
     workers("w1")
     job_id = http.post("/api/v2/training/start", json=start_body(n_iterations=20)).json()["job_id"]
     job = finished(http, job_id)
     assert job["status"] == "succeeded", job
-    config = http.get(f"/api/v2/training/configurations/{job['configuration_id']}").json()
+    return job, http.get(f"/api/v2/training/configurations/{job['configuration_id']}").json()
+
+
+def test_succeeded_job_page_shows_the_api_numbers(api_url, http, db, workers, browser, tmp_path):
+    job, config = trained_job(http, db, workers)
+    job_id = job["job_id"]
     trials = http.get(f"/api/v2/training/jobs/{job_id}/trials").json()["items"]
 
     assert browser.open(page_url(api_url, job_id)) == "1", browser.console
@@ -294,12 +300,8 @@ def contract_results(db, config: dict) -> dict:
 def test_walk_forward_results_with_benchmark_windows_trades_and_statistics(
     api_url, http, db, workers, browser, tmp_path
 ):
-    load_demo(db)
-    workers("w1")
-    job_id = http.post("/api/v2/training/start", json=start_body(n_iterations=20)).json()["job_id"]
-    job = finished(http, job_id)
-    assert job["status"] == "succeeded", job
-    config = http.get(f"/api/v2/training/configurations/{job['configuration_id']}").json()
+    job, config = trained_job(http, db, workers)
+    job_id = job["job_id"]
     if "statistics" not in config:
         extra = contract_results(db, config)
         db.execute(
