@@ -220,12 +220,15 @@ def test_bad_strategy_filter_is_422_naming_it(client, db):
 def test_dashboard_assets_and_job_page(client, anon_client, db):
     job_id = queued_job(client, db)
     page = anon_client.get(f"/dashboard/jobs/{job_id}")
-    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    policy = page.headers["content-security-policy"]
+    assert page.status_code == 200 and "script-src 'self';" in policy  # no inline script runs
+    assert '<script src="/dashboard/static/job.js"></script>' in page.text and "<script>" not in page.text
     assert 'src="/dashboard/static/vendor/uplot-1.6.32/uPlot.iife.min.js"' in page.text
     script = anon_client.get("/dashboard/static/vendor/uplot-1.6.32/uPlot.iife.min.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
     assert script.text.startswith("/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
-    assert anon_client.get("/dashboard/static/common.js").status_code == 200
+    for path in ["common.js", "job.js", "dashboard.js", "vendor/uplot-1.6.32/uPlot.min.css"]:
+        assert anon_client.get(f"/dashboard/static/{path}").status_code == 200, path
     for path in [
         "job.html",
         "vendor/uplot-1.6.32/LICENSE",
