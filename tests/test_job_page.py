@@ -392,3 +392,40 @@ def test_page_follows_a_running_job_to_its_results(api_url, http, db, workers, b
     final = wait_until(done, timeout=120, interval=0.2, what="the page to show the results")
     assert final == {"status": "succeeded", "percent": 100, "results": True, "trials": 40}
     assert "queued" in seen and "succeeded" in seen
+
+
+def test_list_filters_and_pages_in_the_browser(api_url, http, db, browser):
+    candles_service.generate_synthetic(db, "BTCUSDT", "1h", 300, seed=1)
+    db.commit()
+    strategies = ["sma_crossover" if i % 3 else "rsi_reversion" for i in range(27)]
+    ids = [
+        http.post("/api/v2/training/start", json=start_body(strategy=s, timeframe="1h", seed=i)).json()["job_id"]
+        for i, s in enumerate(strategies)
+    ]
+    http.delete(f"/api/v2/training/jobs/{ids[0]}")
+    rows = "[...jobs.rows].map(r => [r.dataset.jobId, r.dataset.status, r.cells[2].textContent])"
+
+    def shown(expected_range: str):
+        def check():
+            state = browser.evaluate(f"({{range: document.getElementById('range').textContent, rows: {rows}}})")
+            return state if state["range"] == expected_range else None
+
+        return wait_until(check, timeout=20, what=f"the list to show {expected_range}")
+
+    browser.open(f"{api_url}/dashboard#token={TOKEN}", ready="document.querySelector('#jobs tr') && 1")
+    first = shown("1–25 of 27")
+    assert [r[0] for r in first["rows"]] == ids[::-1][:25]  # newest first
+    browser.evaluate("document.getElementById('next').click()")
+    second = shown("26–27 of 27")
+    assert [r[0] for r in second["rows"]] == ids[1::-1]
+    assert browser.evaluate("document.getElementById('next').disabled") is True
+
+    browser.evaluate("(f => { f.strategy.value = 'rsi_reversion'; f.dispatchEvent(new Event('change')); })(filters)")
+    rsi = shown("1–9 of 9")
+    assert {r[2] for r in rsi["rows"]} == {"rsi_reversion"}
+    assert [r[0] for r in rsi["rows"]] == [i for i, s in zip(ids, strategies, strict=True) if s == "rsi_reversion"][
+        ::-1
+    ]
+    browser.evaluate("(f => { f.status.value = 'canceled'; f.dispatchEvent(new Event('change')); })(filters)")
+    canceled = shown("1–1 of 1")
+    assert canceled["rows"] == [[ids[0], "canceled", "rsi_reversion"]]
