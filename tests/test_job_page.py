@@ -268,6 +268,7 @@ def contract_results(db, config: dict) -> dict:
     }
     return {
         "validation_mode": "walk_forward",
+        "min_trades": 1,
         "equity_curve": {
             "time": [int(times[i]) for i in picked],
             "strategy": [float(whole.equity[i]) for i in picked],
@@ -344,6 +345,7 @@ def test_walk_forward_results_with_benchmark_windows_trades_and_statistics(
     assert float(stats["walk_forward_efficiency"]) == s["walk_forward_efficiency"]
     assert int(stats["n_trials"]) == s["n_trials"] and stats["overfit"] == "1"
     assert float(stats["excess_validation"]) == config["excess"]["validation"]["total_return"]
+    assert int(stats["min_trades"]) == config["min_trades"]
     verdict = browser.evaluate("(v => ({text: v.textContent, cls: v.className, tags: v.children.length}))(verdict)")
     assert verdict == {"text": s["verdict"], "cls": "overfit", "tags": 0}
 

@@ -264,9 +264,20 @@ function renderStatistics(cfg) {
   setText("verdict", verdict);
   const excess = field(cfg, "excess");
   const nTrials = stats ? stats.n_trials : field(cfg, "n_trials");
+  const mode = field(cfg, "validation_mode");
   const rows = [
     ["n_trials", "Parameter sets tried", nTrials, nTrials ?? DASH, "counted by the deflated Sharpe ratio"],
   ];
+  if (mode) {
+    rows.push(["validation_mode", "Validation", null, mode === "walk_forward" ? "walk-forward" : mode,
+               mode === "walk_forward" ? "re-optimised on each in-sample window, scored on the next out-of-sample one"
+                                       : "optimised on the training part, scored once on the held-out part"]);
+  }
+  const minTrades = field(cfg, "min_trades");
+  if (minTrades !== null) {
+    rows.push(["min_trades", "Minimum trades", minTrades, minTrades,
+               "parameter sets with fewer training trades were not eligible"]);
+  }
   if (stats) {
     rows.push(
       ["deflated_sharpe", "Deflated Sharpe ratio", stats.deflated_sharpe, num(stats.deflated_sharpe, 3),
