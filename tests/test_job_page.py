@@ -389,7 +389,7 @@ def test_page_follows_a_running_job_to_its_results(api_url, http, db, workers, b
             " trials: tradPage.charts['trials-chart'] ? tradPage.charts['trials-chart'].data[0].length : 0})"
         )
         seen.add(state["status"])
-        return state if state["results"] else None
+        return state if state["results"] or state["status"] in ("failed", "canceled") else None
 
     final = wait_until(done, timeout=120, interval=0.2, what="the page to show the results")
     assert final == {"status": "succeeded", "percent": 100, "results": True, "trials": 40}
