@@ -63,10 +63,20 @@ function when(value) {
 
 function duration(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return DASH;
+  if (seconds < 1) return Math.round(seconds * 1000) + " ms";
   if (seconds < 60) return seconds.toFixed(1) + " s";
   const m = Math.floor(seconds / 60), s = Math.round(seconds % 60);
   if (m < 60) return m + " min " + s + " s";
   return Math.floor(m / 60) + " h " + (m % 60) + " min";
+}
+
+// A parameter value for people: numbers to 6 significant digits (the page keeps the exact value).
+function paramValue(value) {
+  return typeof value === "number" ? String(Number(value.toPrecision(6))) : JSON.stringify(value);
+}
+
+function paramList(params) {
+  return Object.entries(params || {}).map(([name, value]) => name + " " + paramValue(value)).join(" · ");
 }
 
 function cell(row, text, className) {

@@ -310,7 +310,7 @@ function renderParams(cfg, importances) {
       const bar = weight === undefined || weight === null ? DASH
         : el("span", {}, el("meter", { min: 0, max: 1, value: weight }), " " + pct(weight, 0));
       return el("tr", { dataset: { param: name } }, el("td", {}, name),
-        el("td", { className: "num", dataset: { value: JSON.stringify(value) } }, typeof value === "number" ? String(value) : JSON.stringify(value)),
+        el("td", { className: "num", dataset: { value: JSON.stringify(value) } }, paramValue(value)),
         el("td", { className: "num", dataset: { value: weight ?? "" } }, bar));
     }));
 }
@@ -323,7 +323,7 @@ function renderWindows(cfg) {
     windows.map((w) => el("tr", { dataset: { window: w.index } }, el("td", {}, w.index),
       el("td", {}, when(w.in_sample_start) + " → " + when(w.in_sample_end)),
       el("td", {}, when(w.out_of_sample_start) + " → " + when(w.out_of_sample_end)),
-      el("td", { className: "wrap" }, JSON.stringify(w.params)),
+      el("td", { className: "wrap", dataset: { value: JSON.stringify(w.params) } }, paramList(w.params)),
       numCell(w.in_sample_score, num(w.in_sample_score)), numCell(w.out_of_sample_score, num(w.out_of_sample_score)))));
 }
 
