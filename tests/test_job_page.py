@@ -18,8 +18,7 @@ from app.engine.validate import split
 from app.models import Attempt, Candle, Job, TrainedConfiguration
 from app.services import candles as candles_service
 from tests.browser import CHROMIUM, DESKTOP, PHONE, Browser, api_process
-from tests.conftest import TOKEN, process_env
-from tests.support import wait_until
+from tests.support import TOKEN, process_env, wait_until
 from tests.test_training_e2e import load_demo, start_body
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
