@@ -107,3 +107,9 @@ AttemptInterrupted = JobTimeoutException
 
 def queue_depths(connection: Redis) -> dict[str, int]:
     return {priority: get_queue(connection, priority).count for priority in QUEUE_NAMES}
+
+
+def registered_workers(connection: Redis) -> list[tuple[str, str | None]]:
+    """(name, state) of every worker registered in Redis, sorted by name."""
+    workers = Worker.all(connection=connection, serializer=JSONSerializer)
+    return sorted((w.name, w.get_state() or None) for w in workers)

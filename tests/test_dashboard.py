@@ -3,7 +3,6 @@ PostgreSQL holds, and says so when the token is wrong."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,30 +10,22 @@ import httpx
 import pytest
 
 from app.status import JobStatus
-from tests.support import TOKEN
+from tests.browser import CHROMIUM, api_process, chromium_command
+from tests.support import TOKEN, process_env
 
-CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.fixture
+def api_url(clean):
+    with api_process(process_env(clean)) as url:
+        yield url
 
 
 def render(url: str, tmp_path: Path) -> str:
     """The DOM after the page's scripts ran, as headless Chromium sees it."""
     result = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            url,
-        ],
+        [*chromium_command(tmp_path / "chromium"), "--virtual-time-budget=5000", "--dump-dom", url],
         capture_output=True,
         text=True,
         timeout=90,

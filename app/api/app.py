@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import errors
 from app.api.deps import require_token
-from app.api.routes import configurations, dashboard, health, metrics, training
+from app.api.routes import configurations, dashboard, health, metrics, results, training
 from app.queue import redis_connection
 from app.services.maintenance import MaintenanceLoop
 from app.settings import Settings
@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(training.router, dependencies=[Depends(require_token)])
     app.include_router(configurations.router, dependencies=[Depends(require_token)])
+    app.include_router(results.router, dependencies=[Depends(require_token)])
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
 
     errors.install(app)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from app.api.schemas import AttemptOut, ErrorInfo, JobDetail, Progress
-from app.models import Job
+from app.api.schemas import AttemptOut, ErrorInfo, JobDetail, JobSummary, Progress
+from app.clock import utcnow
+from app.models import Job, TrainedConfiguration
 from app.repositories import attempts as attempts_repo
 from app.repositories import configurations as configurations_repo
 from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
@@ -47,15 +49,46 @@ def progress(session: Session, job: Job) -> Progress:
     return Progress(**_progress_fields(job, _configuration_ids(session, [job.id]).get(job.id), counted))
 
 
-def progress_page(session: Session, jobs: list[Job]) -> list[Progress]:
+def _duration_s(job: Job, now: datetime) -> float | None:
+    if job.started_at is None:
+        return None
+    return round(((job.finished_at or now) - job.started_at).total_seconds(), 3)
+
+
+def progress_page(session: Session, jobs: list[Job]) -> list[JobSummary]:
     job_ids = [job.id for job in jobs]
     ids = _configuration_ids(session, job_ids)
     counted = attempts_repo.counted_failures_by_job(session, job_ids)
-    return [Progress(**_progress_fields(job, ids.get(job.id), counted.get(job.id, 0))) for job in jobs]
+    now = utcnow()
+    return [
+        JobSummary(
+            **_progress_fields(job, ids.get(job.id), counted.get(job.id, 0)),
+            strategy=job.params.get("strategy"),
+            symbol=job.params.get("symbol"),
+            timeframe=job.params.get("timeframe"),
+            duration_s=_duration_s(job, now),
+        )
+        for job in jobs
+    ]
+
+
+def _param_importances(configuration: TrainedConfiguration | None) -> dict[str, float] | None:
+    """The configuration's parameter importances, from its stored results."""
+    if configuration is None:
+        return None
+    value = (configuration.details or {}).get("param_importances")
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def detail(session: Session, job: Job) -> JobDetail:
     attempts = [AttemptOut.model_validate(a) for a in attempts_repo.for_job(session, job.id)]
     counted = sum(1 for a in attempts if a.status in BUDGET_ATTEMPT_STATUSES)
-    fields = _progress_fields(job, _configuration_ids(session, [job.id]).get(job.id), counted)
-    return JobDetail(**fields, priority=job.priority, params=job.params, attempt_history=attempts)
+    configuration = configurations_repo.for_job(session, job.id)
+    fields = _progress_fields(job, configuration.id if configuration else None, counted)
+    return JobDetail(
+        **fields,
+        priority=job.priority,
+        params=job.params,
+        attempt_history=attempts,
+        param_importances=_param_importances(configuration),
+    )

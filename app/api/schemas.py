@@ -167,17 +167,36 @@ class AttemptOut(BaseModel):
     finished_at: datetime | None
 
 
+class JobSummary(Progress):
+    """A job in the list: its progress plus what it trains and how long it ran."""
+
+    strategy: str | None = Field(description="training jobs: the strategy; null for other kinds")
+    symbol: str | None
+    timeframe: str | None
+    duration_s: FiniteFloat = Field(description="started → finished (or now while running); null if never started")
+
+
 class JobDetail(Progress):
     priority: Priority
     params: dict[str, Any]
     attempt_history: list[AttemptOut]
+    param_importances: dict[str, FiniteFloat] | None = Field(
+        description="the saved configuration's parameter importances (sum ≈ 1); null without a configuration"
+    )
 
 
 class JobPage(BaseModel):
-    items: list[Progress]
+    items: list[JobSummary]
     total: int
     limit: int
     offset: int
+
+
+class WorkerInfo(BaseModel):
+    name: str
+    state: str | None = Field(description="RQ's view: idle, busy, suspended…")
+    job_id: uuid.UUID | None = Field(description="the job whose attempt this worker runs now (from PostgreSQL)")
+    attempt: int | None
 
 
 class QueueInfo(BaseModel):
@@ -186,6 +205,7 @@ class QueueInfo(BaseModel):
     running: int
     failed: int
     workers: int
+    worker_list: list[WorkerInfo] = Field(description="registered workers and the job each is running")
     redis_ok: bool
 
 

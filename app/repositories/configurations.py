@@ -60,3 +60,7 @@ def ids_for_jobs(session: Session, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, 
 def add(session: Session, **values: Any) -> None:
     """Insert one configuration (a succeeded training job's result)."""
     session.execute(insert(TrainedConfiguration).values(id=uuid.uuid4(), **values))
+
+
+def for_job(session: Session, job_id: uuid.UUID) -> TrainedConfiguration | None:
+    return session.scalars(select(TrainedConfiguration).where(TrainedConfiguration.job_id == job_id)).one_or_none()

@@ -27,7 +27,7 @@ def get_by_idempotency_key(session: Session, key: str) -> Job | None:
 
 
 def list_jobs(
-    session: Session, *, status: str | None, kind: str | None, limit: int, offset: int
+    session: Session, *, status: str | None, kind: str | None, limit: int, offset: int, strategy: str | None = None
 ) -> tuple[Sequence[Job], int]:
     stmt = select(Job)
     count = select(func.count()).select_from(Job)
@@ -35,6 +35,9 @@ def list_jobs(
         stmt, count = stmt.where(Job.status == status), count.where(Job.status == status)
     if kind:
         stmt, count = stmt.where(Job.kind == kind), count.where(Job.kind == kind)
+    if strategy:
+        by_strategy = Job.params["strategy"].astext == strategy
+        stmt, count = stmt.where(by_strategy), count.where(by_strategy)
     rows = session.scalars(stmt.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
     return rows, session.scalar(count) or 0
 

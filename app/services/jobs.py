@@ -150,9 +150,9 @@ def get(session: Session, job_id: uuid.UUID) -> Job:
 
 
 def list_jobs(
-    session: Session, *, status: str | None, kind: str | None, limit: int, offset: int
+    session: Session, *, status: str | None, kind: str | None, limit: int, offset: int, strategy: str | None = None
 ) -> tuple[Sequence[Job], int]:
-    return jobs_repo.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset)
+    return jobs_repo.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset, strategy=strategy)
 
 
 def cancel(session: Session, job_id: uuid.UUID) -> Job:

@@ -1,21 +1,31 @@
-"""The dashboard: one static page that lists jobs with their progress, starts, cancels and
-retries them through the same token-protected API as curl. The page holds no data itself."""
+"""The dashboard: static pages that list jobs and show one job's results, working only through
+the same token-protected API as curl. The pages hold no data themselves; the chart library is
+vendored under static/vendor so the page needs no internet and no build step."""
 
 from __future__ import annotations
 
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 router = APIRouter(tags=["dashboard"])
-PAGE = Path(__file__).resolve().parent.parent / "static" / "dashboard.html"
+STATIC = Path(__file__).resolve().parent.parent / "static"
+ASSET_TYPES = {".js": "text/javascript", ".css": "text/css"}
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'",
+}
 
 
-@lru_cache(maxsize=1)
-def _page() -> str:
-    return PAGE.read_text(encoding="utf-8")
+@lru_cache(maxsize=4)
+def _page(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8")
 
 
 @router.get("/", include_in_schema=False)
@@ -25,12 +35,23 @@ def root() -> RedirectResponse:
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 def dashboard() -> HTMLResponse:
-    return HTMLResponse(
-        _page(),
-        headers={
-            "Cache-Control": "no-store",
-            "X-Frame-Options": "DENY",
-            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-            "style-src 'unsafe-inline'; connect-src 'self'",
-        },
+    return HTMLResponse(_page("dashboard.html"), headers=HEADERS)
+
+
+@router.get("/dashboard/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
+def job_page(job_id: uuid.UUID) -> HTMLResponse:
+    """One job: the page reads the job id from its own path and everything else from the API."""
+    return HTMLResponse(_page("job.html"), headers=HEADERS)
+
+
+@router.get("/dashboard/static/{path:path}", include_in_schema=False)
+def asset(path: str) -> FileResponse:
+    """A script or stylesheet from static/ (the shared page code and the vendored chart library)."""
+    file = (STATIC / path).resolve()
+    if not file.is_relative_to(STATIC) or file.suffix not in ASSET_TYPES or not file.is_file():
+        raise HTTPException(404, detail="no such file")
+    return FileResponse(
+        file,
+        media_type=ASSET_TYPES[file.suffix],
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
     )

@@ -25,9 +25,12 @@ from app.api.schemas import (
     StartAccepted,
     StartTraining,
     Status,
+    StrategyName,
+    WorkerInfo,
 )
 from app.db import transaction
 from app.repositories import jobs as jobs_repo
+from app.repositories import results as results_repo
 from app.services import dispatch
 from app.services import jobs as jobs_service
 from app.status import JobStatus
@@ -83,10 +86,13 @@ def list_jobs(
     session: SessionDep,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
     kind: Kind | None = None,
+    strategy: Annotated[StrategyName | None, Query(description="training jobs of one strategy")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobPage:
-    rows, total = jobs_service.list_jobs(session, status=status_filter, kind=kind, limit=limit, offset=offset)
+    rows, total = jobs_service.list_jobs(
+        session, status=status_filter, kind=kind, limit=limit, offset=offset, strategy=strategy
+    )
     return JobPage(items=presenters.progress_page(session, list(rows)), total=total, limit=limit, offset=offset)
 
 
@@ -168,13 +174,20 @@ def queue_info(session: SessionDep, redis: RedisDep) -> QueueInfo:
     try:
         depth = queue.queue_depths(redis)
         workers, redis_ok = queue.worker_count(redis), True
+        registered = queue.registered_workers(redis)
     except RedisError:
-        depth, workers, redis_ok = {p: 0 for p in queue.QUEUE_NAMES}, 0, False
+        depth, workers, redis_ok, registered = {p: 0 for p in queue.QUEUE_NAMES}, 0, False, []
+    running = results_repo.running_attempts_by_worker(session)
+    worker_list = []
+    for name, state in registered:
+        job_id, attempt = running.get(name, (None, None))
+        worker_list.append(WorkerInfo(name=name, state=state, job_id=job_id, attempt=attempt))
     return QueueInfo(
         depth=depth,
         queued=counts.get(JobStatus.QUEUED, 0),
         running=counts.get(JobStatus.RUNNING, 0),
         failed=counts.get(JobStatus.FAILED, 0),
         workers=workers,
+        worker_list=worker_list,
         redis_ok=redis_ok,
     )
