@@ -4,18 +4,14 @@ job text is shown as text, and the page is laid out at desktop and phone width."
 
 from __future__ import annotations
 
-import itertools
 import uuid
+from datetime import UTC, datetime
 
 import httpx
-import numpy as np
 import pytest
 from sqlalchemy import delete, update
 
-from app.engine.backtest import Costs, backtest
-from app.engine.strategies import get_strategy
-from app.engine.validate import split
-from app.models import Attempt, Candle, Job, TrainedConfiguration
+from app.models import Attempt, Candle, Job
 from app.services import candles as candles_service
 from tests.browser import CHROMIUM, DESKTOP, PHONE, Browser, api_process
 from tests.support import TOKEN, process_env, wait_until
@@ -56,15 +52,29 @@ def page_url(api_url: str, job_id: str) -> str:
     return f"{api_url}/dashboard/jobs/{job_id}#token={TOKEN}"
 
 
+def running_best(trials: list[dict]) -> list[float | None]:
+    """The best feasible score so far, starting again with each walk-forward window."""
+    best, window, out = None, None, []
+    for t in trials:
+        if t["window"] != window:
+            best, window = None, t["window"]
+        if t["feasible"] and t["score"] is not None and (best is None or t["score"] > best):
+            best = t["score"]
+        out.append(best)
+    return out
+
+
 def numbers(cells: list[dict]) -> dict[tuple[str, str], float | None]:
     return {(c["metric"], c["set"]): (float(c["value"]) if c["value"] != "" else None) for c in cells}
 
 
-def trained_job(http, db, workers) -> tuple[dict, dict]:
+def trained_job(http, db, workers, **request) -> tuple[dict, dict]:
     """A training job really run by a worker on the demo candles: its detail and configuration."""
     load_demo(db)
     workers("w1")
-    job_id = http.post("/api/v2/training/start", json=start_body(n_iterations=20)).json()["job_id"]
+    # rsi_reversion with 10 trades at least is viable on these candles, holdout or walk-forward.
+    body = start_body(**{"strategy": "rsi_reversion", "n_iterations": 20, "min_trades": 10, **request})
+    job_id = http.post("/api/v2/training/start", json=body).json()["job_id"]
     job = finished(http, job_id)
     assert job["status"] == "succeeded", job
     return job, http.get(f"/api/v2/training/configurations/{job['configuration_id']}").json()
@@ -81,21 +91,19 @@ def test_succeeded_job_page_shows_the_api_numbers(api_url, http, db, workers, br
     equity = browser.evaluate(
         "(c => ({data: c.data, labels: c.series.map(s => s.label)}))(tradPage.charts['equity-chart'])"
     )
-    curve = config.get("equity_curve") or config["details"]["equity_curve"]
-    if isinstance(curve, dict):  # the full-range curve with its benchmark
-        assert equity["data"] == [curve["time"], curve["strategy"], curve["benchmark"]]
-        assert equity["labels"][1:] == ["strategy", "buy & hold"]
-    else:  # a holdout-only curve of [ms, equity] pairs
-        assert equity["data"] == [[p[0] for p in curve], [p[1] for p in curve]]
-        assert equity["labels"][1:] == ["strategy"]
+    curve = config["equity_curve"]
+    assert equity == {
+        "data": [curve["time"], curve["strategy"], curve["benchmark"]],
+        "labels": ["Time", "strategy", "buy & hold"],
+    }
+    note = browser.evaluate("document.getElementById('equity-note').textContent")
+    boundary = datetime.fromtimestamp(config["validation_start"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert f"first validation bar, {boundary}" in note and "walk-forward" not in note
 
     # The optimisation history: one point per trial and the running best.
     history = browser.evaluate("tradPage.charts['trials-chart'].data")
     scores = [t["score"] if t["feasible"] else None for t in trials]
-    best, running = None, []
-    for s in scores:
-        best = s if s is not None and (best is None or s > best) else best
-        running.append(best)
+    running = running_best(trials)
     assert history == [[t["number"] for t in trials], scores, running]
     assert len(history[0]) == 20 and running[-1] == max(s for s in scores if s is not None)
 
@@ -110,6 +118,9 @@ def test_succeeded_job_page_shows_the_api_numbers(api_url, http, db, workers, br
         assert shown[(key, "train")] == value, key
     for key, value in config["validation_metrics"].items():
         assert shown[(key, "validation")] == value, key
+    for name in ("train", "validation"):
+        for key, value in config["benchmark_metrics"][name].items():
+            assert shown[(key, f"benchmark-{name}")] == value, (name, key)
     trades_text = next(c["text"] for c in cells if c["metric"] == "n_trades" and c["set"] == "validation")
     assert trades_text == str(config["validation_metrics"]["n_trades"])
 
@@ -120,14 +131,12 @@ def test_succeeded_job_page_shows_the_api_numbers(api_url, http, db, workers, br
     )
     assert params == config["params"]
     verdict = browser.evaluate("document.getElementById('verdict').textContent")
-    if config.get("statistics"):
-        assert verdict == config["statistics"]["verdict"]
-    elif config["overfit"]:
-        assert verdict == "Overfitting suspected: " + config["overfit_reason"]
-    else:
-        assert verdict == "No overfitting detected by the validation check."
+    assert verdict == config["statistics"]["verdict"] and verdict
+    dsr = browser.evaluate("document.querySelector('#stats tr[data-stat=deflated_sharpe] td.num').dataset.value")
+    assert float(dsr) == config["statistics"]["deflated_sharpe"]
+    assert browser.evaluate("document.getElementById('windows-panel').hidden") is True  # a holdout has none
     n_trials = browser.evaluate("document.querySelector('#stats tr[data-stat=n_trials] td.num').dataset.value")
-    assert int(n_trials) == 20
+    assert int(n_trials) == config["statistics"]["n_trials"]
     attempts = browser.evaluate(
         "[...document.querySelectorAll('#attempts tbody tr')].map(tr => tr.cells[2].textContent)"
     )
@@ -221,97 +230,14 @@ def test_unknown_job_and_wrong_token(api_url, browser):
     assert shown == {"error": "401 missing or invalid bearer token", "auth": False}
 
 
-def contract_results(db, config: dict) -> dict:
-    """The result fields the configuration contract adds (full-range equity with buy-and-hold,
-    the boundary, walk-forward windows, trades, benchmark metrics, statistics), computed here
-    from the job's own candles with the engine's backtester, for a configuration that does not
-    carry them itself."""
-    candles = candles_service.load(db, "BTCUSDT", "5m", None, None)
-    train, holdout = split(candles, 0.2)
-    strategy = get_strategy(config["strategy"])
-    whole = backtest(candles, strategy.signals(candles, config["params"]), Costs())
-    step = max(1, len(candles) // 1500)
-    picked = np.arange(0, len(candles), step)
-    times = candles.open_time
-    cut = len(train)
-    edges = np.linspace(cut, len(candles) - 1, 4).astype(int)
-    windows = [
-        {
-            "index": i,
-            "in_sample_start": int(times[0]),
-            "in_sample_end": int(times[a - 1]),
-            "out_of_sample_start": int(times[a]),
-            "out_of_sample_end": int(times[b]),
-            "params": config["params"],
-            "in_sample_score": 1.5 - i / 10,
-            "out_of_sample_score": None if i == 1 else 0.25 * i,
-        }
-        for i, (a, b) in enumerate(itertools.pairwise(edges))
-    ]
-    validation = backtest(holdout, strategy.signals(holdout, config["params"]), Costs())
-    t = validation.trades
-    trades = [
-        {
-            "entry_time": int(holdout.open_time[t["entry"][i]]),
-            "exit_time": int(holdout.open_time[min(t["exit"][i], len(holdout) - 1)]),
-            "side": "long" if t["side"][i] > 0 else "short",
-            "entry_price": float(t["entry_price"][i]),
-            "exit_price": float(t["exit_price"][i]),
-            "return": float(t["ret"][i]),
-        }
-        for i in range(len(t["ret"]))
-    ]
-    hold = {
-        name: backtest(part, np.ones(len(part)), Costs()).metrics
-        for name, part in (("train", train), ("validation", holdout))
-    }
-    return {
-        "validation_mode": "walk_forward",
-        "min_trades": 1,
-        "equity_curve": {
-            "time": [int(times[i]) for i in picked],
-            "strategy": [float(whole.equity[i]) for i in picked],
-            "benchmark": [float(candles.close[i] / candles.close[0]) for i in picked],
-        },
-        "validation_start": int(times[cut]),
-        "windows": windows,
-        "trades": trades,
-        "benchmark_metrics": hold,
-        "excess": {
-            name: {
-                "total_return": config[f"{name}_metrics"]["total_return"] - hold[name]["total_return"],
-                "sharpe": None,
-            }
-            for name in ("train", "validation")
-        },
-        "statistics": {
-            "n_trials": 20,
-            "deflated_sharpe": 0.4213,
-            "pbo": 0.625,
-            "walk_forward_efficiency": 0.31,
-            "verdict": "Likely overfitted: <b>the best of 20</b> sets is not convincing once the search is counted.",
-            "overfit": True,
-            "reason": "deflated Sharpe 0.42 < 0.95",
-        },
-        "param_importances": {name: 1 / len(config["params"]) for name in config["params"]},
-    }
-
-
 def test_walk_forward_results_with_benchmark_windows_trades_and_statistics(
     api_url, http, db, workers, browser, tmp_path
 ):
-    job, config = trained_job(http, db, workers)
+    validation = {"mode": "walk_forward", "windows": 3}
+    job, config = trained_job(http, db, workers, n_iterations=8, validation=validation)
     job_id = job["job_id"]
-    if "statistics" not in config:
-        extra = contract_results(db, config)
-        db.execute(
-            update(TrainedConfiguration)
-            .where(TrainedConfiguration.id == uuid.UUID(config["id"]))
-            .values(details={**config["details"], **extra})
-        )
-        db.commit()
-        config = http.get(f"/api/v2/training/configurations/{job['configuration_id']}").json()
-        config.update(config["details"])
+    assert config["validation_mode"] == "walk_forward" and len(config["windows"]) == 3, config
+    assert config["trades"] and config["benchmark_metrics"] and config["statistics"]["verdict"]
     detail = http.get(f"/api/v2/training/jobs/{job_id}").json()
     assert detail["param_importances"] == config["param_importances"]
 
@@ -340,13 +266,14 @@ def test_walk_forward_results_with_benchmark_windows_trades_and_statistics(
         "[tr.dataset.stat, tr.cells[1].dataset.value]))"
     )
     s = config["statistics"]
-    assert float(stats["deflated_sharpe"]) == s["deflated_sharpe"] and float(stats["pbo"]) == s["pbo"]
-    assert float(stats["walk_forward_efficiency"]) == s["walk_forward_efficiency"]
-    assert int(stats["n_trials"]) == s["n_trials"] and stats["overfit"] == "1"
-    assert float(stats["excess_validation"]) == config["excess"]["validation"]["total_return"]
-    assert int(stats["min_trades"]) == config["min_trades"]
+    shown = {key: None if value == "" else float(value) for key, value in stats.items()}
+    for key in ("deflated_sharpe", "pbo", "walk_forward_efficiency", "n_trials"):
+        assert shown[key] == s[key], key
+    assert shown["overfit"] == (1 if s["overfit"] else 0) and shown["min_trades"] == config["min_trades"]
+    for name in ("train", "validation"):
+        assert shown[f"excess_{name}"] == config["excess"][name]["total_return"]
     verdict = browser.evaluate("(v => ({text: v.textContent, cls: v.className, tags: v.children.length}))(verdict)")
-    assert verdict == {"text": s["verdict"], "cls": "overfit", "tags": 0}
+    assert verdict == {"text": s["verdict"], "cls": "overfit" if s["overfit"] else "", "tags": 0}
 
     windows = browser.evaluate(
         "[...document.querySelectorAll('#windows tr[data-window]')].map(tr => [+tr.dataset.window, "
@@ -366,6 +293,15 @@ def test_walk_forward_results_with_benchmark_windows_trades_and_statistics(
     )
     assert importances == config["param_importances"]
 
+    trials = http.get(f"/api/v2/training/jobs/{job_id}/trials").json()["items"]
+    assert [t["window"] for t in trials] == [0] * 8 + [1] * 8 + [2] * 8
+    history = browser.evaluate("tradPage.charts['trials-chart'].data")
+    assert history == [
+        [t["number"] for t in trials],
+        [t["score"] if t["feasible"] else None for t in trials],
+        running_best(trials),
+    ]
+
     browser.screenshot(tmp_path / "job-walk-forward-desktop.png")
     browser.open(page_url(api_url, job_id), size=PHONE)
     assert browser.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
@@ -374,7 +310,8 @@ def test_walk_forward_results_with_benchmark_windows_trades_and_statistics(
 
 def test_page_follows_a_running_job_to_its_results(api_url, http, db, workers, browser):
     load_demo(db)
-    job_id = http.post("/api/v2/training/start", json=start_body(n_iterations=40)).json()["job_id"]
+    body = start_body(strategy="rsi_reversion", n_iterations=40, min_trades=10)
+    job_id = http.post("/api/v2/training/start", json=body).json()["job_id"]
     assert browser.open(page_url(api_url, job_id)) == "1"
     assert browser.evaluate("document.getElementById('status').textContent") == "queued"
     assert browser.evaluate("document.getElementById('results').hidden") is True

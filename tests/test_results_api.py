@@ -41,9 +41,11 @@ def finish(client, job_id: str, timeout: float = 90) -> dict:
 def trained(client, db, workers) -> dict:
     load_demo(db)
     workers("w1")
-    job_id = client.post("/api/v2/training/start", json=start_body(n_iterations=12)).json()["job_id"]
+    job_id = client.post(
+        "/api/v2/training/start", json=start_body(strategy="rsi_reversion", n_iterations=12, min_trades=10)
+    ).json()["job_id"]
     final = finish(client, job_id)
-    assert final["status"] == "succeeded", final
+    assert final["status"] == "succeeded", final["error"]
     return final
 
 
@@ -55,7 +57,14 @@ def test_trials_are_the_stored_trials_in_order_and_page(client, db, trained):
     assert [t["number"] for t in body["items"]] == [r.number for r in rows] == list(range(12))
     for item, row in zip(body["items"], rows, strict=True):
         assert item["params"] == row.params and item["score"] == row.score and item["metrics"] == row.metrics
+        assert (item["feasible"], item["reason"], item["duration_s"], item["window"]) == (
+            row.feasible,
+            row.reason,
+            row.duration_s,
+            row.window,
+        )
         assert item["feasible"] is (row.score is not None)
+    assert all(t["duration_s"] > 0 for t in body["items"])
 
     pages = [
         client.get(f"/api/v2/training/jobs/{job_id}/trials", params={"limit": 5, "offset": o}).json()
@@ -109,14 +118,14 @@ def test_a_job_without_a_configuration_has_no_importances_and_no_trials(client, 
 
 def test_non_finite_numbers_are_served_as_null(client, db):
     job_id = queued_job(client, db)
-    db.add(Trial(job_id=uuid.UUID(job_id), number=0, params={"fast": 5}, score=float("nan"), metrics={}))
-    db.add(Trial(job_id=uuid.UUID(job_id), number=1, params={"fast": 6}, score=float("inf"), metrics={}))
+    db.add(Trial(job_id=uuid.UUID(job_id), number=0, params={"fast": 5}, score=float("nan"), feasible=False))
+    db.add(Trial(job_id=uuid.UUID(job_id), number=1, params={"fast": 6}, score=float("inf"), duration_s=float("nan")))
     db.add(ProgressEvent(job_id=uuid.UUID(job_id), phase="optimisation", percent=30.0, best_score=float("-inf")))
     db.commit()
     raw = client.get(f"/api/v2/training/jobs/{job_id}/trials")
     assert "NaN" not in raw.text and "Infinity" not in raw.text
     items = json.loads(raw.text)["items"]
-    assert [(t["score"], t["feasible"]) for t in items] == [(None, False), (None, False)]
+    assert [(t["score"], t["feasible"], t["duration_s"]) for t in items] == [(None, False, None), (None, True, None)]
     history = client.get(f"/api/v2/training/jobs/{job_id}/progress/history").json()
     assert history["items"][0]["best_score"] is None and history["items"][0]["attempt"] is None
 

@@ -73,11 +73,10 @@ def progress_page(session: Session, jobs: list[Job]) -> list[JobSummary]:
 
 
 def _param_importances(configuration: TrainedConfiguration | None) -> dict[str, float] | None:
-    """The configuration's parameter importances, from its stored results."""
+    """The configuration's parameter importances (stored in its `details`); null without one."""
     if configuration is None:
         return None
-    value = (configuration.details or {}).get("param_importances")
-    return dict(value) if isinstance(value, dict) else {}
+    return dict((configuration.details or {}).get("param_importances") or {})
 
 
 def detail(session: Session, job: Job) -> JobDetail:

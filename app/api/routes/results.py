@@ -3,7 +3,6 @@ paged, for optimisation-history plots and the job page."""
 
 from __future__ import annotations
 
-import math
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -30,6 +29,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 class TrialOut(BaseModel):
     number: int
+    window: int = Field(description="walk-forward window the trial optimised (0 for a holdout job)")
     params: dict[str, Any]
     score: FiniteFloat = Field(description="objective value; null when undefined or infeasible")
     feasible: bool
@@ -69,18 +69,14 @@ def _require_job(session: SessionDep, job_id: uuid.UUID) -> None:
 
 
 def _trial(row: Trial) -> TrialOut:
-    # `feasible`, `reason` and `duration_s` are columns once the results migration is in; before
-    # it a trial is feasible exactly when it has a (finite) score.
-    feasible = getattr(row, "feasible", None)
-    if feasible is None:
-        feasible = row.score is not None and math.isfinite(row.score)
     return TrialOut(
         number=row.number,
+        window=row.window,
         params=row.params,
         score=row.score,
-        feasible=feasible,
-        reason=getattr(row, "reason", None),
-        duration_s=getattr(row, "duration_s", None),
+        feasible=row.feasible,
+        reason=row.reason,
+        duration_s=row.duration_s,
         metrics=row.metrics or {},
         created_at=row.created_at,
     )

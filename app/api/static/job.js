@@ -212,8 +212,14 @@ function renderTrials(trials) {
   if (!trials.length) return;
   const numbers = trials.map((t) => t.number);
   const scores = trials.map((t) => (t.feasible ? t.score : null));
-  let best = null;
-  const bestSoFar = scores.map((s) => (best = s !== null && (best === null || s > best) ? s : best));
+  // The best so far within each walk-forward window (each window is its own search).
+  let best = null, window_ = null;
+  const bestSoFar = trials.map((t, i) => {
+    if ((t.window ?? 0) !== window_) { window_ = t.window ?? 0; best = null; }
+    if (scores[i] !== null && (best === null || scores[i] > best)) best = scores[i];
+    return best;
+  });
+  const windows = new Set(trials.map((t) => t.window ?? 0)).size;
   makeChart("trials-chart", {
     series: [
       { label: "trial" },
@@ -227,9 +233,10 @@ function renderTrials(trials) {
   }, [numbers, scores, bestSoFar]);
   const infeasible = trials.filter((t) => !t.feasible).length;
   const timed = trials.filter((t) => t.duration_s !== null);
-  setText("trials-note", trials.length + " trials" +
+  setText("trials-note", trials.length + " trials" + (windows > 1 ? " over " + windows + " walk-forward windows" : "") +
     (infeasible ? ", " + infeasible + " infeasible (no score, not plotted)" : ", all feasible") +
-    (timed.length ? ", mean " + duration(timed.reduce((a, t) => a + t.duration_s, 0) / timed.length) + " each" : "") + ".");
+    (timed.length ? ", mean " + duration(timed.reduce((a, t) => a + t.duration_s, 0) / timed.length) + " each" : "") + "." +
+    (windows > 1 ? " The best so far starts again with each window." : ""));
 }
 
 const METRICS = [
