@@ -44,9 +44,9 @@ def progress(session: Session, job: Job) -> Progress:
     return Progress(**_progress_fields(job, _configuration_ids(session, [job.id]).get(job.id)))
 
 
-def progress_page(session: Session, jobs: list[Job]) -> list[Progress]:
-    ids = _configuration_ids(session, [job.id for job in jobs])
-    return [Progress(**_progress_fields(job, ids.get(job.id))) for job in jobs]
+def progress_of(job: Job, configuration_id: uuid.UUID | None) -> Progress:
+    """The progress body of a job read together with its configuration id."""
+    return Progress(**_progress_fields(job, configuration_id))
 
 
 def detail(session: Session, job: Job) -> JobDetail:

@@ -9,10 +9,11 @@ from datetime import datetime
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Job
+from app.models import Job, TrainedConfiguration
 from app.status import JobStatus
 
 ADMISSION_LOCK_KEY = 0x7472_6164_0001  # serialises admission against max_queued_jobs
+JobWithConfiguration = tuple[Job, uuid.UUID | None]
 
 
 def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job | None:
@@ -26,17 +27,33 @@ def get_by_idempotency_key(session: Session, key: str) -> Job | None:
     return session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
 
 
+def _with_configuration(*columns):
+    return select(Job, TrainedConfiguration.id, *columns).outerjoin(
+        TrainedConfiguration, TrainedConfiguration.job_id == Job.id
+    )
+
+
+def get_with_configuration(session: Session, job_id: uuid.UUID) -> JobWithConfiguration | None:
+    """A job and the id of its saved configuration (if any), in one primary-key lookup."""
+    row = session.execute(_with_configuration().where(Job.id == job_id)).one_or_none()
+    return (row[0], row[1]) if row else None
+
+
 def list_jobs(
     session: Session, *, status: str | None, kind: str | None, limit: int, offset: int
-) -> tuple[Sequence[Job], int]:
-    stmt = select(Job)
-    count = select(func.count()).select_from(Job)
+) -> tuple[list[JobWithConfiguration], int]:
+    """A page of jobs, newest first, with their configuration ids and the total: one query
+    (the total rides along as a window count; only a page past the end needs a second)."""
+    filters = []
     if status:
-        stmt, count = stmt.where(Job.status == status), count.where(Job.status == status)
+        filters.append(Job.status == status)
     if kind:
-        stmt, count = stmt.where(Job.kind == kind), count.where(Job.kind == kind)
-    rows = session.scalars(stmt.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
-    return rows, session.scalar(count) or 0
+        filters.append(Job.kind == kind)
+    stmt = _with_configuration(func.count().over()).where(*filters)
+    rows = session.execute(stmt.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
+    if rows:
+        return [(job, config_id) for job, config_id, _ in rows], rows[0][2]
+    return [], session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
 
 
 def count_by_status(session: Session) -> dict[str, int]:
