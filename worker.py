@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from app import logs, notify
+from app import kinds, logs, notify
 from app.db import get_engine
 from app.queue import redis_connection
 from app.readiness import wait_for_dependencies
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     logs.configure(settings.log_level, process=args.name)
+    kinds.preload()
     wait_for_dependencies(settings, args.wait)
     get_engine(settings.database_url).dispose()  # no pooled connection crosses a fork
     worker = TradWorker(settings, args.name, redis_connection(settings.redis_url))

@@ -10,6 +10,13 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 _engines: dict[tuple[int, str], Engine] = {}
+_pool = {"pool_size": 5, "max_overflow": 5}
+
+
+def configure_pool(pool_size: int, max_overflow: int) -> None:
+    """Size the pools of engines this process creates from now on (the API sizes its own from
+    settings; a job process needs one connection and keeps the small default)."""
+    _pool.update(pool_size=pool_size, max_overflow=max_overflow)
 
 
 def sync_url(url: str) -> str:
@@ -22,15 +29,15 @@ def sync_url(url: str) -> str:
 
 def get_engine(database_url: str) -> Engine:
     """The engine of this process for that URL. After fork() a child never reuses the
-    parent's pooled connections: the key includes the pid."""
+    parent's pooled connections: the key includes the pid. No pre-ping: a connection found dead
+    fails its one statement (a 503 or a retry) and the pool discards every connection of that age."""
     key = (os.getpid(), database_url)
     engine = _engines.get(key)
     if engine is None:
         engine = create_engine(
             sync_url(database_url),
-            pool_pre_ping=True,
-            pool_size=5,
-            max_overflow=5,
+            pool_pre_ping=False,
+            **_pool,
             connect_args={"connect_timeout": 5},
         )
         _engines[key] = engine

@@ -46,6 +46,22 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(1000, ge=1, description="start answers 429 beyond this many queued jobs")
     max_request_bytes: int = Field(64 * 1024, ge=1024)
 
+    # API capacity: processes, threads for blocking routes, database connections per process.
+    api_processes: int = Field(1, ge=1, le=64, description="API processes sharing the port (uvicorn workers)")
+    api_threads: int = Field(40, ge=1, le=1000, description="threads per API process for blocking routes")
+    db_pool_size: int = Field(10, ge=1, le=200, description="pooled PostgreSQL connections per API process")
+    db_max_overflow: int = Field(10, ge=0, le=200, description="connections beyond the pool under bursts")
+    migration_lock_timeout_s: float = Field(
+        10.0, gt=0, description="a migration waiting longer than this for a table lock fails instead of queueing"
+    )
+
+    # Following a job's progress (NDJSON or Server-Sent Events): bounds and timings.
+    follow_max_streams: int = Field(10000, ge=1, description="open progress streams per API process")
+    follow_max_streams_per_client: int = Field(1000, ge=1, description="open progress streams per client address")
+    follow_keepalive_s: float = Field(15.0, gt=0, description="a stream with no change sends a keep-alive this often")
+    follow_resync_s: float = Field(10.0, gt=0, description="followed jobs are re-read this often as a safety net")
+    follow_max_s: float = Field(6 * 3600.0, gt=0, description="longest life of one progress stream")
+
     # Liveness and recovery.
     heartbeat_interval_s: float = Field(5.0, gt=0)
     heartbeat_stale_s: float = Field(30.0, gt=0)

@@ -4,6 +4,8 @@ clean tables per test, the real app, and real forking worker processes."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +16,11 @@ from redis import Redis
 
 from app.api.app import create_app
 from app.db import session_factory
-from app.dev.servers import PostgresServer, RedisServer
+from app.dev.servers import PostgresServer, RedisServer, free_port, wait_for_port
 from app.migrate import upgrade
 from app.settings import Settings
 from tests.support import (
+    ROOT,
     TEST_TIMINGS,
     TOKEN,
     WorkerProcess,
@@ -128,3 +131,28 @@ def workers(clean: Settings, tmp_path: Path) -> Iterator:
     yield _start
     for worker in started:
         worker.kill_all()
+
+
+@pytest.fixture
+def api_server(clean: Settings, tmp_path: Path) -> Iterator:
+    """Start the real API (`python -m app.api`, uvicorn) on a free loopback port:
+    `url = api_server(FOLLOW_KEEPALIVE_S="1")`. Every one started is stopped at teardown."""
+    started: list[subprocess.Popen] = []
+
+    def _start(**env_overrides: str) -> str:
+        port = free_port()
+        env = {**process_env(clean), "API_PORT": str(port), "MAINTENANCE_IN_API": "false", **env_overrides}
+        log = (tmp_path / f"api-{port}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=log, stderr=log)
+        started.append(proc)
+        wait_for_port(port, 30, proc)
+        return f"http://127.0.0.1:{port}"
+
+    yield _start
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

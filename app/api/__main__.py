@@ -4,8 +4,11 @@ socket is listening and PostgreSQL and Redis answer."""
 from __future__ import annotations
 
 import logging
+import resource
 
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from app import logs, notify
 from app.api.app import create_app
@@ -26,19 +29,38 @@ class NotifyingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def raise_open_files_limit() -> None:
+    """Every progress stream is an open socket: lift the soft descriptor limit (1024 under
+    systemd by default) to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def build_app() -> FastAPI:
+    """The app of one of several API processes (API_PROCESSES > 1): uvicorn imports it by name."""
+    settings = get_settings()
+    logs.configure(settings.log_level, process="trad-api")
+    return create_app(settings)
+
+
 def main() -> None:
     settings = get_settings()
     logs.configure(settings.log_level, process="trad-api")
+    raise_open_files_limit()
     wait_for_dependencies(settings)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=True,
-        proxy_headers=False,
-    )
-    NotifyingServer(config).run()
+    common = dict(host=settings.api_host, port=settings.api_port, log_config=None, access_log=True, proxy_headers=False)
+    if settings.api_processes == 1:
+        NotifyingServer(uvicorn.Config(create_app(settings), **common)).run()
+        return
+    # Several processes accept on one socket the supervisor binds; it is listening from here on.
+    config = uvicorn.Config("app.api.__main__:build_app", factory=True, workers=settings.api_processes, **common)
+    sockets = [config.bind_socket()]
+    notify.ready(f"serving on {settings.api_host}:{settings.api_port} with {settings.api_processes} processes")
+    try:
+        Multiprocess(config, sockets=sockets).run()
+    finally:
+        notify.stopping()
 
 
 if __name__ == "__main__":

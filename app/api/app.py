@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import errors
 from app.api.deps import require_token
+from app.api.follow import FollowHub
 from app.api.routes import configurations, dashboard, health, metrics, results, training
+from app.db import configure_pool
 from app.queue import redis_connection
 from app.services.maintenance import MaintenanceLoop
 from app.settings import Settings
@@ -58,11 +62,13 @@ class _TooLarge(Exception):
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
     loop = None
     if settings.maintenance_in_api:
         loop = MaintenanceLoop(settings, redis_connection(settings.redis_url))
         loop.start()
     yield
+    await app.state.follow_hub.close()
     if loop is not None:
         loop.stop()
 
@@ -70,6 +76,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="trad", version="2", summary="Training jobs for trading strategies", lifespan=lifespan)
     app.state.settings = settings
+    configure_pool(settings.db_pool_size, settings.db_max_overflow)
+    app.state.follow_hub = FollowHub(settings, partial(training.read_progress, settings.database_url))
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)

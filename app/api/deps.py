@@ -1,9 +1,11 @@
-"""Dependencies shared by the routes: settings, a database session, Redis, and the token."""
+"""Dependencies shared by the routes: settings, a database session, Redis, and the token.
+The ones that never block are `async def`: FastAPI runs a plain `def` dependency in a thread."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -16,7 +18,7 @@ from app.queue import redis_connection
 from app.settings import Settings
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -31,8 +33,14 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_redis(settings: SettingsDep) -> Redis:
-    return redis_connection(settings.redis_url)
+@lru_cache(maxsize=4)
+def _redis(url: str) -> Redis:
+    """One client (and connection pool) per process, not a new connection per request."""
+    return redis_connection(url)
+
+
+async def get_redis(settings: SettingsDep) -> Redis:
+    return _redis(settings.redis_url)
 
 
 RedisDep = Annotated[Redis, Depends(get_redis)]
@@ -40,7 +48,7 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_token(
+async def require_token(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     expected = settings.api_token_value

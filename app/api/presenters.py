@@ -12,6 +12,7 @@ from app.clock import utcnow
 from app.models import Job, TrainedConfiguration
 from app.repositories import attempts as attempts_repo
 from app.repositories import configurations as configurations_repo
+from app.repositories.jobs import JobWithConfiguration
 from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
 
 _configuration_ids = configurations_repo.ids_for_jobs
@@ -49,26 +50,28 @@ def progress(session: Session, job: Job) -> Progress:
     return Progress(**_progress_fields(job, _configuration_ids(session, [job.id]).get(job.id), counted))
 
 
+def progress_of(job: Job, configuration_id: uuid.UUID | None, counted_attempts: int) -> Progress:
+    """The progress body of a job read together with its configuration id and counted attempts."""
+    return Progress(**_progress_fields(job, configuration_id, counted_attempts))
+
+
 def _duration_s(job: Job, now: datetime) -> float | None:
     if job.started_at is None:
         return None
     return round(((job.finished_at or now) - job.started_at).total_seconds(), 3)
 
 
-def progress_page(session: Session, jobs: list[Job]) -> list[JobSummary]:
-    job_ids = [job.id for job in jobs]
-    ids = _configuration_ids(session, job_ids)
-    counted = attempts_repo.counted_failures_by_job(session, job_ids)
+def progress_page(rows: list[JobWithConfiguration]) -> list[JobSummary]:
     now = utcnow()
     return [
         JobSummary(
-            **_progress_fields(job, ids.get(job.id), counted.get(job.id, 0)),
+            **_progress_fields(job, configuration_id, counted),
             strategy=job.params.get("strategy"),
             symbol=job.params.get("symbol"),
             timeframe=job.params.get("timeframe"),
             duration_s=_duration_s(job, now),
         )
-        for job in jobs
+        for job, configuration_id, counted in rows
     ]
 
 

@@ -9,10 +9,12 @@ from datetime import datetime
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Job
-from app.status import JobStatus
+from app.models import Attempt, Job, TrainedConfiguration
+from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
 
 ADMISSION_LOCK_KEY = 0x7472_6164_0001  # serialises admission against max_queued_jobs
+# A job, its saved configuration's id (if any) and how many of its attempts used up its budget.
+JobWithConfiguration = tuple[Job, uuid.UUID | None, int]
 
 
 def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job | None:
@@ -26,20 +28,45 @@ def get_by_idempotency_key(session: Session, key: str) -> Job | None:
     return session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
 
 
+def _counted_attempts():
+    return (
+        select(func.count())
+        .where(Attempt.job_id == Job.id, Attempt.status.in_(BUDGET_ATTEMPT_STATUSES))
+        .correlate(Job)
+        .scalar_subquery()
+    )
+
+
+def _with_configuration(*columns):
+    return select(Job, TrainedConfiguration.id, _counted_attempts(), *columns).outerjoin(
+        TrainedConfiguration, TrainedConfiguration.job_id == Job.id
+    )
+
+
+def get_with_configuration(session: Session, job_id: uuid.UUID) -> JobWithConfiguration | None:
+    """A job, the id of its saved configuration (if any) and its counted attempts, in one
+    primary-key lookup."""
+    row = session.execute(_with_configuration().where(Job.id == job_id)).one_or_none()
+    return (row[0], row[1], row[2]) if row else None
+
+
 def list_jobs(
     session: Session, *, status: str | None, kind: str | None, limit: int, offset: int, strategy: str | None = None
-) -> tuple[Sequence[Job], int]:
-    stmt = select(Job)
-    count = select(func.count()).select_from(Job)
+) -> tuple[list[JobWithConfiguration], int]:
+    """A page of jobs, newest first, with their configuration ids and the total: one query
+    (the total rides along as a window count; only a page past the end needs a second)."""
+    filters = []
     if status:
-        stmt, count = stmt.where(Job.status == status), count.where(Job.status == status)
+        filters.append(Job.status == status)
     if kind:
-        stmt, count = stmt.where(Job.kind == kind), count.where(Job.kind == kind)
+        filters.append(Job.kind == kind)
     if strategy:
-        by_strategy = Job.params["strategy"].astext == strategy
-        stmt, count = stmt.where(by_strategy), count.where(by_strategy)
-    rows = session.scalars(stmt.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
-    return rows, session.scalar(count) or 0
+        filters.append(Job.params["strategy"].astext == strategy)
+    stmt = _with_configuration(func.count().over()).where(*filters)
+    rows = session.execute(stmt.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
+    if rows:
+        return [(job, config_id, counted) for job, config_id, counted, _ in rows], rows[0][3]
+    return [], session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
 
 
 def count_by_status(session: Session) -> dict[str, int]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,9 +148,16 @@ def get(session: Session, job_id: uuid.UUID) -> Job:
     return job
 
 
+def get_with_configuration(session: Session, job_id: uuid.UUID) -> jobs_repo.JobWithConfiguration:
+    row = jobs_repo.get_with_configuration(session, job_id)
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    return row
+
+
 def list_jobs(
     session: Session, *, status: str | None, kind: str | None, limit: int, offset: int, strategy: str | None = None
-) -> tuple[Sequence[Job], int]:
+) -> tuple[list[jobs_repo.JobWithConfiguration], int]:
     return jobs_repo.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset, strategy=strategy)
 
 

@@ -18,7 +18,8 @@ class Readiness(BaseModel):
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    """Answered on the event loop: no thread, so a busy threadpool does not hide a live process."""
     return {"status": "ok"}
 
 

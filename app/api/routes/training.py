@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from redis.exceptions import RedisError
 
 from app import queue
-from app.api import presenters
+from app.api import follow, presenters
 from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.api.errors import responses
 from app.api.schemas import (
@@ -28,7 +25,7 @@ from app.api.schemas import (
     StrategyName,
     WorkerInfo,
 )
-from app.db import transaction
+from app.db import session_factory
 from app.repositories import jobs as jobs_repo
 from app.repositories import results as results_repo
 from app.services import dispatch
@@ -93,7 +90,8 @@ def list_jobs(
     rows, total = jobs_service.list_jobs(
         session, status=status_filter, kind=kind, limit=limit, offset=offset, strategy=strategy
     )
-    return JobPage(items=presenters.progress_page(session, list(rows)), total=total, limit=limit, offset=offset)
+    session.close()
+    return JobPage(items=presenters.progress_page(rows), total=total, limit=limit, offset=offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail, responses=responses(404, 422))
@@ -107,42 +105,50 @@ def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
     name="job_progress",
     responses={
         200: {
-            "content": {"application/x-ndjson": {}},
-            "description": "with follow=true: one JSON line per change until the job ends",
+            "content": {follow.NDJSON: {}, follow.SSE: {}},
+            "description": "with follow=true: one JSON line per change until the job ends; with "
+            "Accept: text/event-stream: Server-Sent Events (resume with Last-Event-ID)",
         },
+        204: {"description": "Server-Sent Events: the job has ended and the client has its last event"},
         **responses(404, 422),
+        429: {"description": "too many progress streams open, in total or from this client"},
     },
 )
 def get_progress(
     job_id: uuid.UUID,
+    request: Request,
     session: SessionDep,
-    settings: SettingsDep,
-    follow: Annotated[bool, Query(description="stream NDJSON lines until the job ends")] = False,
+    follow_: Annotated[bool, Query(alias="follow", description="stream NDJSON lines until the job ends")] = False,
+    accept: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
 ):
-    view = presenters.progress(session, jobs_service.get(session, job_id))
-    if not follow:
+    view = presenters.progress_of(*jobs_service.get_with_configuration(session, job_id))
+    # The connection goes back to the pool now, not after the response: a stream holds no
+    # database connection and no transaction for its life.
+    session.close()
+    sse = follow.SSE in (accept or "")
+    if not (follow_ or sse):
         return view
-    return StreamingResponse(_follow(settings.database_url, job_id, view), media_type="application/x-ndjson")
+    if sse and view.status.is_finished and last_event_id == follow.event_id(view):
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    hub: follow.FollowHub = request.app.state.follow_hub
+    try:
+        release = hub.admit(request.client.host if request.client else "")
+    except follow.TooManyStreams as exc:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, detail=exc.message, headers={"Retry-After": "5"}
+        ) from None
+    stream = hub.follow(job_id, view, sse=sse, last_event_id=last_event_id if sse else None)
+    return follow.FollowResponse(stream, media_type=follow.SSE if sse else follow.NDJSON, release=release)
 
 
-def _follow(
-    database_url: str,
-    job_id: uuid.UUID,
-    first: Progress,
-    poll_s: float = 0.5,
-    keepalive_s: float = 15.0,
-    max_s: float = 6 * 3600,
-) -> Iterator[str]:
-    """Progress lines from PostgreSQL: one per change, the same line again every `keepalive_s`."""
-    last, sent_at, started = first, time.monotonic(), time.monotonic()
-    yield first.model_dump_json() + "\n"
-    while not last.status.is_finished and time.monotonic() - started < max_s:
-        time.sleep(poll_s)
-        with transaction(database_url) as session:
-            current = presenters.progress(session, jobs_service.get(session, job_id))
-        if current != last or time.monotonic() - sent_at >= keepalive_s:
-            last, sent_at = current, time.monotonic()
-            yield current.model_dump_json() + "\n"
+def read_progress(database_url: str, job_id: uuid.UUID) -> Progress | None:
+    """One short read of a job's progress body for the follow hub (None if it no longer exists)."""
+    with session_factory(database_url)() as session:
+        try:
+            return presenters.progress_of(*jobs_service.get_with_configuration(session, job_id))
+        except jobs_service.JobNotFound:
+            return None
 
 
 @router.delete(
