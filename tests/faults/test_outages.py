@@ -16,7 +16,7 @@ from app.services import maintenance
 from tests.conftest import TEST_TIMINGS
 from tests.faults.conftest import attempts, config_count, job, start, trial_numbers
 from tests.faults.test_faults import wait_iteration, wait_terminal
-from tests.support import wait_until
+from tests.support import submit_smoke, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -159,3 +159,16 @@ def test_sigterm_during_data_preparation_checkpoints(client, db, long_data, work
     final = wait_terminal(db, job_id)
     assert final.status == "succeeded" and final.attempts == 1
     assert [a.status for a in attempts(db, job_id)] == ["preempted", "succeeded"]
+
+
+def test_memory_hungry_job_fails_alone(db, workers, clean):
+    """A job process past its memory limit (JOB_MEMORY_LIMIT_MB here; the units' MemoryMax in
+    production) fails by itself: the worker survives and runs the next job."""
+    w1 = workers("w1", env_overrides={"JOB_MEMORY_LIMIT_MB": "400"})
+    hungry = submit_smoke(db, clean, memory_mb=2000).id
+    final = wait_terminal(db, hungry, timeout=60)
+    assert final.status == "failed" and final.error_type == "MemoryError", (final.status, final.error_type)
+    assert [a.status for a in attempts(db, hungry)] == ["failed"]
+    modest = submit_smoke(db, clean, memory_mb=50).id
+    assert wait_terminal(db, modest, timeout=60).status == "succeeded"
+    assert w1.proc.poll() is None, "the worker lives on"
