@@ -118,7 +118,7 @@ def test_soak_with_random_faults(client, db, workers, clean, postgres, redis_ser
         )
         return open_jobs == 0
 
-    wait_until(all_terminal, timeout=300, interval=0.5, what="every soak job to finish")
+    wait_until(all_terminal, timeout=480, interval=0.5, what="every soak job to finish")
     elapsed = time.monotonic() - started
     db.expire_all()
     rows = db.scalars(select(Job).where(Job.id.in_(job_ids))).all()
