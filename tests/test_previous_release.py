@@ -20,8 +20,7 @@ import pytest
 from app.dev.services import free_port, wait_for_port
 from app.migrate import upgrade
 from app.services import candles as candles_service
-from tests.conftest import TOKEN, process_env
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, TOKEN, process_env, wait_until
 
 
 def git(*args: str) -> str:
