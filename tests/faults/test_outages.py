@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from app.db import get_engine
 from app.services import maintenance
-from tests.faults.conftest import attempts, config_count, job, start, trial_numbers
+from tests.faults.support import attempts, config_count, job, start, trial_numbers
 from tests.faults.test_faults import wait_iteration, wait_terminal
 from tests.support import TEST_TIMINGS, submit_smoke, wait_until
 
