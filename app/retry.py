@@ -20,10 +20,12 @@ def retry_until(
     max_delay_s: float = 5.0,
     on_retry: Callable[[Exception, float], None] | None = None,
     give_up: Callable[[], bool] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """`call()`, again after each error in `retry_on`, waiting first_delay_s, then twice as
-    long each time up to max_delay_s. The error is raised once `budget_s` has passed (None:
-    never) or `give_up()` is true. `on_retry(error, delay)` runs before each wait."""
+        long each time up to max_delay_s. The error is raised once `budget_s` has passed (None:
+        never) or `give_up()` is true. `on_retry(error, delay)` runs before each wait; `sleep` waits
+    (one that returns early lets a caller cut the wait short)."""
     deadline = None if budget_s is None else time.monotonic() + budget_s
     delay = first_delay_s
     while True:
@@ -34,5 +36,5 @@ def retry_until(
                 raise
             if on_retry is not None:
                 on_retry(exc, delay)
-            time.sleep(delay)
+            sleep(delay)
             delay = min(2 * delay, max_delay_s)

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.kinds import smoke, training
@@ -69,11 +69,21 @@ class Settings(BaseSettings):
     maintenance_in_api: bool = Field(True, description="the API also hosts the reaper and reconciler")
     reconcile_grace_s: float = Field(5.0, ge=0, description="age before a queued row is checked in Redis")
     db_outage_budget_s: float = Field(60.0, ge=0, description="how long a job waits out a PostgreSQL outage")
+    stop_budget_s: float = Field(
+        20.0, gt=0, description="longest a stopping job waits for PostgreSQL (keep below TimeoutStopSec)"
+    )
     cancel_poll_s: float = Field(0.5, gt=0)
     cancel_grace_s: float = Field(10.0, gt=0, description="time a job has to stop before it is killed")
     retry_backoff_base_s: float = Field(5.0, ge=0)
     retry_backoff_max_s: float = Field(300.0, ge=0)
     worker_idle_wait_s: int = Field(10, ge=1, description="longest blocking pop; bounds watchdog gaps")
+
+    # What one job may load: bars per job (checked at submit, 422 beyond), read in chunks
+    # straight into arrays, with a stop check between chunks; and an optional address-space
+    # limit for each job process (0 = none; the units' MemoryMax is the production bound).
+    max_bars_per_job: int = Field(2_000_000, ge=1)
+    candle_chunk_bars: int = Field(50_000, ge=100)
+    job_memory_limit_mb: int = Field(0, ge=0)
 
     # Per job kind (defaults are the kind's own): attempts before failing, hard timeout of one
     # attempt, and the longest time without progress before an attempt counts as stalled.
@@ -83,6 +93,13 @@ class Settings(BaseSettings):
     smoke_max_attempts: int = Field(smoke.DEFAULT_LIMITS.max_attempts, ge=1, le=100)
     smoke_timeout_s: int = Field(smoke.DEFAULT_LIMITS.timeout_s, ge=10)
     smoke_stall_timeout_s: int = Field(smoke.DEFAULT_LIMITS.stall_timeout_s, ge=1)
+
+    @model_validator(mode="after")
+    def _liveness_bounds(self) -> Settings:
+        """A heartbeat must be able to land (and a reaper pass see it) well within the stale bound."""
+        if self.heartbeat_stale_s <= self.heartbeat_interval_s + self.maintenance_interval_s:
+            raise ValueError("HEARTBEAT_STALE_S must exceed HEARTBEAT_INTERVAL_S + MAINTENANCE_INTERVAL_S")
+        return self
 
     @property
     def api_token_value(self) -> str:

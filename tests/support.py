@@ -31,6 +31,8 @@ TEST_TIMINGS = {
     "retry_backoff_base_s": "0.5",
     "retry_backoff_max_s": "2",
     "worker_idle_wait_s": "2",
+    "db_outage_budget_s": "15",  # 60 s in production: outage tests scale by this ratio
+    "stop_budget_s": "3",  # 20 s in production, under the units' TimeoutStopSec=30
 }
 
 

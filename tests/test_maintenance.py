@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from app import queue
 from app.clock import utcnow
@@ -12,8 +15,25 @@ from app.db import get_engine
 from app.models import Attempt, Job
 from app.services import jobs as jobs_service
 from app.services import lifecycle, maintenance
-from app.services.maintenance import LOCK_KEY
+from app.services.maintenance import LOCK_KEY, ReaperGrace
 from app.status import AttemptStatus, JobStatus
+from tests.support import wait_until
+
+
+@pytest.fixture(autouse=True)
+def reaper_connected(clean):
+    """This process's reaper has held PostgreSQL for longer than the stale bound, and the
+    server has been up that long (fault tests restart it), so its grace period is over."""
+    ReaperGrace.regained_at = time.monotonic() - 10 * clean.heartbeat_stale_s
+
+    def server_up_long_enough():
+        with get_engine(clean.database_url).connect() as conn:
+            up = conn.execute(text("SELECT extract(epoch FROM now() - pg_postmaster_start_time())")).scalar_one()
+        return float(up) >= clean.heartbeat_stale_s
+
+    wait_until(server_up_long_enough, timeout=3 * clean.heartbeat_stale_s, interval=0.2, what="PostgreSQL up")
+    yield
+    ReaperGrace.regained_at = None
 
 
 def queued_job(db, settings, max_attempts: int | None = None) -> Job:
@@ -63,6 +83,27 @@ def test_lost_attempt_is_requeued_with_backoff_then_redispatched(db, redis, clea
     db.commit()
     assert maintenance.run_once(clean, redis).redispatched == []
     assert redis.llen("rq:queue:training") == 1
+
+
+def test_reaper_waits_a_stale_bound_after_regaining_postgresql(db, redis, clean, postgres):
+    """After an outage no heartbeat could land: nothing is declared lost until this reaper has
+    been connected again for a full stale bound; then the truly stale attempt is."""
+    job = running_with_stale_heartbeat(db, clean)
+    db.close()
+    postgres.stop()
+    try:
+        with pytest.raises(OperationalError):
+            maintenance.run_once(clean, redis)
+        assert ReaperGrace.regained_at is None
+    finally:
+        postgres.start()
+    report = maintenance.run_once(clean, redis)
+    assert report.ran and report.reaped == []
+    assert fresh(db, job.id).status == "running"
+    ReaperGrace.regained_at = time.monotonic() - clean.heartbeat_stale_s  # connected a full bound
+    assert maintenance.run_once(clean, redis).reaped == [], "PostgreSQL itself restarted moments ago"
+    wait_until(lambda: maintenance.run_once(clean, redis).reaped, timeout=4 * clean.heartbeat_stale_s, interval=0.5)
+    assert fresh(db, job.id).status == "queued"
 
 
 def test_exhausted_attempts_fail_the_job_with_worker_lost(db, redis, clean):

@@ -53,7 +53,9 @@ class JobContext:
     def run(self, work: Callable[[Session], T]) -> T:
         """Run `work` in one transaction. If PostgreSQL goes away (a restart, a failover) the
         transaction is tried again until it answers, for up to `db_outage_budget_s`, so a
-        short outage costs the job nothing. `work` must be safe to repeat."""
+        short outage costs the job nothing. A stop request ends the wait at once (Preempted):
+        the stop path then has `stop_budget_s` to record the checkpoint. `work` must be safe
+        to repeat."""
 
         def once() -> T:
             with transaction(self.settings.database_url) as session:
@@ -62,13 +64,20 @@ class JobContext:
         def waiting(exc: Exception, delay: float) -> None:
             log.warning("PostgreSQL unavailable; retrying in %.1fs: %s", delay, getattr(exc, "orig", None) or exc)
 
-        return retry_until(
-            once,
-            retry_on=TRANSIENT_DB_ERRORS,
-            budget_s=self.settings.db_outage_budget_s,
-            first_delay_s=0.2,
-            on_retry=waiting,
-        )
+        try:
+            return retry_until(
+                once,
+                retry_on=TRANSIENT_DB_ERRORS,
+                budget_s=self.settings.db_outage_budget_s,
+                first_delay_s=0.2,
+                on_retry=waiting,
+                give_up=signals.checkpoint_requested,
+                sleep=_sleep_unless_stopped,
+            )
+        except TRANSIENT_DB_ERRORS as exc:
+            if signals.checkpoint_requested():
+                raise Preempted("worker stopping while PostgreSQL is unavailable") from exc
+            raise
 
     def owns(self, session: Session) -> bool:
         """This attempt still owns the job (`Job.owned_by`)."""
@@ -138,3 +147,10 @@ class JobContext:
         self.run(
             lambda s: jobs_repo.update_if_owned(s, self.job_id, self.attempt_id, {"resumed_from_iteration": iteration})
         )
+
+
+def _sleep_unless_stopped(seconds: float) -> None:
+    """Sleep, waking early (within 0.1 s) when a stop is requested."""
+    until = time.monotonic() + seconds
+    while not signals.checkpoint_requested() and (left := until - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 
 from app.execution import signals
 
@@ -18,3 +19,15 @@ def enter_job_process(name: str, parent: int) -> None:
 
 def parent() -> int:
     return parent_pid or os.getppid()
+
+
+def limit_memory(extra_mb: int) -> None:
+    """Cap this job process's address space at what it inherited plus `extra_mb` (RLIMIT_AS),
+    so a runaway job gets MemoryError instead of starving the machine. 0 leaves it unlimited
+    (production bounds the whole unit with MemoryMax instead)."""
+    if extra_mb <= 0:
+        return
+    with open("/proc/self/statm") as statm:
+        mapped = int(statm.read().split()[0]) * resource.getpagesize()
+    limit = mapped + extra_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))

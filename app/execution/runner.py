@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from enum import Enum
 
 from sqlalchemy.orm import Session
 
+from app.execution import process, signals
 from app.execution.context import JobContext
 from app.execution.errors import (
     TRANSIENT_DB_ERRORS,
@@ -97,6 +99,7 @@ def run_job(settings: Settings, job_id: str, worker_name: str, parent_pid: int) 
 
 
 def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: int) -> str:
+    process.limit_memory(settings.job_memory_limit_mb)
     with dispatch.unit_of_work(settings) as uow:
         claim = lifecycle.claim(uow.session, job_id, worker_name, os.getpid())
         if claim is None:
@@ -154,18 +157,24 @@ def _end(
     error: BaseException | None = None,
     writer: ResultWriter | None = None,
 ) -> str:
-    """Write the end of the attempt, riding out a short PostgreSQL outage. If the database
-    stays away, give up: the reaper will find the attempt's heartbeat stale."""
+    """Write the end of the attempt, riding out a PostgreSQL outage for up to the outage budget
+    (or, once the worker is stopping, until the stop budget runs out). If the database stays
+    away, give up: the reaper will find the attempt's heartbeat stale once it is back."""
 
     def waiting(exc: Exception, delay: float) -> None:
         log.warning("PostgreSQL unavailable while ending the attempt; retrying: %s", exc)
+
+    def stop_left() -> float:
+        return signals.stop_deadline(settings.stop_budget_s) - time.monotonic()
 
     try:
         return retry_until(
             lambda: _end_once(settings, ctx, end, error, writer),
             retry_on=TRANSIENT_DB_ERRORS,
-            budget_s=max(30.0, settings.heartbeat_stale_s),
+            budget_s=settings.db_outage_budget_s,
             on_retry=waiting,
+            give_up=lambda: stop_left() <= 0,
+            sleep=lambda delay: time.sleep(max(0.0, min(delay, stop_left()))),
         )
     except TRANSIENT_DB_ERRORS as exc:
         log.error("could not record the end of the attempt: %s", exc)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,29 +37,84 @@ def insert(session: Session, symbol: str, timeframe: str, rows: Iterable[CandleT
         return cur.rowcount
 
 
+# One row of `COPY (SELECT open_time ms, o, h, l, c, v) TO STDOUT (FORMAT binary)`: a field
+# count, then per field its length and big-endian value. Parsed in place by NumPy, so a year of
+# 1-minute bars never exists as Python objects.
+_COLUMNS = (("t", ">i8"), ("o", ">f8"), ("h", ">f8"), ("l", ">f8"), ("c", ">f8"), ("v", ">f8"))
+_ROW = np.dtype([("n", ">i2"), *[x for name, kind in _COLUMNS for x in ((f"len_{name}", ">i4"), (name, kind))]])
+_HEADER = 19  # signature (11) + flags (4) + header extension length (4, always 0 here)
+_FIELDS = ("open_time", "open", "high", "low", "close", "volume")
+
+
+def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    return start or datetime(1970, 1, 1, tzinfo=UTC), end or datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def count(session: Session, symbol: str, timeframe: str, start: datetime | None, end: datetime | None) -> int:
+    lo, hi = _range(start, end)
+    return session.execute(
+        text(
+            "SELECT count(*) FROM candles WHERE symbol = :s AND timeframe = :t AND open_time >= :lo AND open_time < :hi"
+        ),
+        {"s": symbol, "t": timeframe, "lo": lo, "hi": hi},
+    ).scalar_one()
+
+
 def load(
-    session: Session, symbol: str, timeframe: str, start: datetime | None = None, end: datetime | None = None
+    session: Session,
+    symbol: str,
+    timeframe: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    chunk_bars: int = 50_000,
+    between_chunks: Callable[[], None] = lambda: None,
 ) -> dict[str, np.ndarray]:
-    """Bars in [start, end) ordered by time, as arrays: open_time (int64 ms), open..volume."""
+    """Bars in [start, end) ordered by time, as arrays: open_time (int64 ms), open..volume.
+    Streamed with binary COPY into preallocated arrays; `between_chunks` is called every
+    `chunk_bars` bars (a job's stop check: raising there cancels the COPY)."""
+    lo, hi = _range(start, end)
+    out = {
+        f: np.empty(count(session, symbol, timeframe, start, end), np.int64 if f == "open_time" else np.float64)
+        for f in _FIELDS
+    }
+    filled, pending = 0, bytearray()
     conn = session.connection().connection.driver_connection
     sql = (
-        "SELECT (extract(epoch FROM open_time) * 1000)::int8, open, high, low, close, volume FROM candles "
-        "WHERE symbol = %s AND timeframe = %s AND open_time >= %s AND open_time < %s ORDER BY open_time"
+        "COPY (SELECT (extract(epoch FROM open_time) * 1000)::int8, open, high, low, close, volume FROM candles "
+        "WHERE symbol = %s AND timeframe = %s AND open_time >= %s AND open_time < %s ORDER BY open_time) "
+        "TO STDOUT (FORMAT binary)"
     )
-    lo = start or datetime(1970, 1, 1, tzinfo=UTC)
-    hi = end or datetime(9999, 1, 1, tzinfo=UTC)
-    with conn.cursor() as cur:
-        cur.execute(sql, (symbol, timeframe, lo, hi))
-        rows = cur.fetchall()
-    data = np.array(rows, dtype=np.float64).reshape(-1, 6)
-    return {
-        "open_time": data[:, 0].astype(np.int64),
-        "open": data[:, 1].copy(),
-        "high": data[:, 2].copy(),
-        "low": data[:, 3].copy(),
-        "close": data[:, 4].copy(),
-        "volume": data[:, 5].copy(),
-    }
+    with conn.cursor() as cur, cur.copy(sql, (symbol, timeframe, lo, hi)) as copy:
+        skip = _HEADER
+        for block in copy:
+            pending += block
+            if skip:
+                del pending[:skip]
+                skip = 0
+            if len(pending) >= chunk_bars * _ROW.itemsize:
+                filled = _take(out, pending, filled)
+                between_chunks()
+    if pending[-2:] == b"\xff\xff":  # the trailer: a field count of -1
+        del pending[-2:]
+    filled = _take(out, pending, filled)
+    return {f: a[:filled] for f, a in out.items()}
+
+
+def _take(out: dict[str, np.ndarray], pending: bytearray, filled: int) -> int:
+    """Move the whole rows at the front of `pending` into `out` (grown if rows were added since
+    they were counted); return the new fill level."""
+    n = len(pending) // _ROW.itemsize
+    if not n:
+        return filled
+    rows = np.frombuffer(bytes(pending[: n * _ROW.itemsize]), dtype=_ROW)
+    del pending[: n * _ROW.itemsize]
+    for f in _FIELDS:
+        if filled + n > len(out[f]):
+            out[f] = np.resize(out[f], filled + n)
+    for f, c in zip(_FIELDS, (name for name, _ in _COLUMNS), strict=True):
+        out[f][filled : filled + n] = rows[c]
+    return filled + n
 
 
 def sources(session: Session, symbol: str, timeframe: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,17 +50,27 @@ def generate_synthetic(
 
 
 def load(
-    session: Session, symbol: str, timeframe: str, start: datetime | None, end: datetime | None
+    session: Session,
+    symbol: str,
+    timeframe: str,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    chunk_bars: int = 50_000,
+    between_chunks: Callable[[], None] = lambda: None,
 ) -> engine_candles.Candles | None:
-    """Bars for a job: stored at `timeframe`, or resampled from stored 1m bars. None if there are none."""
-    arrays = candles_repo.load(session, symbol, timeframe, start, end)
+    """Bars for a job: stored at `timeframe`, or resampled from stored 1m bars. None if there are none.
+    `between_chunks` runs every `chunk_bars` bars read (a job's stop check)."""
+    stream = {"chunk_bars": chunk_bars, "between_chunks": between_chunks}
+    arrays = candles_repo.load(session, symbol, timeframe, start, end, **stream)
     if len(arrays["open_time"]):
         return engine_candles.Candles(timeframe=timeframe, **arrays)
     if timeframe == "1m":
         return None
-    base = candles_repo.load(session, symbol, "1m", start, end)
+    base = candles_repo.load(session, symbol, "1m", start, end, **stream)
     if not len(base["open_time"]):
         return None
+    between_chunks()
     return engine_candles.resample(engine_candles.Candles(timeframe="1m", **base), timeframe)
 
 
@@ -104,3 +114,11 @@ def _utc(value: datetime | None) -> str:
 
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def bars_to_load(session: Session, symbol: str, timeframe: str, start: datetime | None, end: datetime | None) -> int:
+    """How many stored bars `load` would read: those at `timeframe`, else the 1m bars it resamples."""
+    stored = candles_repo.count(session, symbol, timeframe, start, end)
+    if stored or timeframe == "1m":
+        return stored
+    return candles_repo.count(session, symbol, "1m", start, end)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +18,8 @@ from app.kinds import get_kind, limits
 from app.models import Job
 from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
-from app.services import candles, dispatch, lifecycle
+from app.services import candles as candles_service
+from app.services import dispatch, lifecycle
 from app.settings import Settings
 from app.status import JobStatus
 
@@ -48,6 +50,10 @@ class JobNotFound(JobError):
 
 class JobConflict(JobError):
     status_code = 409
+
+
+class TooManyBars(JobError):
+    status_code = 422
 
 
 class QueueFull(JobError):
@@ -84,8 +90,10 @@ def start(
         existing = jobs_repo.get_by_idempotency_key(session, idempotency_key)
         if existing is not None:
             return _replay(existing, digest)
-    if kind == "training" and (problem := candles.coverage_problem(session, params)):
-        raise InvalidRequest(*problem)
+    if kind == "training":
+        if problem := candles_service.coverage_problem(session, params):
+            raise InvalidRequest(*problem)
+        check_bar_cap(session, settings, params)
     _admit(session, settings)
     job = Job(
         id=uuid.uuid4(),
@@ -125,6 +133,19 @@ def start_smoke(session: Session, settings: Settings, *, priority: str = "high",
         params=params,
         idempotency_key=None,
     ).job
+
+
+def check_bar_cap(session: Session, settings: Settings, params: dict[str, Any]) -> None:
+    """One job loads at most `max_bars_per_job` bars (memory is bounded per job process)."""
+    symbol, timeframe = params["symbol"], params["timeframe"]
+    start, end = (datetime.fromisoformat(params[k]) if params.get(k) else None for k in ("start", "end"))
+    n = candles_service.bars_to_load(session, symbol, timeframe, start, end)
+    if n > settings.max_bars_per_job:
+        span = f"{params.get('start') or 'the first bar'} to {params.get('end') or 'the last bar'}"
+        raise TooManyBars(
+            f"start/end: {symbol} {timeframe} from {span} reads {n:,} stored bars; one job may read at most "
+            f"{settings.max_bars_per_job:,} (MAX_BARS_PER_JOB): narrow start/end"
+        )
 
 
 def _admit(session: Session, settings: Settings) -> None:

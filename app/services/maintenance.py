@@ -4,6 +4,9 @@ advisory lock), run by every worker every few seconds.
 - Reaper: an attempt whose heartbeat is older than `heartbeat_stale_s` is lost; its job is
   re-queued with backoff (attempt counted) or failed once attempts are exhausted, and RQ's
   started registry forgets the dispatch so `rq info` stays true.
+- Grace after an outage: while PostgreSQL was unreachable no heartbeat could land, so the
+  reaper declares nothing lost until it has itself been connected for a full stale bound
+  (and PostgreSQL itself has been up that long), giving every live attempt time to beat.
 - Reconciler: a job `queued` in PostgreSQL, due, whose dispatch is in no queue in Redis
   (Redis was down at submit, lost its data, or a worker popped it and died) is dispatched
   again. A duplicate dispatch is harmless: only one can claim the job.
@@ -13,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app import queue
@@ -39,17 +44,42 @@ class PassReport:
     redispatched: list[str] = field(default_factory=list)
 
 
+class ReaperGrace:
+    """When this process last regained PostgreSQL (monotonic clock; None: not yet, or lost)."""
+
+    regained_at: float | None = None
+
+
+def _reaping_allowed(session: Session, settings: Settings) -> bool:
+    if time.monotonic() - (ReaperGrace.regained_at or 0.0) < settings.heartbeat_stale_s:
+        return False
+    up_for = session.scalar(select(func.extract("epoch", func.now() - func.pg_postmaster_start_time())))
+    return float(up_for) >= settings.heartbeat_stale_s
+
+
 def run_once(settings: Settings, connection: Redis) -> PassReport:
+    try:
+        return _run_once(settings, connection)
+    except OperationalError:
+        ReaperGrace.regained_at = None  # unreachable: no heartbeat can land either
+        raise
+
+
+def _run_once(settings: Settings, connection: Redis) -> PassReport:
     report = PassReport()
     stale_dispatches: list[tuple[str, str]] = []
     with dispatch.unit_of_work(settings, connection) as uow:
         session = uow.session
-        if not session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY))):
+        got_lock = session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY)))
+        if ReaperGrace.regained_at is None:
+            ReaperGrace.regained_at = time.monotonic()
+        if not got_lock:
             return report
         report.ran = True
         now = utcnow()
         cutoff = now - timedelta(seconds=settings.heartbeat_stale_s)
-        for job_id, attempt_id in attempts_repo.stale_running(session, cutoff):
+        stale = attempts_repo.stale_running(session, cutoff) if _reaping_allowed(session, settings) else []
+        for job_id, attempt_id in stale:
             reaped, dead = _reap(session, settings, job_id, attempt_id, cutoff, now)
             if reaped:
                 report.reaped.append(str(job_id))

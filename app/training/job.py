@@ -142,7 +142,12 @@ def run_training_job(ctx: JobContext):
     hooks = JobHooks(ctx)
     hooks.progress("data_preparation", 0.0, "loading candles")
     start, end = _parse_time(params.get("start")), _parse_time(params.get("end"))
-    candles = ctx.run(lambda s: candles_service.load(s, spec.symbol, spec.timeframe, start, end))
+    chunk = ctx.settings.candle_chunk_bars
+    candles = ctx.run(
+        lambda s: candles_service.load(
+            s, spec.symbol, spec.timeframe, start, end, chunk_bars=chunk, between_chunks=ctx.check
+        )
+    )
     if candles is None or len(candles) == 0:
         raise JobInputError(
             f"no candles for {spec.symbol} {spec.timeframe} in the requested range; "
