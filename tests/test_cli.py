@@ -20,6 +20,8 @@ from app.services import candles as candles_service
 from app.status import JobStatus
 from tests.support import ROOT, process_env, wait_until
 
+FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}
+
 
 def trad(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -118,13 +120,21 @@ def test_training_on_imported_candles_is_reproducible(clean, db, client, workers
     workers("w1")
     job_id = client.post(
         "/api/v2/training/start",
-        json={"strategy": "bollinger_breakout", "symbol": "BTCUSDT", "timeframe": "15m", "n_iterations": 10, "seed": 4},
+        json={
+            "strategy": "bollinger_breakout",
+            "symbol": "BTCUSDT",
+            "timeframe": "15m",
+            "n_iterations": 10,
+            "seed": 4,
+            "min_trades": 2,  # a tiny search on 400 bars: the default minimum would find nothing viable
+        },
     ).json()["job_id"]
-    wait_until(
-        lambda: client.get(f"/api/v2/training/jobs/{job_id}/progress").json()["status"] == JobStatus.SUCCEEDED,
-        timeout=60,
+    final = wait_until(
+        lambda: (p := client.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"] in FINISHED and p,
+        timeout=120,
         what="job on imported candles",
     )
+    assert final["status"] == JobStatus.SUCCEEDED, final["message"]
     config = db.scalars(select(TrainedConfiguration).where(TrainedConfiguration.job_id == job_id)).one()
     candles = candles_service.load(db, "BTCUSDT", "15m", None, None)  # resampled from the imported 1m bars
     _, holdout = split(candles, 0.2)

@@ -120,7 +120,9 @@ def get_progress(
     session: SessionDep,
     follow_: Annotated[bool, Query(alias="follow", description="stream NDJSON lines until the job ends")] = False,
     accept: Annotated[str | None, Header()] = None,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+    # Typed `int` with a None default so the OpenAPI document offers an integer only: a header
+    # cannot be null, and "null" is not an event id.
+    last_event_id: Annotated[int, Header(alias="Last-Event-ID", ge=0)] = None,  # noqa: RUF013
 ):
     view = presenters.progress_of(*jobs_service.get_with_configuration(session, job_id))
     # The connection goes back to the pool now, not after the response: a stream holds no
