@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from app.dev.services import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
 from app.db import transaction  # noqa: E402
+from app.dev.servers import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.services.candles import generate_synthetic  # noqa: E402
 

@@ -20,9 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.dev.services import PostgresServer  # noqa: E402
-
 from app.db import transaction  # noqa: E402
+from app.dev.servers import PostgresServer  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.services import candles as candles_service  # noqa: E402
 

@@ -9,8 +9,7 @@ import sys
 
 from app import follow
 from app.models import Job
-from tests.conftest import process_env
-from tests.support import ROOT, submit_smoke
+from tests.support import ROOT, process_env, submit_smoke
 
 
 def trad(settings, *args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:

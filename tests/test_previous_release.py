@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from app.dev.services import free_port, wait_for_port
 
+from app.dev.servers import free_port, wait_for_port
 from app.migrate import upgrade
 from app.services import candles as candles_service
 from tests.support import ROOT, TOKEN, process_env, wait_until
