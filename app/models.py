@@ -208,3 +208,52 @@ class Candle(Base):
     close: Mapped[float] = mapped_column(Float)
     volume: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(32), default="import")
+
+
+MISFIRE_POLICIES = ("run_once", "skip")
+OVERLAP_POLICIES = ("skip", "queue")
+FIRE_OUTCOMES = ("started", "skipped_overlap", "refused")
+
+
+class Schedule(Base):
+    """A cron schedule that starts a training job from its template at each tick."""
+
+    __tablename__ = "training_schedules"
+    __table_args__ = (
+        CheckConstraint(_in("misfire_policy", MISFIRE_POLICIES), name="misfire_policy"),
+        CheckConstraint(_in("overlap_policy", OVERLAP_POLICIES), name="overlap_policy"),
+        Index("ix_training_schedules_paused_next_fire_at", "paused", "next_fire_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    cron: Mapped[str] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64))
+    template: Mapped[dict[str, Any]]
+    lookback: Mapped[str | None] = mapped_column(String(16))
+    misfire_policy: Mapped[str] = mapped_column(String(16), default="run_once")
+    overlap_policy: Mapped[str] = mapped_column(String(16), default="skip")
+    paused: Mapped[bool] = mapped_column(default=False)
+    next_fire_at: Mapped[datetime | None]
+    last_fired_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ScheduleFire(Base):
+    """One tick of a schedule that was acted on. Unique per (schedule, fire time): a tick
+    cannot be fired twice, whichever process or clock tries."""
+
+    __tablename__ = "schedule_fires"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "fire_time", name="uq_schedule_fires_schedule_id_fire_time"),
+        CheckConstraint(_in("outcome", FIRE_OUTCOMES), name="outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_schedules.id", ondelete="CASCADE"))
+    fire_time: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("training_jobs.id", ondelete="SET NULL"), index=True)
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     heartbeat_stale_s: float = Field(30.0, gt=0)
     maintenance_interval_s: float = Field(5.0, gt=0, description="reaper and reconciler period")
     maintenance_in_api: bool = Field(True, description="the API also hosts the reaper and reconciler")
+    schedule_misfire_grace_s: float = Field(
+        120.0, gt=0, description="a schedule tick fired later than this is a misfire (its policy decides)"
+    )
     reconcile_grace_s: float = Field(5.0, ge=0, description="age before a queued row is checked in Redis")
     db_outage_budget_s: float = Field(60.0, ge=0, description="how long a job waits out a PostgreSQL outage")
     stop_budget_s: float = Field(

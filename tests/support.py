@@ -138,7 +138,7 @@ def reset(settings: Settings) -> None:
         conn.execute(
             text(
                 "TRUNCATE training_jobs, training_attempts, training_progress, training_trials, "
-                "trained_configurations, candles CASCADE"
+                "trained_configurations, candles, training_schedules, schedule_fires CASCADE"
             )
         )
     Redis.from_url(settings.redis_url).flushall()

@@ -10,6 +10,7 @@ advisory lock), run by every worker every few seconds.
 - Reconciler: a job `queued` in PostgreSQL, due, whose dispatch is in no queue in Redis
   (Redis was down at submit, lost its data, or a worker popped it and died) is dispatched
   again. A duplicate dispatch is harmless: only one can claim the job.
+- Schedules: due cron schedules start their jobs (`app.services.schedules.fire_due`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from app import queue
 from app.clock import utcnow
 from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
-from app.services import dispatch, lifecycle
+from app.services import dispatch, lifecycle, schedules
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class PassReport:
     ran: bool = False
     reaped: list[str] = field(default_factory=list)
     redispatched: list[str] = field(default_factory=list)
+    fired: list[str] = field(default_factory=list)
 
 
 class ReaperGrace:
@@ -57,15 +59,16 @@ def _reaping_allowed(session: Session, settings: Settings) -> bool:
     return float(up_for) >= settings.heartbeat_stale_s
 
 
-def run_once(settings: Settings, connection: Redis) -> PassReport:
+def run_once(settings: Settings, connection: Redis, now: datetime | None = None) -> PassReport:
+    """One pass; `now` (default: the clock) is the instant it acts at."""
     try:
-        return _run_once(settings, connection)
+        return _run_once(settings, connection, now)
     except OperationalError:
         ReaperGrace.regained_at = None  # unreachable: no heartbeat can land either
         raise
 
 
-def _run_once(settings: Settings, connection: Redis) -> PassReport:
+def _run_once(settings: Settings, connection: Redis, now: datetime | None) -> PassReport:
     report = PassReport()
     stale_dispatches: list[tuple[str, str]] = []
     with dispatch.unit_of_work(settings, connection) as uow:
@@ -76,7 +79,7 @@ def _run_once(settings: Settings, connection: Redis) -> PassReport:
         if not got_lock:
             return report
         report.ran = True
-        now = utcnow()
+        now = now or utcnow()
         cutoff = now - timedelta(seconds=settings.heartbeat_stale_s)
         stale = attempts_repo.stale_running(session, cutoff) if _reaping_allowed(session, settings) else []
         for job_id, attempt_id in stale:
@@ -89,7 +92,8 @@ def _run_once(settings: Settings, connection: Redis) -> PassReport:
             _reconcile(session, connection, settings, now)
         except RedisError as exc:
             log.warning("reconciler skipped: Redis unavailable: %s", exc)
-    report.redispatched = [str(job_id) for job_id in uow.delivery.sent]
+        report.fired = [str(job_id) for job_id in schedules.fire_due(session, settings, now)]
+    report.redispatched = [str(job_id) for job_id in uow.delivery.sent if str(job_id) not in report.fired]
     for rq_job_id, priority in stale_dispatches:
         queue.forget_started(connection, rq_job_id, priority)
     return report
@@ -142,8 +146,13 @@ class MaintenanceLoop(threading.Thread):
             except Exception as exc:  # PostgreSQL or Redis away: try again next tick
                 log.warning("maintenance pass failed: %s", exc)
                 continue
-            if report.reaped or report.redispatched:
-                log.info("maintenance: reaped %s, redispatched %s", report.reaped, report.redispatched)
+            if report.reaped or report.redispatched or report.fired:
+                log.info(
+                    "maintenance: reaped %s, redispatched %s, fired %s",
+                    report.reaped,
+                    report.redispatched,
+                    report.fired,
+                )
 
     def stop(self) -> None:
         self._stopped.set()
