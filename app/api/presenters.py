@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from app.api.schemas import AttemptOut, ErrorInfo, JobDetail, JobSummary, Progress
+from app.api.schemas import (
+    AttemptOut,
+    ErrorInfo,
+    JobDetail,
+    JobSummary,
+    Progress,
+    ScheduleDetail,
+    ScheduleFireOut,
+    ScheduleOut,
+)
 from app.clock import utcnow
-from app.models import Job, TrainedConfiguration
+from app.models import Job, Schedule, ScheduleFire, TrainedConfiguration
 from app.repositories import attempts as attempts_repo
 from app.repositories import configurations as configurations_repo
 from app.repositories.jobs import JobWithConfiguration
@@ -93,4 +103,42 @@ def detail(session: Session, job: Job) -> JobDetail:
         params=job.params,
         attempt_history=attempts,
         param_importances=_param_importances(configuration),
+    )
+
+
+def schedule(row: Schedule) -> ScheduleOut:
+    return ScheduleOut(**_schedule_fields(row))
+
+
+def schedule_detail(row: Schedule, fires: Sequence[tuple[ScheduleFire, Job | None]]) -> ScheduleDetail:
+    recent = [
+        ScheduleFireOut(
+            fire_time=fire.fire_time,
+            outcome=fire.outcome,
+            message=fire.message,
+            job_id=fire.job_id,
+            job_status=job.status if job is not None else None,
+        )
+        for fire, job in fires
+    ]
+    return ScheduleDetail(**_schedule_fields(row), recent_fires=recent)
+
+
+def _schedule_fields(row: Schedule) -> dict:
+    template = dict(row.template)
+    if row.lookback:
+        template.update(start=None, end=None, lookback=row.lookback)
+    return dict(
+        id=row.id,
+        name=row.name,
+        cron=row.cron,
+        timezone=row.timezone,
+        template=template,
+        misfire_policy=row.misfire_policy,
+        overlap_policy=row.overlap_policy,
+        paused=row.paused,
+        next_fire_at=row.next_fire_at,
+        last_fired_at=row.last_fired_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )

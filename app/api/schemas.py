@@ -20,8 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+from app import cron
 from app.kinds import KINDS
-from app.models import PRIORITIES
+from app.models import MISFIRE_POLICIES, OVERLAP_POLICIES, PRIORITIES
 from app.status import AttemptStatus, JobStatus
 from app.training.catalog import OBJECTIVES, SYMBOL_PATTERN, TIMEFRAMES, strategy_names
 
@@ -70,6 +71,10 @@ class WalkForward(BaseModel):
     mode: Literal["holdout", "walk_forward"] = "holdout"
     windows: Integer = Field(5, ge=2, le=20, description="walk-forward windows")
     anchored: StrictBool = Field(False, description="in-sample windows all start at the first bar")
+
+
+MisfirePolicy = Literal[MISFIRE_POLICIES]
+OverlapPolicy = Literal[OVERLAP_POLICIES]
 
 
 class StartTraining(BaseModel):
@@ -288,3 +293,110 @@ RESULT_FIELDS = (
     "statistics",
     "param_importances",
 )
+
+
+class ScheduleTemplate(StartTraining):
+    """The job a schedule starts: the body of POST /start, where `lookback` may replace a fixed
+    `start`/`end` so each run trains on the latest candles (end = the fire time)."""
+
+    lookback: StrictStr | None = Field(
+        None, pattern=cron.LOOKBACK_PATTERN, description="e.g. 90d, 12h, 4w: the window ending at the fire time"
+    )
+
+    @model_validator(mode="after")
+    def _one_window(self) -> ScheduleTemplate:
+        if self.lookback and (self.start or self.end):
+            raise ValueError("give either lookback or start/end, not both")
+        return self
+
+    def stored(self) -> tuple[dict[str, Any], str | None]:
+        """(the template as stored: a start body with its priority, the lookback)."""
+        return self.model_dump(mode="json", exclude={"lookback"}), self.lookback
+
+
+class ScheduleFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr | None = Field(None, min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:-]*$")
+    cron: StrictStr | None = Field(
+        None, max_length=120, description="5 fields, or 6 with seconds last; e.g. '0 2 * * *'"
+    )
+    timezone: StrictStr | None = Field(None, max_length=64, description="IANA name, e.g. Europe/London")
+    template: ScheduleTemplate | None = None
+    misfire_policy: MisfirePolicy | None = None
+    overlap_policy: OverlapPolicy | None = None
+    paused: bool | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        return None if value is None else cron.check_expression(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str | None) -> str | None:
+        return None if value is None else cron.check_timezone(value)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given, as the schedules service takes them."""
+        fields = self.model_dump(exclude_unset=True, exclude={"template"})
+        if self.template is not None:
+            fields["template"], fields["lookback"] = self.template.stored()
+        return fields
+
+
+class ScheduleUpdate(ScheduleFields):
+    """PATCH: any subset; a template given replaces the template (and its lookback) whole."""
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> ScheduleUpdate:
+        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)}: may be left out but not set to null")
+        return self
+
+
+class ScheduleCreate(ScheduleFields):
+    name: StrictStr = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:-]*$")
+    cron: StrictStr = Field(max_length=120, description="5 fields, or 6 with seconds last; e.g. '0 2 * * *'")
+    timezone: StrictStr = Field("UTC", max_length=64, description="IANA name, e.g. Europe/London")
+    template: ScheduleTemplate
+    misfire_policy: MisfirePolicy = "run_once"
+    overlap_policy: OverlapPolicy = "skip"
+    paused: bool = False
+
+    def changes(self) -> dict[str, Any]:
+        fields = self.model_dump(exclude={"template"})
+        fields["template"], fields["lookback"] = self.template.stored()
+        return fields
+
+
+class ScheduleFireOut(BaseModel):
+    fire_time: datetime
+    outcome: str
+    message: str | None
+    job_id: uuid.UUID | None
+    job_status: Status | None
+
+
+class ScheduleOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    cron: str
+    timezone: str
+    template: dict[str, Any]
+    misfire_policy: MisfirePolicy
+    overlap_policy: OverlapPolicy
+    paused: bool
+    next_fire_at: datetime | None
+    last_fired_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScheduleDetail(ScheduleOut):
+    recent_fires: list[ScheduleFireOut] = Field(description="newest first, with the outcome of each job")
+
+
+class SchedulePage(BaseModel):
+    items: list[ScheduleOut]

@@ -1,0 +1,127 @@
+"""/api/v2/training/schedules over HTTP: create, list, detail, pause, resume, update, delete;
+bad input is a 422 naming the field and writes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+
+from app.clock import utcnow
+from app.models import Schedule
+from app.services import maintenance
+
+URL = "/api/v2/training/schedules"
+TEMPLATE = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
+GOOD = {"name": "btc nightly", "cron": "0 2 * * *", "timezone": "Europe/London", "template": TEMPLATE}
+
+
+def schedule_count(db) -> int:
+    db.expire_all()
+    return db.scalar(select(func.count()).select_from(Schedule))
+
+
+def test_create_list_detail_pause_resume_update_delete(client, db):
+    resp = client.post(URL, json={**GOOD, "template": {**TEMPLATE, "lookback": "90d"}})
+    assert resp.status_code == 201, resp.text
+    created = resp.json()
+    assert created["template"]["lookback"] == "90d" and created["template"]["strategy"] == "sma_crossover"
+    assert created["misfire_policy"] == "run_once" and created["overlap_policy"] == "skip"
+    assert created["paused"] is False and created["recent_fires"] == []
+    next_fire = datetime.fromisoformat(created["next_fire_at"])
+    assert next_fire > utcnow() and next_fire - utcnow() <= timedelta(days=1)
+    assert next_fire.astimezone(ZoneInfo("Europe/London")).hour == 2
+
+    listed = client.get(URL).json()["items"]
+    assert [s["id"] for s in listed] == [created["id"]]
+
+    paused = client.post(f"{URL}/{created['id']}/pause").json()
+    assert paused["paused"] is True and paused["next_fire_at"] is None
+    resumed = client.post(f"{URL}/{created['id']}/resume").json()
+    assert resumed["paused"] is False and resumed["next_fire_at"] == created["next_fire_at"]
+
+    patched = client.patch(f"{URL}/{created['id']}", json={"cron": "30 3 * * 1", "overlap_policy": "queue"})
+    assert patched.status_code == 200, patched.text
+    body = patched.json()
+    assert body["cron"] == "30 3 * * 1" and body["overlap_policy"] == "queue"
+    assert body["template"]["lookback"] == "90d", "a PATCH without template keeps it"
+    fire = datetime.fromisoformat(body["next_fire_at"]).astimezone(ZoneInfo("Europe/London"))
+    assert (fire.weekday(), fire.hour, fire.minute) == (0, 3, 30)
+
+    assert client.delete(f"{URL}/{created['id']}").status_code == 204
+    assert client.get(f"{URL}/{created['id']}").status_code == 404
+    assert schedule_count(db) == 0
+
+
+def test_detail_shows_the_jobs_fired_and_their_outcome(client, db, redis, clean):
+    created = client.post(URL, json={**GOOD, "cron": "* * * * *", "timezone": "UTC"}).json()
+    report = maintenance.run_once(clean, redis, now=datetime.fromisoformat(created["next_fire_at"]))
+    assert len(report.fired) == 1
+    detail = client.get(f"{URL}/{created['id']}").json()
+    [fire] = detail["recent_fires"]
+    assert fire["fire_time"] == created["next_fire_at"] and fire["outcome"] == "started"
+    assert fire["job_id"] == report.fired[0] and fire["job_status"] == "queued"
+    job = client.get(f"/api/v2/training/jobs/{fire['job_id']}").json()
+    assert job["params"]["strategy"] == "sma_crossover" and job["params"]["n_iterations"] == 10
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"cron": "not a cron"}, "cron"),
+        ({"cron": "61 * * * *"}, "cron"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"timezone": "../../etc/passwd"}, "timezone"),
+        ({"template": {**TEMPLATE, "strategy": "nope"}}, "strategy"),
+        ({"template": {**TEMPLATE, "n_iterations": 0}}, "n_iterations"),
+        ({"template": {**TEMPLATE, "lookback": "ninety days"}}, "lookback"),
+        ({"template": {**TEMPLATE, "lookback": "90d", "start": "2024-01-01T00:00:00Z"}}, "lookback"),
+        ({"misfire_policy": "burst"}, "misfire_policy"),
+        ({"overlap_policy": "maybe"}, "overlap_policy"),
+        ({"name": ""}, "name"),
+        ({"unexpected": 1}, "unexpected"),
+    ],
+)
+def test_invalid_create_is_422_naming_the_field(client, db, change, field):
+    resp = client.post(URL, json={**GOOD, **change})
+    assert resp.status_code == 422, resp.text
+    assert field in resp.text
+    assert schedule_count(db) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"cron": "* *"}, "cron"), ({"timezone": "Nowhere/City"}, "timezone"), ({"paused": None}, "paused")],
+)
+def test_invalid_update_is_422_and_changes_nothing(client, db, change, field):
+    created = client.post(URL, json=GOOD).json()
+    resp = client.patch(f"{URL}/{created['id']}", json=change)
+    assert resp.status_code == 422 and field in resp.text
+    assert client.get(f"{URL}/{created['id']}").json()["cron"] == GOOD["cron"]
+
+
+def test_duplicate_name_is_409(client, db):
+    assert client.post(URL, json=GOOD).status_code == 201
+    resp = client.post(URL, json=GOOD)
+    assert resp.status_code == 409 and "name" in resp.text
+    assert schedule_count(db) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("get", ""), ("patch", ""), ("delete", ""), ("post", "/pause"), ("post", "/resume")],
+)
+def test_unknown_id_is_404(client, method, suffix):
+    kwargs = {"json": {"paused": True}} if method == "patch" else {}
+    resp = getattr(client, method)(f"{URL}/{uuid.uuid4()}{suffix}", **kwargs)
+    assert resp.status_code == 404 and "no schedule" in resp.text
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
+def test_no_or_wrong_token_is_401(anon_client, db, headers):
+    assert anon_client.get(URL, headers=headers).status_code == 401
+    assert anon_client.post(URL, json=GOOD, headers=headers).status_code == 401
+    assert schedule_count(db) == 0
