@@ -7,6 +7,7 @@ trad candles synth --symbol BTCUSDT --timeframe 1m --bars 20000 [--seed 1]
 trad candles list
 trad jobs list [--status S] | jobs show ID | jobs cancel ID | jobs retry ID
 trad jobs follow ID [--interval S]   (exit status: 0 succeeded, 1 failed, 4 canceled)
+trad schedules list | schedules show ID|NAME | schedules pause ID|NAME | schedules resume ID|NAME
 trad maintenance run-once
 """
 
@@ -165,6 +166,36 @@ def cmd_follow(args: argparse.Namespace, settings: Settings) -> int:
         return 130
 
 
+def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import schedules as schedules_service
+    from app.services.jobs import JobError
+
+    try:
+        with transaction(settings.database_url) as session:
+            if args.action == "list":
+                rows = schedules_service.list_schedules(session)
+                for s in rows:
+                    state = "paused" if s.paused else f"next {s.next_fire_at:%F %T%z}"
+                    print(f"{s.id}\t{s.name}\t{s.cron}\t{s.timezone}\t{state}")
+                print(f"{len(rows)} schedules")
+                return 0
+            schedule = schedules_service.resolve(session, args.schedule)
+            if args.action == "show":
+                fields = {c.key: getattr(schedule, c.key) for c in schedule.__table__.columns}
+                fields["recent_fires"] = [
+                    {"fire_time": f.fire_time, "outcome": f.outcome, "job_id": f.job_id, "job_status": j and j.status}
+                    for f, j in schedules_service.recent_fires(session, schedule.id)
+                ]
+                print(json.dumps(fields, default=str, indent=2))
+                return 0
+            action = schedules_service.pause if args.action == "pause" else schedules_service.resume
+            schedule = action(session, schedule.id)
+            print(f"schedule {schedule.name}: {'paused' if schedule.paused else f'next {schedule.next_fire_at}'}")
+    except JobError as exc:
+        raise CliError(exc.message) from None
+    return 0
+
+
 def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import maintenance
 
@@ -172,7 +203,7 @@ def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
     if not report.ran:
         print("another process holds the maintenance lock; nothing done")
     else:
-        print(f"reaped: {len(report.reaped)}, redispatched: {len(report.redispatched)}")
+        print(f"reaped: {len(report.reaped)}, redispatched: {len(report.redispatched)}, fired: {len(report.fired)}")
     return 0
 
 
@@ -215,7 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     jf.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
     jf.set_defaults(func=cmd_follow)
 
-    maint = sub.add_parser("maintenance", help="reaper and reconciler")
+    schedules = sub.add_parser("schedules", help="look at, pause and resume schedules")
+    ssub = schedules.add_subparsers(dest="action", required=True)
+    ssub.add_parser("list")
+    for action in ("show", "pause", "resume"):
+        ssub.add_parser(action).add_argument("schedule", help="id or name")
+    schedules.set_defaults(func=cmd_schedules)
+
+    maint = sub.add_parser("maintenance", help="reaper, reconciler and schedules")
     maint.add_argument("action", choices=["run-once"])
     maint.set_defaults(func=cmd_maintenance)
     return parser

@@ -156,3 +156,26 @@ def test_unreachable_database_is_a_clear_error(clean):
     result = trad(down, "jobs", "list")
     assert result.returncode == 3 and "PostgreSQL is unreachable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_schedules_list_show_pause_resume(clean, db, client):
+    created = client.post(
+        "/api/v2/training/schedules",
+        json={
+            "name": "btc-nightly",
+            "cron": "0 2 * * *",
+            "template": {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h"},
+        },
+    ).json()
+    listed = trad(clean, "schedules", "list")
+    assert listed.returncode == 0 and created["id"] in listed.stdout and "btc-nightly" in listed.stdout
+    paused = trad(clean, "schedules", "pause", "btc-nightly")
+    assert paused.returncode == 0 and "paused" in paused.stdout
+    assert client.get(f"/api/v2/training/schedules/{created['id']}").json()["paused"] is True
+    resumed = trad(clean, "schedules", "resume", created["id"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert client.get(f"/api/v2/training/schedules/{created['id']}").json()["next_fire_at"] == created["next_fire_at"]
+    shown = trad(clean, "schedules", "show", "btc-nightly")
+    assert shown.returncode == 0 and '"cron": "0 2 * * *"' in shown.stdout and '"recent_fires": []' in shown.stdout
+    missing = trad(clean, "schedules", "pause", "no-such-schedule")
+    assert missing.returncode == 2 and "no schedule" in missing.stderr

@@ -84,6 +84,17 @@ def get(session: Session, schedule_id: uuid.UUID) -> Schedule:
     return schedule
 
 
+def resolve(session: Session, ref: str) -> Schedule:
+    """A schedule by id or by name (the CLI's argument)."""
+    try:
+        return get(session, uuid.UUID(ref))
+    except ValueError:
+        schedule = schedules_repo.get_by_name(session, ref)
+    if schedule is None:
+        raise ScheduleNotFound(f"no schedule with id or name {ref!r}")
+    return schedule
+
+
 def list_schedules(session: Session) -> Sequence[Schedule]:
     return schedules_repo.list_all(session)
 
