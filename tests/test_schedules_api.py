@@ -125,3 +125,18 @@ def test_no_or_wrong_token_is_401(anon_client, db, headers):
     assert anon_client.get(URL, headers=headers).status_code == 401
     assert anon_client.post(URL, json=GOOD, headers=headers).status_code == 401
     assert schedule_count(db) == 0
+
+
+def test_metrics_count_schedules_and_show_the_fire_lag(client, anon_client, db):
+    active = client.post(URL, json={**GOOD, "name": "a"}).json()
+    paused = client.post(URL, json={**GOOD, "name": "b", "paused": True}).json()
+    assert paused["next_fire_at"] is None
+    text = anon_client.get("/metrics").text
+    assert 'trad_schedules{state="active"} 1.0' in text and 'trad_schedules{state="paused"} 1.0' in text
+    assert "trad_schedule_fire_lag_seconds 0.0" in text
+    # Its tick came ten minutes ago and no pass has fired it.
+    row = db.get(Schedule, uuid.UUID(active["id"]))
+    row.next_fire_at = utcnow() - timedelta(minutes=10)
+    db.commit()
+    lag = next(line for line in anon_client.get("/metrics").text.splitlines() if line.startswith("trad_schedule_fire"))
+    assert 600 <= float(lag.split()[1]) < 3600

@@ -13,9 +13,11 @@ from redis import Redis
 
 from app import queue
 from app.api.deps import RedisDep, SettingsDep
+from app.clock import utcnow
 from app.db import transaction
 from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
+from app.repositories import schedules as schedules_repo
 from app.status import JobStatus
 
 router = APIRouter(tags=["health"])
@@ -36,6 +38,8 @@ class TradCollector:
                 jobs = jobs_repo.count_by_kind_and_status(s)
                 attempts = attempts_repo.count_by_status(s)
                 oldest = jobs_repo.oldest_queued_age_s(s)
+                schedules = schedules_repo.counts(s)
+                overdue_since = schedules_repo.oldest_overdue(s)
         except Exception:
             up.add_metric([], 0)
             yield up
@@ -53,6 +57,16 @@ class TradCollector:
             by_attempt.add_metric([status], n)
         yield by_attempt
         yield GaugeMetricFamily("trad_oldest_queued_job_seconds", "Age of the oldest queued job", value=oldest)
+        by_state = GaugeMetricFamily("trad_schedules", "Schedules by state", labels=["state"])
+        by_state.add_metric(["active"], schedules.get(False, 0))
+        by_state.add_metric(["paused"], schedules.get(True, 0))
+        yield by_state
+        lag = 0.0 if overdue_since is None else max(0.0, (utcnow() - overdue_since).total_seconds())
+        yield GaugeMetricFamily(
+            "trad_schedule_fire_lag_seconds",
+            "How long the most overdue active schedule tick has been waiting to fire (0 when none is due)",
+            value=lag,
+        )
 
     def _redis(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("trad_redis_up", "1 if Redis answered this scrape")
