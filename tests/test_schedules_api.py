@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from app.clock import utcnow
 from app.models import Schedule
+from app.services import candles as candles_service
 from app.services import maintenance
 
 URL = "/api/v2/training/schedules"
@@ -57,6 +58,8 @@ def test_create_list_detail_pause_resume_update_delete(client, db):
 
 
 def test_detail_shows_the_jobs_fired_and_their_outcome(client, db, redis, clean):
+    candles_service.generate_synthetic(db, "BTCUSDT", "1h", 300, seed=1)
+    db.commit()
     created = client.post(URL, json={**GOOD, "cron": "* * * * *", "timezone": "UTC"}).json()
     report = maintenance.run_once(clean, redis, now=datetime.fromisoformat(created["next_fire_at"]))
     assert len(report.fired) == 1

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.models import Job, ScheduleFire
+from app.services import candles as candles_service
 from app.services import jobs as jobs_service
 from app.services import maintenance
 from app.services import schedules as schedules_service
@@ -19,7 +20,7 @@ from app.status import JobStatus
 TEMPLATE = {
     "strategy": "sma_crossover",
     "symbol": "BTCUSDT",
-    "timeframe": "5m",
+    "timeframe": "1h",
     "n_iterations": 5,
     "priority": "normal",
     "seed": 1,
@@ -27,6 +28,15 @@ TEMPLATE = {
     "holdout_fraction": 0.2,
     "folds": 0,
 }
+
+
+@pytest.fixture(autouse=True)
+def candles(db) -> None:
+    """Hourly bars from 2026-01-01 into 2027: every window these tests fire on has data."""
+    candles_service.generate_synthetic(
+        db, "BTCUSDT", "1h", 9000, seed=1, start_ms=int(at("2026-01-01").timestamp() * 1000)
+    )
+    db.commit()
 
 
 def at(text: str) -> datetime:
@@ -204,3 +214,13 @@ def test_dst_fall_back_in_london(db, redis, clean):
     )
     expected = [at("2026-10-24T23:30") + timedelta(minutes=30 * i) for i in range(8)]
     assert fire_times_over(db, redis, clean, half_hourly, at("2026-10-25T03:30")) == expected
+
+
+def test_a_tick_the_start_path_refuses_is_recorded_and_the_next_one_tries_again(db, redis, clean):
+    schedule = make_schedule(db, at("2026-05-01T10:00:30"), template={**TEMPLATE, "symbol": "ETHUSDT"})
+    assert maintenance.run_once(clean, redis, now=at("2026-05-01T11:00:01")).fired == []
+    [fire] = fires(db, schedule.id)
+    assert fire.outcome == "refused" and fire.job_id is None and "no candles stored for ETHUSDT" in fire.message
+    assert jobs(db) == []
+    db.refresh(schedule)
+    assert schedule.next_fire_at == at("2026-05-01T12:00:00")

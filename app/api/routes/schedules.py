@@ -9,12 +9,14 @@ from fastapi import APIRouter, Response, status
 
 from app.api import presenters
 from app.api.deps import SessionDep
+from app.api.errors import responses
 from app.api.schemas import ScheduleCreate, ScheduleDetail, SchedulePage, ScheduleUpdate
 from app.services import schedules as schedules_service
 
-router = APIRouter(prefix="/api/v2/training/schedules", tags=["schedules"])
+router = APIRouter(prefix="/api/v2/training/schedules", tags=["schedules"], responses=responses(401, 500, 503))
 
-_NOT_FOUND = {404: {"description": "no schedule with this id"}}
+_BY_ID = responses(404, 422)
+_WITH_BODY = responses(400, 413, 422)
 
 
 def _detail(session, schedule_id: uuid.UUID) -> ScheduleDetail:
@@ -26,7 +28,7 @@ def _detail(session, schedule_id: uuid.UUID) -> ScheduleDetail:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ScheduleDetail,
-    responses={409: {"description": "a schedule with this name exists"}},
+    responses={**_WITH_BODY, 409: {**responses(409)[409], "description": "a schedule with this name exists"}},
 )
 def create_schedule(body: ScheduleCreate, session: SessionDep) -> ScheduleDetail:
     row = schedules_service.create(session, **body.changes())
@@ -39,27 +41,31 @@ def list_schedules(session: SessionDep) -> SchedulePage:
     return SchedulePage(items=[presenters.schedule(row) for row in schedules_service.list_schedules(session)])
 
 
-@router.get("/{schedule_id}", response_model=ScheduleDetail, responses=_NOT_FOUND)
+@router.get("/{schedule_id}", response_model=ScheduleDetail, responses=_BY_ID)
 def get_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDetail:
     """The schedule, its next fire time, and its latest fires with their jobs' outcomes."""
     return _detail(session, schedule_id)
 
 
-@router.patch("/{schedule_id}", response_model=ScheduleDetail, responses=_NOT_FOUND)
+@router.patch(
+    "/{schedule_id}",
+    response_model=ScheduleDetail,
+    responses={**_WITH_BODY, **_BY_ID, 409: {**responses(409)[409], "description": "a schedule with this name exists"}},
+)
 def update_schedule(schedule_id: uuid.UUID, body: ScheduleUpdate, session: SessionDep) -> ScheduleDetail:
     schedules_service.update(session, schedule_id, **body.changes())
     session.commit()
     return _detail(session, schedule_id)
 
 
-@router.post("/{schedule_id}/pause", response_model=ScheduleDetail, responses=_NOT_FOUND)
+@router.post("/{schedule_id}/pause", response_model=ScheduleDetail, responses=_BY_ID)
 def pause_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDetail:
     schedules_service.pause(session, schedule_id)
     session.commit()
     return _detail(session, schedule_id)
 
 
-@router.post("/{schedule_id}/resume", response_model=ScheduleDetail, responses=_NOT_FOUND)
+@router.post("/{schedule_id}/resume", response_model=ScheduleDetail, responses=_BY_ID)
 def resume_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDetail:
     """Ticks that passed while paused are not caught up: the next fire is the next tick."""
     schedules_service.resume(session, schedule_id)
@@ -67,7 +73,7 @@ def resume_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDeta
     return _detail(session, schedule_id)
 
 
-@router.delete("/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_NOT_FOUND)
+@router.delete("/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_BY_ID)
 def delete_schedule(schedule_id: uuid.UUID, session: SessionDep) -> Response:
     """The schedule and its fire history go; the jobs it started stay."""
     schedules_service.delete(session, schedule_id)
