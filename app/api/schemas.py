@@ -317,15 +317,13 @@ class ScheduleTemplate(StartTraining):
 class ScheduleFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: StrictStr | None = Field(None, min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:-]*$")
-    cron: StrictStr | None = Field(
-        None, max_length=120, description="5 fields, or 6 with seconds last; e.g. '0 2 * * *'"
-    )
-    timezone: StrictStr | None = Field(None, max_length=64, description="IANA name, e.g. Europe/London")
-    template: ScheduleTemplate | None = None
-    misfire_policy: MisfirePolicy | None = None
-    overlap_policy: OverlapPolicy | None = None
-    paused: bool | None = None
+    name: StrictStr = Field(None, min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:-]*$")
+    cron: StrictStr = Field(None, max_length=120, description="5 fields, or 6 with seconds last; e.g. '0 2 * * *'")
+    timezone: StrictStr = Field(None, max_length=64, description="IANA name, e.g. Europe/London")
+    template: ScheduleTemplate = None
+    misfire_policy: MisfirePolicy = None
+    overlap_policy: OverlapPolicy = None
+    paused: StrictBool = None
 
     @field_validator("cron")
     @classmethod
@@ -346,14 +344,7 @@ class ScheduleFields(BaseModel):
 
 
 class ScheduleUpdate(ScheduleFields):
-    """PATCH: any subset; a template given replaces the template (and its lookback) whole."""
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> ScheduleUpdate:
-        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
-        if nulls:
-            raise ValueError(f"{', '.join(nulls)}: may be left out but not set to null")
-        return self
+    """PATCH: any subset, none null; a template given replaces the template (and its lookback) whole."""
 
 
 class ScheduleCreate(ScheduleFields):
@@ -363,7 +354,7 @@ class ScheduleCreate(ScheduleFields):
     template: ScheduleTemplate
     misfire_policy: MisfirePolicy = "run_once"
     overlap_policy: OverlapPolicy = "skip"
-    paused: bool = False
+    paused: StrictBool = False
 
     def changes(self) -> dict[str, Any]:
         fields = self.model_dump(exclude={"template"})
