@@ -22,7 +22,14 @@ def test_seconds_level_schedule_fires_jobs_that_succeed_then_pause_stops_it(clie
     candles_service.generate_synthetic(db, "BTCUSDT", "1m", 20_000, seed=3)
     db.commit()
     workers("w1")
-    template = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "5m", "n_iterations": 3, "seed": 7}
+    template = {
+        "strategy": "sma_crossover",
+        "symbol": "BTCUSDT",
+        "timeframe": "5m",
+        "n_iterations": 3,
+        "seed": 7,
+        "min_trades": 1,
+    }
     created = client.post(URL, json={"name": "every-3s", "cron": "* * * * * */3", "template": template})
     assert created.status_code == 201, created.text
     schedule_id = created.json()["id"]
@@ -30,13 +37,13 @@ def test_seconds_level_schedule_fires_jobs_that_succeed_then_pause_stops_it(clie
     def outcomes() -> list[tuple[datetime, str, str | None]]:
         db.expire_all()
         rows = db.execute(
-            select(ScheduleFire.fire_time, ScheduleFire.outcome, Job.status)
+            select(ScheduleFire.fire_time, ScheduleFire.outcome, Job.status, Job.error_message)
             .outerjoin(Job, Job.id == ScheduleFire.job_id)
             .where(ScheduleFire.schedule_id == uuid.UUID(schedule_id))
             .order_by(ScheduleFire.fire_time)
         ).all()
-        assert JobStatus.FAILED not in [status for _, _, status in rows], rows
-        return [tuple(row) for row in rows]
+        assert JobStatus.FAILED not in [row[2] for row in rows], rows
+        return [tuple(row)[:3] for row in rows]
 
     fires = wait_until(
         lambda: (rows := outcomes()) and [r for r in rows if r[2] == JobStatus.SUCCEEDED][1:] and rows,
