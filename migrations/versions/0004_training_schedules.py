@@ -1,7 +1,7 @@
 """training schedules and their fires
 
-Revision ID: 0003_training_schedules
-Revises: 0002_results_stats
+Revision ID: 0004_training_schedules
+Revises: 0003_job_change_notify
 Create Date: 2026-11-23 09:50:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0003_training_schedules"
-down_revision: str | None = "0002_results_stats"
+revision: str = "0004_training_schedules"
+down_revision: str | None = "0003_job_change_notify"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
