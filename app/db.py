@@ -10,13 +10,13 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 _engines: dict[tuple[int, str], Engine] = {}
-_pool = {"pool_size": 5, "max_overflow": 5}
+_pool = {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": True}
 
 
-def configure_pool(pool_size: int, max_overflow: int) -> None:
+def configure_pool(pool_size: int, max_overflow: int, pre_ping: bool = True) -> None:
     """Size the pools of engines this process creates from now on (the API sizes its own from
     settings; a job process needs one connection and keeps the small default)."""
-    _pool.update(pool_size=pool_size, max_overflow=max_overflow)
+    _pool.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=pre_ping)
 
 
 def sync_url(url: str) -> str:
@@ -29,14 +29,14 @@ def sync_url(url: str) -> str:
 
 def get_engine(database_url: str) -> Engine:
     """The engine of this process for that URL. After fork() a child never reuses the
-    parent's pooled connections: the key includes the pid. No pre-ping: a connection found dead
-    fails its one statement (a 503 or a retry) and the pool discards every connection of that age."""
+    parent's pooled connections: the key includes the pid. Connections are pinged on checkout
+    (one loopback round trip), so the first request after a PostgreSQL restart does not fail on
+    a dead pooled connection; `DB_POOL_PRE_PING=false` trades that for speed in the API."""
     key = (os.getpid(), database_url)
     engine = _engines.get(key)
     if engine is None:
         engine = create_engine(
             sync_url(database_url),
-            pool_pre_ping=False,
             **_pool,
             connect_args={"connect_timeout": 5},
         )

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     api_threads: int = Field(40, ge=1, le=1000, description="threads per API process for blocking routes")
     db_pool_size: int = Field(10, ge=1, le=200, description="pooled PostgreSQL connections per API process")
     db_max_overflow: int = Field(10, ge=0, le=200, description="connections beyond the pool under bursts")
+    db_pool_pre_ping: bool = Field(
+        True, description="ping a pooled connection before use: no failed request after a PostgreSQL restart"
+    )
     migration_lock_timeout_s: float = Field(
         10.0, gt=0, description="a migration waiting longer than this for a table lock fails instead of queueing"
     )

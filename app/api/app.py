@@ -76,7 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="trad", version="2", summary="Training jobs for trading strategies", lifespan=lifespan)
     app.state.settings = settings
-    configure_pool(settings.db_pool_size, settings.db_max_overflow)
+    configure_pool(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_pre_ping)
     app.state.follow_hub = FollowHub(settings, partial(training.read_progress, settings.database_url))
     app.include_router(health.router)
     app.include_router(metrics.router)
