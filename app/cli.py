@@ -133,7 +133,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
             session = uow.session
             if args.action == "list":
                 rows, total = jobs_service.list_jobs(session, status=args.status, kind=None, limit=args.limit, offset=0)
-                for j, _ in rows:
+                for j, *_ in rows:
                     print(f"{j.id}\t{j.kind}\t{j.status}\t{j.percent:5.1f}%\t{j.phase or '-'}\t{j.created_at:%F %T}")
                 print(f"{len(rows)} of {total}")
                 return 0

@@ -142,6 +142,8 @@ def test_training_on_imported_candles_is_reproducible(clean, db, client, workers
     assert again.metrics == config.validation_metrics
     shown = trad(clean, "jobs", "show", job_id)
     assert shown.returncode == 0 and '"status": "succeeded"' in shown.stdout
+    listed = trad(clean, "jobs", "list", "--status", "succeeded")
+    assert listed.returncode == 0 and job_id in listed.stdout, listed.stdout + listed.stderr
 
 
 def test_smoke_command_waits_for_a_worker(clean, db, workers):

@@ -30,8 +30,9 @@ def _queued_smoke(db, settings) -> Job:
 def test_reaper_locks_the_job_before_the_attempt_like_every_other_writer(db, redis, clean):
     """A job process ending its attempt (or a worker killing a canceled job) locks the job,
     then the attempt. The reaper must take them in the same order, or the two deadlock."""
-    # The reaper holds off for a stale bound after PostgreSQL (re)starts: an earlier test may
-    # have restarted it.
+    # The reaper holds off for a stale bound after its process first reaches PostgreSQL and after
+    # PostgreSQL (re)starts (an earlier test may have restarted it): let that grace pass first.
+    maintenance.run_once(clean, redis)
     wait_until(lambda: maintenance._reaping_allowed(db, clean), timeout=60, what="the reaper's grace to pass")
     db.rollback()
     job = _queued_smoke(db, clean)

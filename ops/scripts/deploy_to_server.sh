@@ -85,7 +85,8 @@ build_release() {
   rm -f "$files"
   # RELEASE names the commit the code came from; the service reports it as its code version.
   git -C "$ROOT" rev-parse --short=12 HEAD > "$CACHE_DIR/RELEASE" 2>/dev/null || echo unknown > "$CACHE_DIR/RELEASE"
-  tar --append --file "$tar_path" -C "$CACHE_DIR" --owner=0 --group=0 --numeric-owner RELEASE
+  tar --append --file "$tar_path" -C "$CACHE_DIR" --mtime=@0 --owner=0 --group=0 --numeric-owner \
+    --mode='u+rw,go+r,go-w' RELEASE
   VERSION=${VERSION:-r-$(sha256sum "$tar_path" | cut -c1-12)}
   RELEASE_TAR=$tar_path
   log "release $VERSION built ($(du -h "$tar_path" | cut -f1))"
