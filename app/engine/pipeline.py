@@ -151,6 +151,27 @@ def _search_statistics(result: OptimisationResult, returns: np.ndarray) -> tuple
     return dsr, (found.pbo if found else None)
 
 
+def _evidence(open_time, strategy, benchmark, validation_start_ms, verdict, importances) -> dict[str, Any]:
+    """What a result shows beside its metrics: the curve of strategy and buy-and-hold over the
+    trained range, the out-of-sample trades, the benchmark and excess, and the statistics.
+    `strategy` and `benchmark` are (in-sample, out-of-sample) backtests."""
+    (train_bt, test_bt), (bench_train, bench_test) = strategy, benchmark
+    return dict(
+        equity_curve=equity_curve(
+            open_time, stitch([train_bt.equity, test_bt.equity]), stitch([bench_train.equity, bench_test.equity])
+        ),
+        validation_start_ms=validation_start_ms,
+        trades=trade_list(test_bt),
+        benchmark_metrics={"train": bench_train.metrics, "validation": bench_test.metrics},
+        excess={
+            "train": excess(train_bt.metrics, bench_train.metrics),
+            "validation": excess(test_bt.metrics, bench_test.metrics),
+        },
+        statistics=verdict.as_dict(),
+        param_importances=importances,
+    )
+
+
 class _Run:
     def __init__(self, spec: TrainingSpec, data: Candles, hooks: TrainingHooks) -> None:
         self.spec, self.data, self.hooks = spec, data, hooks
@@ -247,20 +268,14 @@ class _Run:
                 validation_range_ms=[int(holdout.open_time[0]), int(holdout.open_time[-1])],
                 data_start_ms=0,
                 data_end_ms=0,
-                equity_curve=equity_curve(
+                **_evidence(
                     self.data.open_time,
-                    stitch([train_bt.equity, val_bt.equity]),
-                    stitch([bench_train.equity, bench_val.equity]),
+                    (train_bt, val_bt),
+                    (bench_train, bench_val),
+                    int(holdout.open_time[0]),
+                    verdict,
+                    result.importances,
                 ),
-                validation_start_ms=int(holdout.open_time[0]),
-                trades=trade_list(val_bt),
-                benchmark_metrics={"train": bench_train.metrics, "validation": bench_val.metrics},
-                excess={
-                    "train": excess(train_bt.metrics, bench_train.metrics),
-                    "validation": excess(val_bt.metrics, bench_val.metrics),
-                },
-                statistics=verdict.as_dict(),
-                param_importances=result.importances,
             )
         )
 
@@ -353,21 +368,15 @@ class _Run:
                 validation_range_ms=[int(oos_all.open_time[0]), int(oos_all.open_time[-1])],
                 data_start_ms=0,
                 data_end_ms=0,
-                equity_curve=equity_curve(
-                    data.open_time[:end],
-                    stitch([head_bt.equity, oos_bt.equity]),
-                    stitch([bench_train.equity, bench_oos.equity]),
-                ),
-                validation_start_ms=int(oos_all.open_time[0]),
                 windows=rows,
-                trades=trade_list(oos_bt),
-                benchmark_metrics={"train": bench_train.metrics, "validation": bench_oos.metrics},
-                excess={
-                    "train": excess(head_bt.metrics, bench_train.metrics),
-                    "validation": excess(oos_bt.metrics, bench_oos.metrics),
-                },
-                statistics=verdict.as_dict(),
-                param_importances=result.importances,
+                **_evidence(
+                    data.open_time[:end],
+                    (head_bt, oos_bt),
+                    (bench_train, bench_oos),
+                    int(oos_all.open_time[0]),
+                    verdict,
+                    result.importances,
+                ),
             )
         )
 
