@@ -242,7 +242,15 @@ class _Run:
         hooks.progress("validation", 0.0, "validating the best trials out of sample")
         needed = scaled_min_trades(self.min_trades, len(holdout), len(train))
         top = result.top(TOP_K)
-        checked = validate(holdout, self.strategy, top, objective=spec.objective, costs=self.costs, folds=spec.folds)
+        checked = validate(
+            holdout,
+            self.strategy,
+            top,
+            objective=spec.objective,
+            costs=self.costs,
+            folds=spec.folds,
+            should_stop=hooks.check,
+        )
         if checked is None:
             raise NoViableConfiguration(self._validation_failure(top, holdout))
         train_bt = backtest(train, self.strategy.signals(train, checked.params), self.costs)

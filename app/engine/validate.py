@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,14 +50,18 @@ def validate(
     costs: Costs,
     folds: int = 0,
     min_trades: int = 1,
+    should_stop: Callable[[], None] | None = None,
 ) -> Validation | None:
     """Score each of the top training trials on the holdout (and, with `folds` > 1, on that many
     consecutive slices of it; their mean decides). Only candidates with at least `min_trades`
     holdout trades and a defined score qualify; highest wins, ties go to the better training
-    score. None when no candidate qualifies."""
+    score. None when no candidate qualifies. `should_stop` is called before each candidate (it
+    raises to stop), so a stop waits for one candidate's backtests at most."""
     slices = [holdout[a:b] for a, b in _fold_bounds(len(holdout), folds)] if folds > 1 else []
     candidates = []
     for record in top[:TOP_K]:
+        if should_stop is not None:
+            should_stop()
         checked = evaluate(holdout, strategy, record.params, costs, objective, min_trades)
         fold_scores = [evaluate(s, strategy, record.params, costs, objective).score for s in slices]
         defined = [s for s in fold_scores if s is not None]

@@ -4,6 +4,7 @@ outage of "45 s" lasts 45/60 of the test's DB_OUTAGE_BUDGET_S (60 s in productio
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -158,6 +159,78 @@ def test_sigterm_during_data_preparation_checkpoints(client, db, long_data, work
     final = wait_terminal(db, job_id)
     assert final.status == "succeeded"
     assert [a.status for a in attempts(db, job_id)] == ["preempted", "succeeded"]
+
+
+VALIDATION_GATE = 4242  # an advisory lock key of this test's own
+
+
+@contextlib.contextmanager
+def validation_gated(settings):
+    """Hold the job at the start of its validation phase: a trigger makes the job's first write
+    of phase `validation` wait on an advisory lock the test holds until the block ends."""
+    engine = get_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION test_validation_gate() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"PERFORM pg_advisory_lock_shared({VALIDATION_GATE}); "
+                f"PERFORM pg_advisory_unlock_shared({VALIDATION_GATE}); RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER test_validation_gate BEFORE UPDATE ON training_jobs FOR EACH ROW "
+                "WHEN (NEW.phase = 'validation' AND OLD.phase IS DISTINCT FROM 'validation') "
+                "EXECUTE FUNCTION test_validation_gate()"
+            )
+        )
+    holder = engine.connect()
+    try:
+        holder.execute(text(f"SELECT pg_advisory_lock({VALIDATION_GATE})"))
+        holder.commit()
+        yield
+    finally:
+        holder.execute(text(f"SELECT pg_advisory_unlock({VALIDATION_GATE})"))
+        holder.commit()
+        holder.close()
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER IF EXISTS test_validation_gate ON training_jobs"))
+            conn.execute(text("DROP FUNCTION IF EXISTS test_validation_gate()"))
+
+
+def waiting_at_the_gate(settings) -> bool:
+    with get_engine(settings.database_url).connect() as conn:
+        return bool(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND wait_event = 'advisory' AND pid <> pg_backend_pid()"
+                )
+            )
+        )
+
+
+def test_sigterm_during_validation_checkpoints(client, db, long_data, workers, clean):
+    """The worker is told to stop as the job enters validation: the job stops at its next check
+    inside validation instead of running validation and saving past the stop, keeps every
+    optimisation trial, and the next attempt validates without re-running any trial."""
+    job_id = start(client, n_iterations=40, folds=3)
+    with validation_gated(clean):
+        w1 = workers("w1")
+        wait_until(lambda: waiting_at_the_gate(clean), timeout=120, what="the job to reach validation")
+        w1.signal(signal.SIGTERM)
+        wait_until(lambda: "warm shut down requested" in w1.log(), timeout=10, what="stop request seen")
+    assert w1.wait(STOP_TIMEOUT_S) == 0, w1.log()
+    stopped = job(db, job_id)
+    assert (stopped.status, stopped.phase) == ("queued", "validation")
+    assert [a.status for a in attempts(db, job_id)] == ["preempted"]
+    assert trial_numbers(db, job_id) == list(range(40)) and config_count(db, job_id) == 0
+    workers("w2")
+    final = wait_terminal(db, job_id)
+    assert final.status == "succeeded", final.message
+    assert [a.status for a in attempts(db, job_id)] == ["preempted", "succeeded"]
+    assert trial_numbers(db, job_id) == list(range(40)), "no trial ran twice"
+    assert config_count(db, job_id) == 1
 
 
 def test_memory_hungry_job_fails_alone(db, workers, clean):
