@@ -257,6 +257,12 @@ function renderMetrics(cfg) {
   table("metrics", headers, [...METRICS, ...extra].map(([key, label, format]) => el("tr", { dataset: { metric: key } },
     el("td", {}, label),
     ...columns.map(([set, m]) => numCell(m[key] ?? null, format(m[key] ?? null), { set })))));
+  const from = field(cfg, "validation_start"), to = field(cfg, "data_end");
+  const days = from !== null && to !== null ? (Date.parse(to) - from) / 86400000 : null;
+  setText("metrics-note", days !== null && days < 365
+    ? "CAGR and Calmar annualise: over a validation range of " + (days < 2 ? days.toFixed(1) : Math.round(days)) +
+      " days a small return becomes a large yearly figure. Total return is what happened."
+    : "");
 }
 
 function renderStatistics(cfg) {
@@ -290,9 +296,12 @@ function renderStatistics(cfg) {
       ["deflated_sharpe", "Deflated Sharpe ratio", stats.deflated_sharpe, num(stats.deflated_sharpe, 3),
        "probability the Sharpe ratio is above zero after allowing for every set tried; 0.95 or more is convincing"],
       ["pbo", "Probability of backtest overfitting", stats.pbo, num(stats.pbo, 3),
-       stats.pbo === null ? "needs walk-forward validation" : "how often the in-sample best ranks below the median out of sample; lower is better, above 0.5 is a warning"],
+       stats.pbo === null ? "not computed: it needs at least 2 feasible parameter sets"
+                          : "how often the in-sample best ranks below the median out of sample; lower is better, 0.5 or more is a warning"],
       ["walk_forward_efficiency", "Walk-forward efficiency", stats.walk_forward_efficiency, num(stats.walk_forward_efficiency, 2),
-       stats.walk_forward_efficiency === null ? "needs walk-forward validation" : "out-of-sample return relative to in-sample; 0.5 or more is usually acceptable"],
+       stats.walk_forward_efficiency !== null ? "mean out-of-sample score over mean in-sample score of the windows; 0.5 or more is usually acceptable"
+         : mode === "walk_forward" ? "undefined: the windows' mean in-sample score is not positive, or a window's score is undefined"
+                                   : "only for walk-forward validation"],
     );
   }
   if (excess) {
