@@ -8,36 +8,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from app.clock import utcnow
 from app.services import candles as candles_service
 from app.services import maintenance
-from tests.browser import CHROMIUM, PHONE, Browser, api_process
-from tests.support import TOKEN, process_env, wait_until
+from tests.browser import CHROMIUM, PHONE, Browser
+from tests.support import TOKEN, wait_until
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 URL = "/api/v2/training/schedules"
-
-
-@pytest.fixture
-def api_url(clean):
-    with api_process(process_env(clean)) as url:
-        yield url
-
-
-@pytest.fixture
-def http(api_url):
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def browser(tmp_path):
-    b = Browser(tmp_path / "chromium")
-    yield b
-    b.close()
 
 
 def shown(value: str | None) -> str:

@@ -126,6 +126,11 @@ $("schedule-form").addEventListener("submit", async (event) => {
   await refreshSchedules().catch((e) => showScheduleError(e.message));
 });
 
+// The strategies and timeframes offered are the start form's.
+for (const name of ["strategy", "timeframe"]) {
+  $("schedule-form").elements[name].replaceChildren(
+    ...[...$("start").elements[name].options].map((option) => option.cloneNode(true)));
+}
 if (Intl.supportedValuesOf) {
   $("timezones").replaceChildren(...Intl.supportedValuesOf("timeZone").map((zone) => el("option", { value: zone })));
 }
