@@ -105,6 +105,12 @@ def test_schedules_panel_creates_lists_pauses_resumes_and_shows_fired_jobs(
     assert browser.evaluate("document.getElementById('schedule-error').textContent") == ""
     assert browser.evaluate("document.getElementById('schedule-form').elements.name.value") == ""
 
+    # The same name again: the API's 409, and still one schedule.
+    submit(browser, **{**form, "cron": "0 * * * *"})
+    error = browser.wait("document.getElementById('schedule-error').textContent", what="the 409 message")
+    assert error == "409 a schedule named 'btc hourly' exists already"
+    assert len(http.get(URL).json()["items"]) == 1
+
     # Pause and Resume: the buttons change what the API says, and the row follows.
     click(browser, sid, "Pause")
     wait_until(lambda: http.get(f"{URL}/{sid}").json()["paused"], what="the API to say paused")
@@ -143,6 +149,7 @@ def test_schedules_panel_creates_lists_pauses_resumes_and_shows_fired_jobs(
     assert fires("canceled")["fires"][0]["text"] == f"{job_id[:8]} canceled"
 
     browser.open(f"{api_url}/dashboard#token={TOKEN}", size=PHONE, ready=f"{row_js(sid)} && 1")
+    assert browser.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
     browser.screenshot(tmp_path / "schedules-phone.png")
 
 
