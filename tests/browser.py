@@ -154,14 +154,20 @@ class Browser:
         # Through a blank page, so a URL that differs only in its #fragment still loads afresh.
         self.send("Page.navigate", {"url": "about:blank"}, session=self.session)
         self.send("Page.navigate", {"url": url}, session=self.session)
-        deadline = time.monotonic() + 60
+        return self.wait(ready, timeout=60, what=f"{url} to become ready")
+
+    def wait(self, expression: str, timeout: float = 30, what: str = "") -> Any:
+        """Poll a JavaScript expression until it is truthy (a page still loading counts as not
+        yet); returns its value."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
         while time.monotonic() < deadline:
             with contextlib.suppress(PageError):
-                value = self.evaluate(ready)
-                if value:
-                    return value
+                last = self.evaluate(expression)
+                if last:
+                    return last
             time.sleep(0.1)
-        raise PageError(f"{url} never became ready; console: {self.console[-10:]}")
+        raise PageError(f"timed out waiting for {what or expression}; last {last!r}; console: {self.console[-10:]}")
 
     def screenshot(self, path: Path) -> Path:
         """A PNG of the whole page at the current width."""

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
@@ -19,6 +20,7 @@ from app.db import session_factory
 from app.dev.servers import PostgresServer, RedisServer, free_port, wait_for_port
 from app.migrate import upgrade
 from app.settings import Settings
+from tests.browser import Browser
 from tests.support import (
     ROOT,
     TEST_TIMINGS,
@@ -114,6 +116,21 @@ def anon_client(clean: Settings) -> Iterator[TestClient]:
 def api_url(clean: Settings) -> Iterator[str]:
     with api_process(clean) as url:
         yield url
+
+
+@pytest.fixture
+def http(api_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client of the `api_url` process, with the token."""
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """One headless Chromium (tests/browser.py), closed at teardown."""
+    b = Browser(tmp_path / "chromium")
+    yield b
+    b.close()
 
 
 @pytest.fixture

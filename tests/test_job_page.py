@@ -7,37 +7,17 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 from sqlalchemy import delete, update
 
 from app.models import Attempt, Candle, Job
 from app.services import candles as candles_service
-from tests.browser import CHROMIUM, DESKTOP, PHONE, Browser, api_process
-from tests.support import TOKEN, process_env, wait_until
+from tests.browser import CHROMIUM, DESKTOP, PHONE
+from tests.support import TOKEN, wait_until
 from tests.test_training_e2e import load_demo, start_body
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 HOSTILE = '<script>window.injected = 1</script><img src=x onerror="window.injected = 2"><b>bold</b>'
-
-
-@pytest.fixture
-def api_url(clean):
-    with api_process(process_env(clean)) as url:
-        yield url
-
-
-@pytest.fixture
-def http(api_url):
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def browser(tmp_path):
-    b = Browser(tmp_path / "chromium")
-    yield b
-    b.close()
 
 
 def finished(http, job_id: str, timeout: float = 120) -> dict:

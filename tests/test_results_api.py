@@ -236,7 +236,7 @@ def test_dashboard_assets_and_job_page(client, anon_client, db):
     script = anon_client.get("/dashboard/static/vendor/uplot-1.6.32/uPlot.iife.min.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
     assert script.text.startswith("/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
-    for path in ["common.js", "job.js", "dashboard.js", "vendor/uplot-1.6.32/uPlot.min.css"]:
+    for path in ["common.js", "job.js", "dashboard.js", "schedules.js", "vendor/uplot-1.6.32/uPlot.min.css"]:
         assert anon_client.get(f"/dashboard/static/{path}").status_code == 200, path
     for path in [
         "job.html",

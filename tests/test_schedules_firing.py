@@ -224,3 +224,27 @@ def test_a_tick_the_start_path_refuses_is_recorded_and_the_next_one_tries_again(
     assert jobs(db) == []
     db.refresh(schedule)
     assert schedule.next_fire_at == at("2026-05-01T12:00:00")
+
+
+def test_a_seconds_level_cron_fires_at_most_once_per_pass_and_once_per_tick(db, redis, clean):
+    """`*/3` seconds against passes 5 s apart, then 1 s apart, then one pass 10 s late: every pass
+    fires at most the latest tick at or before it, no tick twice, and nothing ever catches up."""
+    schedule = make_schedule(db, at("2026-05-01T10:00:00.5"), cron="* * * * * */3")
+    assert schedule.next_fire_at == at("2026-05-01T10:00:03")
+
+    def pass_at(now: datetime) -> int:
+        return len(maintenance.run_once(clean, redis, now=now).fired)
+
+    # Slower than the ticks: one fire per pass, the latest tick; the ticks in between leave no row.
+    slow = [at("2026-05-01T10:00:05.5") + timedelta(seconds=5 * i) for i in range(12)]
+    assert [pass_at(now) for now in slow] == [1] * 12
+    latest = [now.replace(microsecond=0, second=now.second - now.second % 3) for now in slow]
+    assert [f.fire_time for f in fires(db, schedule.id)] == latest
+    # Faster than the ticks: each tick once, the passes in between fire nothing.
+    fast = [at("2026-05-01T10:01:01.5") + timedelta(seconds=i) for i in range(12)]
+    assert [pass_at(now) for now in fast] == [0, 0, 1] * 4
+    # A pass 10 s late (three ticks went by) fires one job, for the latest of them.
+    assert pass_at(at("2026-05-01T10:01:22.5")) == 1
+    times = [f.fire_time for f in fires(db, schedule.id)]
+    assert times[len(latest) :] == [at(f"2026-05-01T10:01:{s:02d}") for s in (3, 6, 9, 12, 21)]
+    assert len(set(times)) == len(times) == len(jobs(db)) == 17

@@ -1,4 +1,5 @@
-// The dashboard (/dashboard): the list of jobs, the queue and its workers, starting a job.
+// The dashboard (/dashboard): the list of jobs, the queue and its workers, starting a job;
+// the schedules panel (schedules.js) refreshes with it.
 "use strict";
 const PAGE_SIZE = 25;
 let offset = 0;
@@ -78,7 +79,9 @@ function listPath() {
 
 async function refresh() {
   try {
-    const [page, queue] = await Promise.all([api("GET", listPath()), api("GET", "/api/v2/training/queue")]);
+    const [page, queue] = await Promise.all([
+      api("GET", listPath()), api("GET", "/api/v2/training/queue"), refreshSchedules(),
+    ]);
     render(page);
     renderQueue(queue);
     showError("");
