@@ -11,15 +11,10 @@ import os
 import queue
 import shutil
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from app.dev.servers import free_port, wait_for_port
-from tests.support import ROOT
 
 CHROMIUM = shutil.which("chromium")
 DESKTOP = (1280, 900)
@@ -40,25 +35,6 @@ def chromium_command(profile: Path) -> list[str]:
         "--disable-sync",
         f"--user-data-dir={profile}",
     ]
-
-
-@contextlib.contextmanager
-def api_process(env: dict[str, str]) -> Iterator[str]:
-    """The real API in its own process (as the browser needs a socket); yields its base URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.api"],
-        cwd=ROOT,
-        env={**env, "API_PORT": str(port), "MAINTENANCE_IN_API": "false"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, 30, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 class PageError(AssertionError):

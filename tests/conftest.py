@@ -3,9 +3,9 @@ clean tables per test, the real app, and real forking worker processes."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +17,11 @@ from redis import Redis
 
 from app.api.app import create_app
 from app.db import session_factory
-from app.dev.servers import PostgresServer, RedisServer, free_port, wait_for_port
+from app.dev.servers import PostgresServer, RedisServer
 from app.migrate import upgrade
 from app.settings import Settings
 from tests.browser import Browser
 from tests.support import (
-    ROOT,
     TEST_TIMINGS,
     TOKEN,
     WorkerProcess,
@@ -152,24 +151,12 @@ def workers(clean: Settings, tmp_path: Path) -> Iterator:
 
 @pytest.fixture
 def api_server(clean: Settings, tmp_path: Path) -> Iterator:
-    """Start the real API (`python -m app.api`, uvicorn) on a free loopback port:
-    `url = api_server(FOLLOW_KEEPALIVE_S="1")`. Every one started is stopped at teardown."""
-    started: list[subprocess.Popen] = []
+    """Start the real API on a free loopback port: `url = api_server(FOLLOW_KEEPALIVE_S="1")`.
+    Each one logs to tmp_path/api-N.log and is stopped at teardown."""
+    with contextlib.ExitStack() as stack:
+        count = itertools.count(1)
 
-    def _start(**env_overrides: str) -> str:
-        port = free_port()
-        env = {**process_env(clean), "API_PORT": str(port), "MAINTENANCE_IN_API": "false", **env_overrides}
-        log = (tmp_path / f"api-{port}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=log, stderr=log)
-        started.append(proc)
-        wait_for_port(port, 30, proc)
-        return f"http://127.0.0.1:{port}"
+        def _start(**env_overrides: str) -> str:
+            return stack.enter_context(api_process(clean, tmp_path / f"api-{next(count)}.log", **env_overrides))
 
-    yield _start
-    for proc in started:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        yield _start

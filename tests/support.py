@@ -152,19 +152,49 @@ def add_candles_1h(session) -> None:
     session.commit()
 
 
+def start_body(**overrides):
+    """A small real training job: a dozen trials on 3,200 training bars of `load_demo`'s
+    candles (a low min_trades keeps the search viable)."""
+    body = {
+        "strategy": "sma_crossover",
+        "symbol": "BTCUSDT",
+        "timeframe": "5m",
+        "n_iterations": 12,
+        "seed": 7,
+        "min_trades": 3,
+    }
+    body.update(overrides)
+    return body
+
+
+def load_demo(db, bars=20_000):
+    """Synthetic 1-minute BTCUSDT candles, the training tests' data."""
+    from app.services import candles as candles_service
+
+    candles_service.generate_synthetic(db, "BTCUSDT", "1m", bars, seed=3)
+    db.commit()
+
+
 @contextlib.contextmanager
-def api_process(settings: Settings) -> Iterator[str]:
-    """The API as its own process (`python -m app.api`) on a free port."""
+def api_process(settings: Settings, log: Path | None = None, **env_overrides: str) -> Iterator[str]:
+    """The real API as its own process (`python -m app.api`, uvicorn) on a free loopback port,
+    with `env_overrides` on top of the settings' environment; yields its base URL. Its output
+    goes to `log` when given."""
     from app.dev.servers import free_port, wait_for_port
 
     port = free_port()
-    env = {**process_env(settings), "API_PORT": str(port), "MAINTENANCE_IN_API": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    env = {**process_env(settings), "API_PORT": str(port), "MAINTENANCE_IN_API": "false", **env_overrides}
+    out = log.open("wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=out, stderr=out)
     try:
         wait_for_port(port, 30, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        proc.wait(15)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log:
+            out.close()

@@ -10,16 +10,10 @@ import httpx
 import pytest
 
 from app.status import JobStatus
-from tests.browser import CHROMIUM, api_process, chromium_command
-from tests.support import TOKEN, process_env
+from tests.browser import CHROMIUM, chromium_command
+from tests.support import TOKEN
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
-
-
-@pytest.fixture
-def api_url(clean):
-    with api_process(process_env(clean)) as url:
-        yield url
 
 
 def render(url: str, tmp_path: Path) -> str:

@@ -13,8 +13,7 @@ from sqlalchemy import delete, update
 from app.models import Attempt, Candle, Job
 from app.services import candles as candles_service
 from tests.browser import CHROMIUM, DESKTOP, PHONE
-from tests.support import TOKEN, wait_until
-from tests.test_training_e2e import load_demo, start_body
+from tests.support import TOKEN, load_demo, start_body, wait_until
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 HOSTILE = '<script>window.injected = 1</script><img src=x onerror="window.injected = 2"><b>bold</b>'

@@ -13,8 +13,7 @@ from sqlalchemy import select, update
 
 from app.models import Job, ProgressEvent, Trial
 from app.services import candles as candles_service
-from tests.support import wait_until
-from tests.test_training_e2e import load_demo, start_body
+from tests.support import load_demo, start_body, wait_until
 
 TERMINAL = ("succeeded", "failed", "canceled")
 

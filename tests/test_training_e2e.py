@@ -13,28 +13,9 @@ from app.engine.validate import split
 from app.models import ProgressEvent, TrainedConfiguration
 from app.services import candles as candles_service
 from app.status import JobStatus
-from tests.support import wait_until
+from tests.support import load_demo, start_body, wait_until
 
 PHASE_ORDER = ["data_preparation", "optimisation", "validation", "saving"]
-
-
-def start_body(**overrides):
-    # A dozen trials on 3,200 training bars: a low min_trades keeps the search viable.
-    body = {
-        "strategy": "sma_crossover",
-        "symbol": "BTCUSDT",
-        "timeframe": "5m",
-        "n_iterations": 12,
-        "seed": 7,
-        "min_trades": 3,
-    }
-    body.update(overrides)
-    return body
-
-
-def load_demo(db, bars=20_000):
-    candles_service.generate_synthetic(db, "BTCUSDT", "1m", bars, seed=3)
-    db.commit()
 
 
 def test_job_runs_through_four_phases_and_saves_one_configuration(client, db, workers):
