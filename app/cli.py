@@ -152,15 +152,15 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_follow(args: argparse.Namespace, settings: Settings) -> int:
-    from app import follow
+    from app import progress_line
     from app.services.jobs import JobError
 
     try:
-        follow.snapshot(settings, args.job_id)
+        progress_line.snapshot(settings, args.job_id)
     except JobError as exc:
         raise CliError(exc.message) from None
     try:
-        return follow.follow(lambda: follow.snapshot(settings, args.job_id), sys.stdout, args.interval)
+        return progress_line.follow(lambda: progress_line.snapshot(settings, args.job_id), sys.stdout, args.interval)
     except KeyboardInterrupt:
         print("\nstopped following; the job carries on", file=sys.stderr)
         return 130

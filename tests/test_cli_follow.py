@@ -7,7 +7,7 @@ import io
 import subprocess
 import sys
 
-from app import follow
+from app import progress_line
 from app.models import Job
 from tests.support import ROOT, process_env, submit_smoke
 
@@ -25,7 +25,7 @@ def trad(settings, *args: str, env: dict[str, str | None] | None = None) -> subp
     )
 
 
-def snap(**over) -> follow.Snapshot:
+def snap(**over) -> progress_line.Snapshot:
     base = dict(
         status="running",
         phase="training",
@@ -37,23 +37,23 @@ def snap(**over) -> follow.Snapshot:
         message=None,
         error=None,
     )
-    return follow.Snapshot(**{**base, **over})
+    return progress_line.Snapshot(**{**base, **over})
 
 
 def test_line_shows_phase_percent_iteration_best_score_and_eta():
-    line = follow.render(snap())
+    line = progress_line.render(snap())
     assert line.startswith("running")
     assert "[" + "#" * 10 + "." * 14 + "]  42.0%" in line  # 24 wide, 42 % → 10 filled
     for part in ("training", "iter 126/300", "best 1.235", "ETA 1m05s"):
         assert part in line, part
-    done = follow.render(snap(status="failed", eta_seconds=3.0, error="DataError: no candles"))
+    done = progress_line.render(snap(status="failed", eta_seconds=3.0, error="DataError: no candles"))
     assert "ETA" not in done and done.endswith("DataError: no candles")
 
 
 def test_follow_prints_each_change_once_and_returns_the_outcome():
     states = iter([snap(percent=10.0), snap(percent=10.0), snap(percent=50.0), snap(status="canceled", percent=50.0)])
     out = io.StringIO()
-    assert follow.follow(lambda: next(states), out, sleep=lambda _: None) == 4
+    assert progress_line.follow(lambda: next(states), out, sleep=lambda _: None) == 4
     lines = out.getvalue().splitlines()
     assert len(lines) == 3 and lines[-1].startswith("canceled")
 
