@@ -91,8 +91,8 @@ def running_worker(vm, job_id: str, at_least: int) -> str:
         what="job to be running",
     )
     detail = api(vm, "GET", f"/api/v2/training/jobs/{job_id}")
-    name = detail["attempt_history"][-1]["worker_name"]  # trad-worker-N
-    return "trad-worker@" + name.rsplit("-", 1)[1]
+    name = detail["attempt_history"][-1]["worker_name"]  # trad-worker-N@host
+    return "trad-worker@" + name.split("@")[0].rsplit("-", 1)[1]
 
 
 def state_digest(vm) -> str:
