@@ -236,8 +236,8 @@ SQL
 }
 
 list() {
-  psql_admin <<<"SELECT rolname FROM pg_roles WHERE pg_has_role(oid, '$WORKER_GROUP', 'MEMBER') \
-    AND rolname <> '$WORKER_GROUP' ORDER BY 1"
+  psql_admin <<<"SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member \
+    JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = '$WORKER_GROUP' ORDER BY 1"
 }
 
 main() {
