@@ -22,6 +22,7 @@ class PrivateNetwork:
 
     addresses: dict[str, str]
     namespaces: dict[str, str] = field(init=False, default_factory=dict)
+    ends: dict[str, str] = field(init=False, default_factory=dict)  # role -> its end of the veth pair
 
     def create(self) -> PrivateNetwork:
         if len(self.addresses) != 2:
@@ -36,13 +37,19 @@ class PrivateNetwork:
             (a, ns_a), (b, ns_b) = self.namespaces.items()
             ends = {a: f"tv{tag % 100000}a", b: f"tv{tag % 100000}b"}  # interface names: 15 chars at most
             _run("ip", "link", "add", ends[a], "netns", ns_a, "type", "veth", "peer", "name", ends[b], "netns", ns_b)
+            self.ends = ends
             for role, ns in self.namespaces.items():
                 _run("ip", "-n", ns, "addr", "add", f"{self.addresses[role]}/{PREFIX_LEN}", "dev", ends[role])
-                _run("ip", "-n", ns, "link", "set", ends[role], "up")
+                self.set_link(role, up=True)
         except BaseException:
             self.destroy()
             raise
         return self
+
+    def set_link(self, role: str, up: bool) -> None:
+        """Bring one end of the link up or down: down is a partition (packets are dropped, no
+        connection is reset), up heals it."""
+        _run("ip", "-n", self.namespaces[role], "link", "set", self.ends[role], "up" if up else "down")
 
     def run(self, role: str, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """A command in one namespace (as a host on that end of the link), e.g. a client probe."""
