@@ -109,7 +109,16 @@ def queue_depths(connection: Redis) -> dict[str, int]:
     return {priority: get_queue(connection, priority).count for priority in QUEUE_NAMES}
 
 
-def registered_workers(connection: Redis) -> list[tuple[str, str | None]]:
-    """(name, state) of every worker registered in Redis, sorted by name."""
+def registered_workers(connection: Redis) -> list[tuple[str, str | None, str | None]]:
+    """(name, state, host) of every worker registered in Redis, sorted by name. The host is the
+    one RQ records for the worker at its start (its host name)."""
     workers = Worker.all(connection=connection, serializer=JSONSerializer)
-    return sorted((w.name, w.get_state() or None) for w in workers)
+    return sorted((w.name, w.get_state() or None, w.hostname) for w in workers)
+
+
+def workers_by_host(connection: Redis) -> dict[str, int]:
+    """How many workers are registered per host (an unknown host counts as "")."""
+    counts: dict[str, int] = {}
+    for _, _, host in registered_workers(connection):
+        counts[host or ""] = counts.get(host or "", 0) + 1
+    return counts

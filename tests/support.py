@@ -102,11 +102,14 @@ def child_pids(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def start_worker(env: dict[str, str], name: str, log_dir: Path, *extra: str) -> WorkerProcess:
+def start_worker(
+    env: dict[str, str], name: str, log_dir: Path, *extra: str, launcher: tuple[str, ...] = ()
+) -> WorkerProcess:
+    """A real worker process; `launcher` is a command that execs it (e.g. into its own UTS namespace)."""
     log_path = log_dir / f"{name}.log"
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "worker.py"), "--name", name, *extra],
+        [*launcher, sys.executable, str(ROOT / "worker.py"), "--name", name, *extra],
         env=env,
         cwd=ROOT,
         stdout=log,

@@ -199,6 +199,7 @@ class JobPage(BaseModel):
 
 class WorkerInfo(BaseModel):
     name: str
+    host: str | None = Field(description="the host the worker runs on, as RQ records it")
     state: str | None = Field(description="RQ's view: idle, busy, suspended…")
     job_id: uuid.UUID | None = Field(description="the job whose attempt this worker runs now (from PostgreSQL)")
     attempt: int | None

@@ -2,6 +2,7 @@
 # Install or upgrade trad on a Debian/Ubuntu server over SSH.
 #
 #   SERVER=host [SSH_USER=root] [SSH_PORT=22] [SSH_OPTS="-i key"] [WORKERS=N] ./ops/scripts/deploy_to_server.sh
+#   ROLE=worker PRIMARY=host SERVER=workerhost ./ops/scripts/deploy_to_server.sh [--remove]
 #
 # Builds a release (the code, named by a hash of its content) and a wheelhouse of the pinned
 # Python dependencies here, ships both, and runs ops/scripts/server_install.sh on the server,
@@ -18,6 +19,11 @@ SSH_USER=${SSH_USER:-root}
 SSH_PORT=${SSH_PORT:-22}
 SSH_OPTS=${SSH_OPTS:-}
 WORKERS=${WORKERS:-}
+ROLE=${ROLE:-primary}
+PRIMARY=${PRIMARY:-}
+LISTEN_ADDRESS=${LISTEN_ADDRESS:-}
+WORKER_HOST=${WORKER_HOST:-}
+REMOTE_ACCESS=/srv/trad/current/ops/scripts/remote_access.sh
 # Uploads go to a fresh directory under this root-only parent and are removed afterwards.
 REMOTE_PARENT=/var/lib/trad-deploy
 REMOTE_TMP=""
@@ -27,10 +33,22 @@ die() { printf '[deploy] error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
   cat <<'USAGE'
-Usage: SERVER=host [SSH_USER=root] [SSH_PORT=22] [SSH_OPTS=...] [WORKERS=N] deploy_to_server.sh
+Usage: SERVER=host [SSH_USER=root] [SSH_PORT=22] [SSH_OPTS=...] [WORKERS=N] [LISTEN_ADDRESS=a.b.c.d] deploy_to_server.sh
+       ROLE=worker PRIMARY=host SERVER=workerhost [WORKERS=N] deploy_to_server.sh [--remove]
 
 Installs or upgrades trad on a Debian or Ubuntu server over SSH and restarts it.
   SERVER     host name or address to deploy to (required)
+  ROLE       primary (default): API, PostgreSQL, Redis, nginx and workers;
+             worker: only the release, its virtualenv and trad-worker@N, using PRIMARY's
+             PostgreSQL and Redis over TLS with credentials of its own (issued on PRIMARY)
+  PRIMARY    ROLE=worker: the primary, as this machine reaches it over SSH (same SSH_* options)
+  LISTEN_ADDRESS
+             primary: the private address worker hosts connect to; its PostgreSQL and Redis then
+             listen there over TLS only (kept by later deploys). Unset: loopback only
+  WORKER_HOST
+             --remove of a host that no longer answers: its host name (remote_access.sh list)
+  --remove   ROLE=worker: stop SERVER's workers (running jobs checkpoint and go back to the
+             queue) and revoke its PostgreSQL role and Redis user on PRIMARY
   SSH_USER   login user: root, or a user with passwordless sudo (default root)
   SSH_PORT   SSH port (default 22)
   SSH_OPTS   extra ssh options, split on spaces, e.g. "-i ~/.ssh/trad -o ProxyJump=bastion";
@@ -42,18 +60,24 @@ A failed health check switches back to the previous release by itself.
 USAGE
 }
 
-ssh_cmd() {
+ssh_to() {  # ssh_to HOST ARGS...
+  local host=$1
+  shift
   # shellcheck disable=SC2086 # SSH_OPTS is a list of options on purpose
-  ssh -p "$SSH_PORT" -o BatchMode=yes -o ConnectTimeout=15 $SSH_OPTS "$SSH_USER@$SERVER" "$@"
+  ssh -p "$SSH_PORT" -o BatchMode=yes -o ConnectTimeout=15 $SSH_OPTS "$SSH_USER@$host" "$@"
 }
 
-as_root() {  # as_root 'shell command line' — runs it on the server as root
+ssh_cmd() { ssh_to "$SERVER" "$@"; }
+
+as_root_on() {  # as_root_on HOST 'shell command line' — runs it on HOST as root
   if [ "$SSH_USER" = root ]; then
-    ssh_cmd "$1"
+    ssh_to "$1" "$2"
   else
-    ssh_cmd "sudo -n sh -c $(printf '%q' "$1")"
+    ssh_to "$1" "sudo -n sh -c $(printf '%q' "$2")"
   fi
 }
+
+as_root() { as_root_on "$SERVER" "$1"; }  # on the server being deployed
 
 preflight() {
   log "preflight: reaching $SSH_USER@$SERVER:$SSH_PORT"
@@ -71,6 +95,32 @@ preflight() {
   if [ -n "$WORKERS" ] && { ! [[ "$WORKERS" =~ ^[0-9]+$ ]] || [ "$WORKERS" -lt 1 ] || [ "$WORKERS" -gt 64 ]; }; then
     die "WORKERS must be a number from 1 to 64, not '$WORKERS'"
   fi
+  if [ -n "$LISTEN_ADDRESS" ] && ! [[ "$LISTEN_ADDRESS" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]]; then
+    die "LISTEN_ADDRESS must be an IPv4 address, not '$LISTEN_ADDRESS'"
+  fi
+}
+
+check_role() {
+  case "$ROLE" in
+    primary) [ -z "$PRIMARY" ] || die "PRIMARY is for ROLE=worker; the primary is SERVER itself" ;;
+    worker)
+      [ -n "$PRIMARY" ] || die "ROLE=worker needs PRIMARY=host (the primary, reachable over SSH from here)"
+      [ -z "$LISTEN_ADDRESS" ] || die "LISTEN_ADDRESS is for the primary"
+      ;;
+    *) die "ROLE must be primary or worker, not '$ROLE'" ;;
+  esac
+}
+
+primary_access() {  # the primary is reachable and lets worker hosts join
+  log "preflight: reaching the primary $SSH_USER@$PRIMARY:$SSH_PORT"
+  ssh_to "$PRIMARY" true || die "cannot reach the primary $PRIMARY over SSH"
+  as_root_on "$PRIMARY" "test -f $REMOTE_ACCESS && test -s /etc/trad/listen_address" \
+    || die "$PRIMARY does not take worker hosts: deploy it (this release) with LISTEN_ADDRESS=its private address"
+}
+
+worker_host_name() {  # the name the primary knows SERVER by: its host name
+  if [ -n "$WORKER_HOST" ]; then echo "$WORKER_HOST"; return 0; fi
+  ssh_cmd hostname || die "cannot ask $SERVER its host name; set WORKER_HOST"
 }
 
 build_release() {
@@ -142,29 +192,75 @@ $(cd "$(dirname "$WHEEL_TAR")" && sha256sum "$(basename "$WHEEL_TAR")" | cut -d'
   as_root "mkdir $REMOTE_TMP/src && tar -xf $REMOTE_TMP/release.tar -C $REMOTE_TMP/src"
 }
 
+relay_access() {
+  # A worker host's credentials are made on the primary and reach the worker host only through
+  # this process's pipes (SSH stdout, then SSH stdin into the root-only upload directory).
+  local host access
+  host=$(worker_host_name)
+  if as_root "test -s /etc/trad/credentials/database_url && test -s /etc/trad/ca.crt" \
+    && as_root_on "$PRIMARY" "bash $REMOTE_ACCESS has $host"; then
+    log "access of $host to $PRIMARY: unchanged"
+    return 0
+  fi
+  access=$(as_root_on "$PRIMARY" "bash $REMOTE_ACCESS add $host") || die "the primary could not issue access for $host"
+  printf '%s\n' "$access" | as_root "umask 077 && cat > $REMOTE_TMP/access" || die "could not hand $SERVER its access"
+  ACCESS_ARG="--access $REMOTE_TMP/access"
+  log "access of $host to $PRIMARY: issued (its own PostgreSQL role and Redis user)"
+}
+
 install_on_server() {
-  log "installing $VERSION on $SERVER"
-  local workers=""
-  [ -z "$WORKERS" ] || workers="--workers $WORKERS"
-  as_root "bash $REMOTE_TMP/src/ops/scripts/server_install.sh --version $VERSION $workers \
+  log "installing $VERSION on $SERVER ($ROLE)"
+  local args="--role $ROLE"
+  [ -z "$WORKERS" ] || args+=" --workers $WORKERS"
+  [ -z "$LISTEN_ADDRESS" ] || args+=" --listen-address $LISTEN_ADDRESS"
+  [ -z "$ACCESS_ARG" ] || args+=" $ACCESS_ARG"
+  as_root "bash $REMOTE_TMP/src/ops/scripts/server_install.sh --version $VERSION $args \
     --source $REMOTE_TMP/src --wheelhouse $REMOTE_TMP/wheelhouse.tar"
 }
 
+remove_worker_host() {
+  local host
+  host=$(worker_host_name)
+  if ssh_cmd true 2>/dev/null; then
+    # SIGTERM: each running job checkpoints and goes back to the front of its queue.
+    log "stopping the workers on $SERVER (running jobs checkpoint and are re-queued)"
+    as_root "systemctl disable --now --quiet trad.target \$(systemctl list-units --all --plain --no-legend \
+      'trad-worker@*.service' | awk '{print \$1}') && rm -f /etc/trad/credentials/database_url \
+      /etc/trad/credentials/redis_url" || die "could not stop the workers on $SERVER"
+  else
+    log "$SERVER does not answer: revoking its access only (its jobs are recovered by the reaper)"
+  fi
+  as_root_on "$PRIMARY" "bash $REMOTE_ACCESS remove $host" || die "could not revoke $host on $PRIMARY"
+  log "done: $host removed; its PostgreSQL role and Redis user are revoked on $PRIMARY"
+}
+
 main() {
+  local remove=0
   case "${1:-}" in
     -h | --help) usage; return 0 ;;
+    --remove) remove=1 ;;
     "") ;;
     *) usage >&2; die "unknown argument '$1'" ;;
   esac
   [ -n "$SERVER" ] || { usage >&2; die "SERVER is not set"; }
+  check_role
+  if [ "$remove" -eq 1 ]; then
+    [ "$ROLE" = worker ] || die "--remove is for ROLE=worker"
+    primary_access
+    remove_worker_host
+    return 0
+  fi
   local started=$SECONDS
+  ACCESS_ARG=""
   preflight
+  [ "$ROLE" = primary ] || primary_access
   build_release
   build_wheelhouse
   ship
+  [ "$ROLE" = primary ] || relay_access
   install_on_server
   remove_remote_dir
-  log "done: $VERSION is live on $SERVER ($((SECONDS - started)) s)"
+  log "done: $VERSION is live on $SERVER ($ROLE, $((SECONDS - started)) s)"
 }
 
 main "$@"

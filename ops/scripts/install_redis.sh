@@ -2,9 +2,18 @@
 # Apply trad's Redis configuration to Debian's redis-server. Idempotent: a second run with
 # the same inputs changes nothing and says so; redis-server restarts only when something changed.
 #
-#   REDIS_APP_PASSWORD=... install_redis.sh [PATH/TO/trad.conf]
+#   REDIS_APP_PASSWORD=... [LISTEN_ADDRESS=a.b.c.d TLS_SOURCE=/etc/trad/ca] install_redis.sh [PATH/TO/trad.conf]
+#   printf %s PASSWORD | install_redis.sh add-user NAME    a worker host's user (password on stdin)
+#   install_redis.sh del-user NAME | has-user NAME
 #
 # The administrator password is generated on first run and kept in /etc/redis/trad-users.conf.
+#
+# With LISTEN_ADDRESS (remote worker hosts), Redis listens on the network with TLS only:
+# Redis 7.0 applies `bind` to every listener, so a plain-text port bound to that address would
+# take plain text from the network too. The plain-text port is therefore closed (`port 0`):
+# local clients use the Unix socket, which no network reaches, and `tls-port` serves loopback
+# and LISTEN_ADDRESS. Each worker host has its own ACL user (hashed password, same rules as
+# `trad`) in /etc/redis/trad-workers.conf, applied live and revocable alone.
 set -Eeuo pipefail
 
 REDIS_DIR=${REDIS_DIR:-/etc/redis}
@@ -12,6 +21,11 @@ MAIN_CONF="$REDIS_DIR/redis.conf"
 TRAD_CONF="$REDIS_DIR/trad.conf"
 USERS_CONF="$REDIS_DIR/trad-users.conf"
 INCLUDE_LINE="include $TRAD_CONF"
+LISTEN_CONF="$REDIS_DIR/trad-listen.conf"
+WORKERS_CONF="$REDIS_DIR/trad-workers.conf"
+TLS_DIR="$REDIS_DIR/tls"
+SOCKET=/run/redis/redis-server.sock
+TLS_PORT=6380
 APP_RULES='~* &* +@all -@dangerous +info +client|setname +client|info'
 
 log() { printf 'install_redis: %s\n' "$*"; }
@@ -50,13 +64,55 @@ write_users() {
   rm -f "$tmp"
 }
 
-include_trad_conf() {
-  if grep -qxF "$INCLUDE_LINE" "$MAIN_CONF"; then
+include_conf() {  # include_conf LINE — appended to redis.conf once (later directives win)
+  if grep -qxF "$1" "$MAIN_CONF"; then
     return 0
   fi
-  printf '\n# trad: project settings (ops/redis/trad.conf)\n%s\n' "$INCLUDE_LINE" >> "$MAIN_CONF"
-  log "added '$INCLUDE_LINE' to $MAIN_CONF"
+  printf '\n# trad: project settings (ops/scripts/install_redis.sh)\n%s\n' "$1" >> "$MAIN_CONF"
+  log "added '$1' to $MAIN_CONF"
   changed=1
+}
+
+write_listen_conf() {  # TLS on the network, plain text only on the Unix socket
+  [[ "$LISTEN_ADDRESS" =~ ^[0-9.]+$ ]] || die "LISTEN_ADDRESS must be an IPv4 address"
+  install -d -m 0750 -o root -g redis "$TLS_DIR"
+  local name tmp
+  for name in server.crt server.key ca.crt; do
+    [ -s "$TLS_SOURCE/$name" ] || die "TLS_SOURCE=$TLS_SOURCE lacks $name"
+    install_file "$TLS_SOURCE/$name" "$TLS_DIR/$name" 640 root:redis
+  done
+  if [ ! -f "$WORKERS_CONF" ]; then
+    tmp=$(mktemp)
+    echo "# Worker hosts' users, one line each (remote_access.sh add|remove; passwords hashed)." > "$tmp"
+    install_file "$tmp" "$WORKERS_CONF" 640 root:redis
+    rm -f "$tmp"
+  fi
+  tmp=$(mktemp)
+  cat > "$tmp" <<CONF
+# Written by install_redis.sh: worker hosts reach Redis over TLS only. No plain-text TCP port
+# (bind applies to every listener); local clients use the Unix socket.
+bind 127.0.0.1 -::1 -$LISTEN_ADDRESS
+port 0
+unixsocket $SOCKET
+unixsocketperm 666
+tls-port $TLS_PORT
+tls-cert-file $TLS_DIR/server.crt
+tls-key-file $TLS_DIR/server.key
+tls-ca-cert-file $TLS_DIR/ca.crt
+# Clients authenticate with their ACL user's password; no client certificates.
+tls-auth-clients no
+tls-protocols "TLSv1.2 TLSv1.3"
+include $WORKERS_CONF
+CONF
+  install_file "$tmp" "$LISTEN_CONF" 640 root:redis
+  rm -f "$tmp"
+  include_conf "include $LISTEN_CONF"
+}
+
+admin_cli() {  # commands on stdin, run as the administrator (password in the environment)
+  local where=()
+  [ -f "$LISTEN_CONF" ] && where=(-s "$SOCKET")
+  REDISCLI_AUTH=$(admin_password) redis-cli "${where[@]}" --user default
 }
 
 restart_if_changed() {
@@ -66,10 +122,12 @@ restart_if_changed() {
   fi
   log "restarting redis-server"
   systemctl restart redis-server
+  local where=()
+  [ -f "$LISTEN_CONF" ] && where=(-s "$SOCKET")
 
   for _ in $(seq 1 50); do
     # The password goes to redis-cli in its environment, never in its arguments (visible in ps).
-    if REDISCLI_AUTH=$REDIS_APP_PASSWORD redis-cli --user trad ping 2>/dev/null | grep -q PONG; then
+    if REDISCLI_AUTH=$REDIS_APP_PASSWORD redis-cli "${where[@]}" --user trad ping 2>/dev/null | grep -q PONG; then
       log "redis-server answers as user trad"
       return 0
     fi
@@ -78,16 +136,66 @@ restart_if_changed() {
   die "redis-server did not come back; see: journalctl -u redis-server"
 }
 
-main() {
+user_name() {
+  [[ "$1" =~ ^[a-z0-9_]{1,60}$ ]] || die "user name '$1': lower-case letters, digits and _ only"
+  if [ "$1" = trad ] || [ "$1" = default ]; then die "user $1 is not a worker host's"; fi
+}
+
+add_user() {  # add_user NAME, password on stdin: kept as its SHA-256 only, applied live
+  user_name "$1"
+  [ -f "$WORKERS_CONF" ] || die "remote listening is not configured (no $WORKERS_CONF)"
+  local hash tmp
+  hash=$(sha256sum | cut -d' ' -f1)
+  tmp=$(mktemp)
+  grep -v "^user $1 " "$WORKERS_CONF" > "$tmp" || true
+  echo "user $1 on #$hash $APP_RULES" >> "$tmp"
+  install_file "$tmp" "$WORKERS_CONF" 640 root:redis
+  rm -f "$tmp"
+  # The command goes to redis-cli on stdin, never in its arguments.
+  printf 'ACL SETUSER %s reset on #%s %s\n' "$1" "$hash" "$APP_RULES" | admin_cli | grep -qx OK \
+    || die "Redis refused the user $1"
+  log "user $1: set"
+}
+
+del_user() {  # del_user NAME: gone from the file and from the running server (its clients closed)
+  user_name "$1"
+  local tmp
+  if [ -f "$WORKERS_CONF" ] && grep -q "^user $1 " "$WORKERS_CONF"; then
+    tmp=$(mktemp)
+    grep -v "^user $1 " "$WORKERS_CONF" > "$tmp" || true
+    install_file "$tmp" "$WORKERS_CONF" 640 root:redis
+    rm -f "$tmp"
+  fi
+  printf 'ACL DELUSER %s\n' "$1" | admin_cli >/dev/null
+  log "user $1: deleted"
+}
+
+has_user() {
+  user_name "$1"
+  [ -f "$WORKERS_CONF" ] && grep -q "^user $1 " "$WORKERS_CONF" \
+    && printf 'ACL GETUSER %s\n' "$1" | admin_cli | grep -q .
+}
+
+configure() {
   local source_conf=${1:-"$(dirname "$0")/../redis/trad.conf"}
-  [ "$(id -u)" -eq 0 ] || die "run as root"
   [ -f "$MAIN_CONF" ] || die "$MAIN_CONF not found: install redis-server first"
   [ -f "$source_conf" ] || die "$source_conf not found"
   [ -n "${REDIS_APP_PASSWORD:-}" ] || die "REDIS_APP_PASSWORD is not set"
   install_file "$source_conf" "$TRAD_CONF" 640 root:redis
   write_users
-  include_trad_conf
+  include_conf "$INCLUDE_LINE"
+  [ -z "${LISTEN_ADDRESS:-}" ] || write_listen_conf
   restart_if_changed
+}
+
+main() {
+  [ "$(id -u)" -eq 0 ] || die "run as root"
+  case "${1:-}" in
+    add-user) add_user "$2" ;;
+    del-user) del_user "$2" ;;
+    has-user) has_user "$2" ;;
+    *) configure "$@" ;;
+  esac
 }
 
 main "$@"

@@ -3,6 +3,13 @@
 # unpacked release and a wheelhouse. Every step checks before it acts and says what it did;
 # a second run with the same release changes nothing but the restart. A failed health check
 # switches back to the previous release.
+#
+#   --role primary (default): API, PostgreSQL, Redis, nginx and workers; with --listen-address
+#     (kept in /etc/trad/listen_address once given) worker hosts may join over TLS
+#     (remote_access.sh).
+#   --role worker [--access FILE]: only the release, its virtualenv and trad-worker@N; FILE
+#     (database_url=…, redis_url=…, then the primary's CA certificate) is this host's access to
+#     the primary, issued there by remote_access.sh add.
 set -Eeuo pipefail
 
 APP_USER=trad
@@ -19,8 +26,12 @@ TRAD_BIN=/usr/local/bin/trad
 UNIT_DIR=/etc/systemd/system
 KEEP_RELEASES=5
 PACKAGES=(python3 python3-venv postgresql redis-server curl nginx openssl jq)
+WORKER_PACKAGES=(python3 python3-venv)
+LISTEN_FILE=$ENV_DIR/listen_address
+REDIS_SOCKET=/run/redis/redis-server.sock
+WORKER_CA=$ENV_DIR/ca.crt
 
-VERSION="" WORKERS="" SOURCE="" WHEELHOUSE_TAR=""
+VERSION="" WORKERS="" SOURCE="" WHEELHOUSE_TAR="" ROLE=primary LISTEN="" ACCESS=""
 WORKER_UNITS=()
 
 log() { printf '[server %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -34,9 +45,17 @@ parse_args() {
       --workers) WORKERS=$2; shift 2 ;;
       --source) SOURCE=$2; shift 2 ;;
       --wheelhouse) WHEELHOUSE_TAR=$2; shift 2 ;;
+      --role) ROLE=$2; shift 2 ;;
+      --listen-address) LISTEN=$2; shift 2 ;;
+      --access) ACCESS=$2; shift 2 ;;
       *) die "unknown argument $1" ;;
     esac
   done
+  [[ "$ROLE" =~ ^(primary|worker)$ ]] || die "--role must be primary or worker"
+  if [ -n "$ACCESS" ] && [ ! -f "$ACCESS" ]; then die "--access $ACCESS not found"; fi
+  if [ -n "$LISTEN" ] && ! [[ "$LISTEN" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]]; then
+    die "--listen-address must be an IPv4 address"
+  fi
   [[ "$VERSION" =~ ^[A-Za-z0-9._-]+$ ]] || die "--version must be letters, digits, . _ or -"
   [ -d "$SOURCE" ] || die "--source $SOURCE is not a directory"
   [ -f "$WHEELHOUSE_TAR" ] || die "--wheelhouse $WHEELHOUSE_TAR not found"
@@ -156,6 +175,11 @@ ensure_credentials() {
     write_secret redis_url "redis://trad:$(random_secret)@127.0.0.1:6379/0"
     created=1
   fi
+  if [ -n "$LISTEN" ] && ! grep -q '^unix://' "$CRED_DIR/redis_url"; then
+    # Listening for worker hosts closes Redis's plain-text TCP port: local units use the socket.
+    write_secret redis_url "unix://trad:$(redis_password)@$REDIS_SOCKET?db=0"
+    log "credentials: redis_url now uses the Unix socket $REDIS_SOCKET (no plain-text TCP port)"
+  fi
   if [ ! -s "$CRED_DIR/api_token" ]; then
     write_secret api_token "$(random_secret)"
     created=1
@@ -168,6 +192,8 @@ ensure_credentials() {
 }
 
 secret() { cat "$CRED_DIR/$1"; }
+
+redis_password() { sed -n 's|^[a-z]*://trad:\([^@]*\)@.*|\1|p' "$CRED_DIR/redis_url"; }
 
 env_value() { sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1; }
 api_port() { local port; port=$(env_value API_PORT); echo "${port:-8000}"; }
@@ -203,9 +229,38 @@ ensure_postgres() {
 ensure_redis() {
   systemctl enable --now redis-server >/dev/null 2>&1 || die "redis-server does not start; see: journalctl -u redis-server"
   local pw
-  pw=$(sed -n 's|^redis://trad:\([^@]*\)@.*|\1|p' "$CRED_DIR/redis_url")
+  pw=$(redis_password)
   [ -n "$pw" ] || die "$CRED_DIR/redis_url must look like redis://trad:PASSWORD@127.0.0.1:6379/0"
-  REDIS_APP_PASSWORD=$pw bash "$SOURCE/ops/scripts/install_redis.sh" "$SOURCE/ops/redis/trad.conf"
+  REDIS_APP_PASSWORD=$pw LISTEN_ADDRESS=$LISTEN TLS_SOURCE=$ENV_DIR/ca \
+    bash "$SOURCE/ops/scripts/install_redis.sh" "$SOURCE/ops/redis/trad.conf"
+}
+
+ensure_remote_access() {  # worker hosts may join: CA, server certificate, PostgreSQL over TLS
+  [ -n "$LISTEN" ] || return 0
+  bash "$SOURCE/ops/scripts/remote_access.sh" setup "$LISTEN"
+}
+
+ensure_worker_access() {  # a worker host's credentials and the primary's CA, from --access
+  install -d -m 0700 -o root -g root "$CRED_DIR"
+  if [ -z "$ACCESS" ]; then
+    if [ ! -s "$CRED_DIR/database_url" ] || [ ! -s "$CRED_DIR/redis_url" ] || [ ! -s "$WORKER_CA" ]; then
+      die "no credentials for this worker host; deploy with ROLE=worker PRIMARY=… to issue them"
+    fi
+    log "credentials $CRED_DIR: unchanged"
+    return 0
+  fi
+  local db redis tmp
+  db=$(sed -n 's/^database_url=//p' "$ACCESS")
+  redis=$(sed -n 's/^redis_url=//p' "$ACCESS")
+  [[ "$db" == postgresql* && "$redis" == rediss://* ]] || die "$ACCESS holds no database_url and redis_url"
+  write_secret database_url "$db"
+  write_secret redis_url "$redis"
+  tmp=$(mktemp)
+  sed -n '/^-----BEGIN CERTIFICATE-----$/,/^-----END CERTIFICATE-----$/p' "$ACCESS" > "$tmp"
+  openssl x509 -in "$tmp" -noout 2>/dev/null || die "$ACCESS holds no CA certificate"
+  install -m 0644 -o root -g root "$tmp" "$WORKER_CA"
+  rm -f "$tmp"
+  log "credentials $CRED_DIR: this host's access to the primary (0600 root); CA $WORKER_CA"
 }
 
 ensure_release() {
@@ -244,8 +299,12 @@ migrate() {
 }
 
 ensure_units() {
-  local changed=0 unit
-  for unit in "$SOURCE"/ops/systemd/*; do
+  local changed=0 unit units=("$SOURCE"/ops/systemd/*) wanted=(trad.target trad-api.service "${WORKER_UNITS[@]}")
+  if [ "$ROLE" = worker ]; then
+    units=("$SOURCE/ops/systemd/trad.target" "$SOURCE/ops/systemd/trad-worker@.service")
+    wanted=(trad.target "${WORKER_UNITS[@]}")
+  fi
+  for unit in "${units[@]}"; do
     if ! cmp -s "$unit" "$UNIT_DIR/$(basename "$unit")"; then
       install -m 0644 "$unit" "$UNIT_DIR/$(basename "$unit")"
       log "unit $(basename "$unit"): installed"
@@ -257,8 +316,7 @@ ensure_units() {
   else
     log "systemd units: unchanged"
   fi
-  local wanted=(trad.target trad-api.service "${WORKER_UNITS[@]}") n
-  local to_enable=()
+  local n to_enable=()
   for unit in "${wanted[@]}"; do
     systemctl is-enabled --quiet "$unit" 2>/dev/null || to_enable+=("$unit")
   done
@@ -266,7 +324,7 @@ ensure_units() {
     systemctl enable --quiet "${to_enable[@]}"
     log "enabled: ${to_enable[*]}"
   else
-    log "enabled units: unchanged (trad.target, trad-api, ${#WORKER_UNITS[@]} workers)"
+    log "enabled units: unchanged (${wanted[0]}, ${#WORKER_UNITS[@]} workers)"
   fi
   [ -n "$WORKERS" ] || return 0
   local extra
@@ -286,6 +344,7 @@ switch_current() {  # switch_current VERSION
 
 restart() {
   local units=(trad-api.service "${WORKER_UNITS[@]}")
+  [ "$ROLE" = primary ] || units=("${WORKER_UNITS[@]}")
   log "restarting ${units[*]} (running jobs checkpoint and resume)"
   systemctl restart "${units[@]}" || log "restart reported a failure; the health check decides"
   systemctl start trad.target
@@ -335,6 +394,7 @@ ensure_proxy() {
 }
 
 healthy() {
+  [ "$ROLE" = primary ] || { workers_healthy; return; }
   local port _
   port=$(api_port)
   for _ in $(seq 1 60); do
@@ -347,6 +407,19 @@ healthy() {
       "$TRAD_BIN" smoke --timeout 90 || return 1
       return 0
     fi
+    sleep 1
+  done
+  return 1
+}
+
+workers_healthy() {  # every worker unit reached READY: PostgreSQL and Redis of the primary answer
+  local unit _ down
+  for _ in $(seq 1 60); do
+    down=0
+    for unit in "${WORKER_UNITS[@]}"; do
+      systemctl is-active --quiet "$unit" || down=1
+    done
+    [ "$down" -eq 1 ] || return 0
     sleep 1
   done
   return 1
@@ -367,23 +440,42 @@ prune() {
   done
 }
 
-main() {
-  parse_args "$@"
-  [ "$(id -u)" -eq 0 ] || die "run as root"
-  cd /  # commands run as other users (postgres, trad) must not start in root's home
+install_primary() {
   ensure_packages
   ensure_user
   ensure_env_file
+  # --listen-address, else the one given to an earlier deploy, else none (loopback only)
+  if [ -z "$LISTEN" ] && [ -s "$LISTEN_FILE" ]; then LISTEN=$(cat "$LISTEN_FILE"); fi
   ensure_credentials
   ensure_postgres
+  ensure_remote_access
   ensure_redis
   ensure_release
   choose_workers
   ensure_trad_command
   migrate
+  [ -z "$LISTEN" ] || bash "$SOURCE/ops/scripts/remote_access.sh" grant
   ensure_units
   ensure_tls
   ensure_proxy
+}
+
+install_worker() {
+  PACKAGES=("${WORKER_PACKAGES[@]}")
+  ensure_packages
+  ensure_user
+  ensure_env_file
+  ensure_worker_access
+  ensure_release
+  choose_workers
+  ensure_units
+}
+
+main() {
+  parse_args "$@"
+  [ "$(id -u)" -eq 0 ] || die "run as root"
+  cd /  # commands run as other users (postgres, trad) must not start in root's home
+  if [ "$ROLE" = primary ]; then install_primary; else install_worker; fi
   local previous=""
   [ -L "$CURRENT" ] && previous=$(basename "$(readlink "$CURRENT")")
   if [ "$previous" = "$VERSION" ]; then
@@ -394,7 +486,11 @@ main() {
   fi
   restart
   if healthy; then
-    log "health check passed: /readyz, API token, smoke job"
+    if [ "$ROLE" = primary ]; then
+      log "health check passed: /readyz, API token, smoke job"
+    else
+      log "health check passed: ${WORKER_UNITS[*]} ready (the primary's PostgreSQL and Redis answer over TLS)"
+    fi
     prune "$previous"
     return 0
   fi

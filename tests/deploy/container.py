@@ -2,7 +2,8 @@
 namespace and reached over real SSH through that namespace (no network address needed).
 
 The root filesystem is built once with debootstrap and cached as a tarball; each run unpacks
-a fresh copy. Nothing leaves the container's own loopback.
+a fresh copy. By default the container has only its own loopback; given a namespace the test
+made (tests/deploy/network.py), it boots into that one and joins its private network.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def rootfs_tarball() -> Path:
 @dataclass
 class Container:
     workdir: Path
+    name: str = "trad-vm"  # its hostname, and the SSH alias of its ssh_config
+    netns: str | None = None  # boot into this network namespace instead of a private one
     rootfs: Path = field(init=False)
     key: Path = field(init=False)
     ssh_config: Path = field(init=False)
@@ -85,7 +88,9 @@ class Container:
         self.key = self.workdir / "id_ed25519"
         self.ssh_config = self.workdir / "ssh_config"
 
-    def prepare(self, tarball: Path) -> None:
+    def prepare(self, tarball: Path, hosts: dict[str, str] | None = None) -> None:
+        """Unpack a fresh root filesystem with this container's hostname, `hosts` (name ->
+        address) in /etc/hosts, and the test's SSH key for root."""
         self.rootfs.mkdir(parents=True)
         subprocess.run(
             ["tar", "--extract", "--file", str(tarball), "--numeric-owner", "-C", str(self.rootfs)], check=True
@@ -95,6 +100,11 @@ class Container:
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
         (ssh_dir / "authorized_keys").write_text((self.workdir / "id_ed25519.pub").read_text())
         (ssh_dir / "authorized_keys").chmod(0o600)
+        (self.rootfs / "etc/hostname").write_text(f"{self.name}\n")
+        if hosts is not None:
+            lines = ["127.0.0.1\tlocalhost\n", f"127.0.1.1\t{self.name}\n"]
+            lines += [f"{address}\t{host}\n" for host, address in hosts.items() if host != self.name]
+            (self.rootfs / "etc/hosts").write_text("".join(lines))
 
     def boot(self, timeout: float = 120) -> None:
         log = open(self.workdir / "console.log", "ab")  # noqa: SIM115 - owned by nspawn
@@ -103,7 +113,7 @@ class Container:
                 "systemd-nspawn",
                 "--register=no",
                 "--keep-unit",
-                "--private-network",
+                f"--network-namespace-path=/run/netns/{self.netns}" if self.netns else "--private-network",
                 "-D",
                 str(self.rootfs),
                 "--boot",
@@ -122,12 +132,7 @@ class Container:
                 if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
                     self.pid = int(child)
             time.sleep(0.1)
-        self.ssh_config.write_text(
-            "Host trad-vm\n  User root\n"
-            f"  IdentityFile {self.key}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
-            "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  ConnectTimeout 10\n"
-            f"  ProxyCommand nsenter -t {self.pid} -n nc 127.0.0.1 22\n"
-        )
+        self.ssh_config.write_text(self.ssh_entry())
         while True:
             state = self.ssh("systemctl is-system-running --wait", check=False, timeout=60)
             if state.stdout.strip() in ("running", "degraded"):
@@ -136,9 +141,18 @@ class Container:
                 raise ContainerError(f"container not running after {timeout}s: {state.stdout} {state.stderr}")
             time.sleep(0.5)
 
+    def ssh_entry(self) -> str:
+        """This container's block of an ssh_config: its name, reached through its namespace."""
+        return (
+            f"Host {self.name}\n  User root\n"
+            f"  IdentityFile {self.key}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
+            "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  ConnectTimeout 10\n"
+            f"  ProxyCommand nsenter -t {self.pid} -n nc 127.0.0.1 22\n"
+        )
+
     def ssh(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            ["ssh", "-F", str(self.ssh_config), "trad-vm", command], capture_output=True, text=True, timeout=timeout
+            ["ssh", "-F", str(self.ssh_config), self.name, command], capture_output=True, text=True, timeout=timeout
         )
         if check and result.returncode != 0:
             raise ContainerError(f"`{command}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -153,6 +167,14 @@ class Container:
     def poweroff(self, timeout: float = 120) -> None:
         self.ssh("systemctl poweroff", check=False, timeout=30)
         assert self.proc is not None
+        self.proc.wait(timeout)
+        self.pid = 0
+
+    def power_cut(self, timeout: float = 60) -> None:
+        """SIGKILL the container's PID 1: every process in it dies at once, nothing shuts down
+        in order, nothing is flushed. Its network namespace (the test's) stays."""
+        assert self.proc is not None and self.pid
+        os.kill(self.pid, 9)
         self.proc.wait(timeout)
         self.pid = 0
 

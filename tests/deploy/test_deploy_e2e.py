@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from app.status import AttemptStatus, JobStatus
+from tests.deploy.api import api, progress, secret, start_job, token, wait_ready, wait_status
 from tests.deploy.runbook import runnable
 from tests.support import ROOT, wait_until
 
@@ -27,62 +28,6 @@ STATE_FILES = (
 OUTSIDE, CLIENT = "10.213.7.1", "10.213.7.2"  # the container's and the test's ends of a veth pair
 
 
-def secret(vm, name: str) -> str:
-    out = vm.ssh(f"cat /etc/trad/credentials/{name}").stdout.strip()
-    assert out, name
-    return out
-
-
-def token(vm) -> str:
-    return secret(vm, "api_token")
-
-
-def api(vm, method: str, path: str, body: dict | None = None) -> dict:
-    args = ["-X", method, f"http://127.0.0.1:8000{path}", "-H", f"Authorization: Bearer {token(vm)}"]
-    if body is not None:
-        args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
-    result = vm.curl(*args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def wait_ready(vm) -> None:
-    """The API answers /readyz (starting trad.target returns before its units are ready: they
-    are ordered after it, so that stopping it waits for them)."""
-    wait_until(
-        lambda: vm.curl("-fsS", "http://127.0.0.1:8000/readyz").returncode == 0,
-        timeout=180,
-        interval=0.5,
-        what="the API to be ready",
-    )
-
-
-def start_job(vm, n_iterations: int, seed: int = 1) -> str:
-    body = {
-        "strategy": "sma_crossover",
-        "symbol": "BTCUSDT",
-        "timeframe": "1m",
-        "n_iterations": n_iterations,
-        "seed": seed,
-    }
-    return api(vm, "POST", "/api/v2/training/start", body)["job_id"]
-
-
-def progress(vm, job_id: str) -> dict:
-    return api(vm, "GET", f"/api/v2/training/jobs/{job_id}/progress")
-
-
-def wait_status(
-    vm, job_id: str, statuses=(JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED), timeout: float = 300
-) -> dict:
-    return wait_until(
-        lambda: (p := progress(vm, job_id))["status"] in statuses and p,
-        timeout=timeout,
-        interval=0.5,
-        what=f"job {job_id} to reach {statuses}",
-    )
-
-
 def running_worker(vm, job_id: str, at_least: int) -> str:
     wait_until(
         lambda: (p := progress(vm, job_id))["status"] == JobStatus.RUNNING and (p["iteration"] or 0) >= at_least,
@@ -91,8 +36,8 @@ def running_worker(vm, job_id: str, at_least: int) -> str:
         what="job to be running",
     )
     detail = api(vm, "GET", f"/api/v2/training/jobs/{job_id}")
-    name = detail["attempt_history"][-1]["worker_name"]  # trad-worker-N
-    return "trad-worker@" + name.rsplit("-", 1)[1]
+    name = detail["attempt_history"][-1]["worker_name"]  # trad-worker-N@host
+    return "trad-worker@" + name.split("@")[0].rsplit("-", 1)[1]
 
 
 def state_digest(vm) -> str:

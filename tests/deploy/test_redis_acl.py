@@ -3,6 +3,7 @@ writes: a real RQ worker runs jobs as user `trad`, and that user cannot wipe or 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from app.status import JobStatus
 from tests.support import ROOT, process_env, start_worker, submit_smoke, wait_until
 
 APP_PASSWORD, ADMIN_PASSWORD = "app-secret-0123", "admin-secret-4567"
+HOST_USER, HOST_PASSWORD = "trad_host_node2", "host-secret-89ab"  # a worker host's user, as add-user writes it
 
 
 def app_rules() -> str:
@@ -33,6 +35,7 @@ def project_config(port: int) -> str:
         f"port {port}",
         f"user default on >{ADMIN_PASSWORD} ~* &* +@all",
         f"user trad on >{APP_PASSWORD} {app_rules()}",
+        f"user {HOST_USER} on #{hashlib.sha256(HOST_PASSWORD.encode()).hexdigest()} {app_rules()}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -74,3 +77,18 @@ def test_worker_runs_jobs_as_the_app_user_which_cannot_wipe_redis(acl_redis, cle
     for forbidden in (app.flushall, app.flushdb, lambda: app.config_get("*"), lambda: app.keys("*")):
         with pytest.raises(NoPermissionError):
             forbidden()
+
+
+def test_a_worker_hosts_user_has_a_hashed_password_and_no_dangerous_commands(acl_redis):
+    host = Redis(port=acl_redis.port, username=HOST_USER, password=HOST_PASSWORD)
+    assert host.ping() and host.rpush("rq:queue:probe", "x") == 1
+    for forbidden in (host.flushall, lambda: host.config_get("*"), lambda: host.acl_deluser("trad")):
+        with pytest.raises(NoPermissionError):
+            forbidden()
+    with pytest.raises(Exception, match="invalid username-password pair"):
+        Redis(port=acl_redis.port, username=HOST_USER, password="wrong").ping()
+    admin = Redis(port=acl_redis.port, username="default", password=ADMIN_PASSWORD)
+    assert admin.acl_deluser(HOST_USER) == 1  # revoked alone: the application user is untouched
+    with pytest.raises(Exception, match="invalid username-password pair"):
+        Redis(port=acl_redis.port, username=HOST_USER, password=HOST_PASSWORD).ping()
+    assert Redis(port=acl_redis.port, username="trad", password=APP_PASSWORD).ping()

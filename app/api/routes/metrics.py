@@ -1,5 +1,5 @@
 """GET /metrics in the Prometheus text format. Every figure is read at scrape time: job and
-attempt counts from PostgreSQL (the truth), queue depth and workers from Redis."""
+attempt counts from PostgreSQL (the truth), queue depth and workers (in all and per host) from Redis."""
 
 from __future__ import annotations
 
@@ -73,6 +73,7 @@ class TradCollector:
         try:
             depths = queue.queue_depths(self.redis)
             workers = queue.worker_count(self.redis)
+            by_host = queue.workers_by_host(self.redis)
         except Exception:
             up.add_metric([], 0)
             yield up
@@ -84,6 +85,10 @@ class TradCollector:
             depth.add_metric([priority], n)
         yield depth
         yield GaugeMetricFamily("trad_workers", "Workers registered in Redis", value=workers)
+        per_host = GaugeMetricFamily("trad_workers_by_host", "Workers registered in Redis, by host", labels=["host"])
+        for host, n in sorted(by_host.items()):
+            per_host.add_metric([host], n)
+        yield per_host
 
 
 @router.get("/metrics", response_class=Response)

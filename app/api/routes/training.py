@@ -187,9 +187,9 @@ def queue_info(session: SessionDep, redis: RedisDep) -> QueueInfo:
         depth, workers, redis_ok, registered = {p: 0 for p in queue.QUEUE_NAMES}, 0, False, []
     running = results_repo.running_attempts_by_worker(session)
     worker_list = []
-    for name, state in registered:
+    for name, state, host in registered:
         job_id, attempt = running.get(name, (None, None))
-        worker_list.append(WorkerInfo(name=name, state=state, job_id=job_id, attempt=attempt))
+        worker_list.append(WorkerInfo(name=name, host=host, state=state, job_id=job_id, attempt=attempt))
     return QueueInfo(
         depth=depth,
         queued=counts.get(JobStatus.QUEUED, 0),
