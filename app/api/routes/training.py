@@ -74,7 +74,7 @@ def start_training(
     dispatch.commit_and_send(session, redis, settings)
     if not result.created:
         response.status_code = status.HTTP_200_OK
-    view = presenters.progress(session, result.job)
+    view = presenters.progress_of(result.job, result.configuration_id, result.counted_attempts)
     return StartAccepted(**view.model_dump(), progress_url=_progress_url(request, result.job.id))
 
 
