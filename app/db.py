@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 _engines: dict[tuple[int, str], Engine] = {}
+_autocommit: dict[Engine, sessionmaker[Session]] = {}
 _pool = {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": False}
 
 
@@ -78,6 +79,20 @@ def _has_unsolicited_input(fd: int) -> bool:
 
 def session_factory(database_url: str) -> sessionmaker[Session]:
     return sessionmaker(get_engine(database_url), expire_on_commit=False)
+
+
+def autocommit_session_factory(database_url: str) -> sessionmaker[Session]:
+    """Sessions for work that is one statement (a progress read, a page of jobs, a job's
+    progress report): in autocommit, so the statement is the only round trip, with no BEGIN
+    before it and no COMMIT or ROLLBACK after. One statement is atomic and reads one snapshot
+    either way; work of more than one statement belongs in `transaction`."""
+    engine = get_engine(database_url)
+    maker = _autocommit.get(engine)
+    if maker is None:
+        maker = _autocommit[engine] = sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
+    return maker
 
 
 @contextmanager

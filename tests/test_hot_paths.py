@@ -2,7 +2,8 @@
 a start is one transaction of three statements (four with an Idempotency-Key) and one Redis
 round trip; a replay and a progress read are one statement and no Redis; no path pings a pooled
 connection, and a connection the server closed (as a PostgreSQL restart closes them all) is
-replaced before use instead of failing the request."""
+replaced before use instead of failing the request. In a job process, a progress report is one
+statement."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 from redis.connection import AbstractConnection
-from sqlalchemy import event
+from sqlalchemy import event, func, select, update
 
 from app.db import get_engine, sync_url
-from tests.support import wait_until
+from app.execution.context import JobContext
+from app.execution.errors import Fenced
+from app.models import Job, ProgressEvent
+from app.services import lifecycle
+from tests.support import submit_smoke, wait_until
 
 GOOD = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
 pytestmark = pytest.mark.usefixtures("candles_1h")
@@ -131,3 +136,38 @@ def test_pooled_connections_closed_by_the_server_are_replaced_without_a_failed_r
             assert resp.status_code == 200, resp.text
         assert client.post("/api/v2/training/start", json={**GOOD, "seed": 5}).status_code == 202
     assert seen["ping"] == 0
+
+
+def test_a_progress_report_is_one_statement_and_a_fenced_one_writes_nothing(db, clean, monkeypatch):
+    """In the job process: the job row and the history row in one autocommitted statement."""
+    job = submit_smoke(db, clean)
+    claim = lifecycle.claim(db, job.id, "w1", 1)
+    db.commit()
+    ctx = JobContext(
+        clean,
+        job_id=job.id,
+        kind="smoke",
+        params={},
+        attempt_id=claim.attempt.id,
+        attempt_number=1,
+        n_iterations=4,
+        parent_pid=1,
+    )
+    with round_trips(clean, monkeypatch) as seen:
+        ctx.progress(25.0, "smoke", "step 1 of 4", iteration=1)
+    # Autocommit: no COMMIT; the pool's reset on return is a ROLLBACK psycopg does not send
+    # when no transaction is open.
+    assert (seen["sql"], seen["commit"], seen["ping"]) == (1, 0, 0), "one statement, no transaction around it"
+    db.expire_all()
+    assert (db.get(Job, job.id).percent, db.get(Job, job.id).iteration) == (25.0, 1)
+    history = db.scalars(select(ProgressEvent).where(ProgressEvent.job_id == job.id)).all()
+    assert [(e.attempt_id, e.percent, e.iteration, e.message) for e in history] == [
+        (claim.attempt.id, 25.0, 1, "step 1 of 4")
+    ]
+    db.execute(update(Job).where(Job.id == job.id).values(current_attempt_id=None, status="queued"))
+    db.commit()
+    with pytest.raises(Fenced):
+        ctx.progress(50.0, "smoke", "step 2 of 4", iteration=2)
+    db.expire_all()
+    assert db.get(Job, job.id).percent == 25.0
+    assert db.scalar(select(func.count()).select_from(ProgressEvent).where(ProgressEvent.job_id == job.id)) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 
+from app.db import adopt_parent_engines
 from app.execution import signals
 
 worker_name = "worker"
@@ -15,6 +16,7 @@ def enter_job_process(name: str, parent: int) -> None:
     global worker_name, parent_pid
     worker_name, parent_pid = name, parent
     signals.install()
+    adopt_parent_engines()
 
 
 def parent() -> int:

@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from app import queue
 from app.api import follow, presenters
-from app.api.deps import RedisDep, SessionDep, SettingsDep
+from app.api.deps import ReadSessionDep, RedisDep, SessionDep, SettingsDep
 from app.api.errors import responses
 from app.api.schemas import (
     MAX_OFFSET,
@@ -25,7 +25,7 @@ from app.api.schemas import (
     StrategyName,
     WorkerInfo,
 )
-from app.db import session_factory
+from app.db import autocommit_session_factory
 from app.repositories import jobs as jobs_repo
 from app.repositories import results as results_repo
 from app.services import dispatch
@@ -80,7 +80,7 @@ def start_training(
 
 @router.get("/jobs", response_model=JobPage, responses=responses(422))
 def list_jobs(
-    session: SessionDep,
+    session: ReadSessionDep,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
     kind: Kind | None = None,
     strategy: Annotated[StrategyName | None, Query(description="training jobs of one strategy")] = None,
@@ -117,7 +117,7 @@ def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
 def get_progress(
     job_id: uuid.UUID,
     request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     follow_: Annotated[bool, Query(alias="follow", description="stream NDJSON lines until the job ends")] = False,
     accept: Annotated[str | None, Header()] = None,
     # Typed `int` with a None default so the OpenAPI document offers an integer only: a header
@@ -146,7 +146,7 @@ def get_progress(
 
 def read_progress(database_url: str, job_id: uuid.UUID) -> Progress | None:
     """One short read of a job's progress body for the follow hub (None if it no longer exists)."""
-    with session_factory(database_url)() as session:
+    with autocommit_session_factory(database_url)() as session:
         try:
             return presenters.progress_of(*jobs_service.get_with_configuration(session, job_id))
         except jobs_service.JobNotFound:
