@@ -3,9 +3,13 @@ PostgreSQL, with throwaway PostgreSQL and Redis servers started here.
 
     .venv/bin/python bench/pipeline.py [--jobs 200] [--workers 1 2]
 
-Prints, per worker count, throughput and the median / p95 time from submit to succeeded, and
-as a baseline measured in the same run, plain RQ running a no-op function (`os.getpid`) with
-the same forking worker class and serializer and no PostgreSQL bookkeeping.
+Prints, per worker count, throughput and the median / p95 run time of a job (claimed to
+succeeded), and as a baseline measured in the same run, plain RQ running a no-op function
+(`os.getpid`) with the same forking worker class and serializer and no PostgreSQL bookkeeping.
+The baseline's clock runs from its worker's start to its queue running dry; trad's from its
+workers' start (their birth in Redis, after imports) to the last job's end, the same span.
+Trad's figure from the first submit (submits and the worker processes' start-up included) is
+printed beside it.
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ def run_trad(settings: Settings, env: dict[str, str], n_jobs: int, n_workers: in
         elapsed = time.monotonic() - started
         with transaction(settings.database_url) as session:
             runs = [(j.finished_at - j.started_at).total_seconds() for j in session.scalars(select(Job))]
+            last_finished = session.scalar(select(func.max(Job.finished_at)))
+        births = [w.birth_date for w in Worker.all(connection=connection, serializer=JSONSerializer)]
+        working = (last_finished - min(births)).total_seconds()
     finally:
         for proc in procs:
             proc.terminate()
@@ -74,6 +81,7 @@ def run_trad(settings: Settings, env: dict[str, str], n_jobs: int, n_workers: in
             proc.wait(30)
     return {
         "throughput": n_jobs / elapsed,
+        "working_throughput": n_jobs / working,
         "median_run_ms": statistics.median(runs) * 1000,
         "p95_run_ms": statistics.quantiles(runs, n=20)[-1] * 1000,
     }
@@ -115,8 +123,10 @@ def main() -> None:
         for n in args.workers:
             r = run_trad(settings, env, args.jobs, n, base)
             print(
-                f"trad smoke job, {n} worker(s): {r['throughput']:.1f} jobs/s "
-                f"({r['throughput'] / baseline['throughput']:.2f}× the baseline), "
+                f"trad smoke job, {n} worker(s): {r['working_throughput']:.1f} jobs/s from the workers' start "
+                f"({r['working_throughput'] / baseline['throughput']:.2f}× the baseline); "
+                f"{r['throughput']:.1f} jobs/s from the first submit, counting submits and start-up "
+                f"({r['throughput'] / baseline['throughput']:.2f}×); "
                 f"run time median {r['median_run_ms']:.0f} ms, p95 {r['p95_run_ms']:.0f} ms"
             )
     finally:

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 from sqlalchemy.orm import Session
 
-from app.db import autocommit_session_factory, session_factory
+from app.db import session_factory
 from app.queue import redis_connection
 from app.settings import Settings
 
@@ -31,16 +31,6 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def get_read_session(settings: SettingsDep) -> Iterator[Session]:
-    """For routes whose whole answer is one read statement (`db.autocommit_session_factory`):
-    never for a route that writes."""
-    with autocommit_session_factory(settings.database_url)() as session:
-        yield session
-
-
-ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 
 
 @lru_cache(maxsize=4)

@@ -102,6 +102,7 @@ def run_job(settings: Settings, job_id: str, worker_name: str, parent_pid: int) 
 
 def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: int) -> str:
     process.limit_memory(settings.job_memory_limit_mb)
+    process.connected()
     with dispatch.unit_of_work(settings) as uow:
         claim = lifecycle.claim(uow.session, job_id, worker_name, os.getpid())
         if claim is None:

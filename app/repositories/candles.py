@@ -141,7 +141,7 @@ class Coverage:
 
     stored: dict[str, tuple[datetime, datetime]]  # timeframe -> first and last bar
     own_bars: int  # bars stored at the timeframe inside the range
-    resampled_bars: int  # distinct timeframe buckets among the 1m bars inside the range
+    resampled_bars: int  # distinct timeframe buckets among the 1m bars in range (0 when own_bars > 0)
     bars_to_load: int  # bars a job would read (at the timeframe, else 1m), counted up to `count_up_to`
 
 
@@ -170,7 +170,11 @@ SELECT tf, first, last,
        (SELECT count(*) FROM (SELECT 1 FROM candles
                               WHERE symbol = :symbol AND timeframe = :timeframe
                                 AND open_time >= :lo AND open_time < :hi LIMIT :count_up_to) own),
-       (SELECT count(t) FROM bucket),
+       CASE WHEN EXISTS (SELECT 1 FROM candles
+                         WHERE symbol = :symbol AND timeframe = :timeframe
+                           AND open_time >= :lo AND open_time < :hi)
+            THEN 0  -- bars stored at the timeframe: nothing is resampled, the walk is skipped
+            ELSE (SELECT count(t) FROM bucket) END,
        (SELECT count(*) FROM (SELECT 1 FROM candles
                               WHERE symbol = :symbol AND timeframe = '1m' AND :timeframe <> '1m'
                                 AND open_time >= :lo AND open_time < :hi
