@@ -85,11 +85,13 @@ def count_queued(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)) or 0
 
 
-def insert_if_admitted(session: Session, job: Job, max_queued: int) -> bool:
-    """Insert the new job's row, every column set in `job`, in one statement that admits it
-    only while fewer than `max_queued` jobs are queued and its idempotency key (if any) is new.
-    The caller holds the admission lock (`lock_admission`), so the count stays true until it
-    commits. True: inserted, and `job` is now the session's persistent row (with the server's
+def admit(session: Session, job: Job, max_queued: int) -> bool:
+    """Take the admission lock, then insert the new job's row (every column set in `job`) in
+    one statement that admits it only while fewer than `max_queued` jobs are queued and its
+    idempotency key (if any) is new. The lock serialises admissions until the transaction
+    ends, so the count stays true until the row is committed; the statement is built before
+    the lock is taken, so little more than the two statements and the commit happen under it.
+    True: inserted, and `job` is now the session's persistent row (with the server's
     timestamps). False: the queue is full, or the key was committed concurrently."""
     values = {c.key: (c, getattr(job, c.key)) for c in Job.__table__.columns if c.server_default is None}
     queued = select(func.count()).select_from(
@@ -102,11 +104,12 @@ def insert_if_admitted(session: Session, job: Job, max_queued: int) -> bool:
         .on_conflict_do_nothing(index_elements=[Job.idempotency_key])
         .returning(Job.created_at, Job.updated_at)
     )
+    for key, (_, value) in values.items():
+        setattr(job, key, value)  # every column loaded, none left to fetch later
+    lock_admission(session)
     inserted = session.execute(stmt).one_or_none()
     if inserted is None:
         return False
-    for key, (_, value) in values.items():
-        setattr(job, key, value)  # every column loaded, none left to fetch later
     job.created_at, job.updated_at = inserted
     make_transient_to_detached(job)  # as if loaded: no flush, no further SQL
     session.add(job)

@@ -112,8 +112,7 @@ def start(
         message="waiting for a worker",
     )
     dispatch.assign(job)
-    jobs_repo.lock_admission(session)
-    if jobs_repo.insert_if_admitted(session, job, settings.max_queued_jobs):
+    if jobs_repo.admit(session, job, settings.max_queued_jobs):
         dispatch.send_after_commit(session, job)
         return StartResult(job, created=True)
     if idempotency_key and (existing := jobs_repo.get_with_configuration_by_key(session, idempotency_key)):
