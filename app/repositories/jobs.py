@@ -25,10 +25,6 @@ def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job
     return session.scalars(stmt).one_or_none()
 
 
-def get_by_idempotency_key(session: Session, key: str) -> Job | None:
-    return session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
-
-
 def _counted_attempts():
     return (
         select(func.count())
