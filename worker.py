@@ -11,6 +11,7 @@ loop ended by itself (RQ quits on an unexpected error), so `Restart=on-failure` 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     wait_for_dependencies(settings, args.wait)
     get_engine(settings.database_url).dispose()  # no pooled connection crosses a fork
     worker = TradWorker(settings, args.name, redis_connection(settings.redis_url))
+    # Everything loaded so far stays out of garbage collections from now on, in this process
+    # and in every job process it forks: a collection in a job process no longer touches
+    # (and so copies) the pages of every object the worker inherited to it.
+    gc.freeze()
     notify.ready("idle")
     log.info("worker %s ready", args.name)
     try:

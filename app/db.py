@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+from psycopg import Error as PsycopgError
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger(__name__)
 _engines: dict[tuple[int, str], Engine] = {}
-_pool = {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": True}
+_autocommit: dict[Engine, sessionmaker[Session]] = {}
+_pool = {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": False}
 
 
-def configure_pool(pool_size: int, max_overflow: int, pre_ping: bool = True) -> None:
+def configure_pool(pool_size: int, max_overflow: int, pre_ping: bool = False) -> None:
     """Size the pools of engines this process creates from now on (the API sizes its own from
     settings; a job process needs one connection and keeps the small default)."""
     _pool.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=pre_ping)
@@ -29,9 +35,13 @@ def sync_url(url: str) -> str:
 
 def get_engine(database_url: str) -> Engine:
     """The engine of this process for that URL. After fork() a child never reuses the
-    parent's pooled connections: the key includes the pid. Connections are pinged on checkout
-    (one loopback round trip), so the first request after a PostgreSQL restart does not fail on
-    a dead pooled connection; `DB_POOL_PRE_PING=false` trades that for speed in the API."""
+    parent's pooled connections: the key includes the pid.
+
+    A pooled connection is checked without a round trip when it is taken from the pool
+    (`_replace_if_closed`): one whose server process has gone (a PostgreSQL restart or crash
+    ends every backend, which says so on its socket and closes it) is thrown away and replaced, so
+    the first request after a restart does not fail. A connection that dies unseen (a network
+    gone quiet) fails its statement once, and that error invalidates the whole pool."""
     key = (os.getpid(), database_url)
     engine = _engines.get(key)
     if engine is None:
@@ -40,12 +50,49 @@ def get_engine(database_url: str) -> Engine:
             **_pool,
             connect_args={"connect_timeout": 5},
         )
+        event.listen(engine, "checkout", _replace_if_closed)
         _engines[key] = engine
     return engine
 
 
+def _replace_if_closed(dbapi_connection, connection_record, connection_proxy) -> None:
+    """Pool checkout hook: raising DisconnectionError makes the pool discard this connection
+    and hand out another (SQLAlchemy's own protocol for a checkout check)."""
+    try:
+        closing = _has_unsolicited_input(dbapi_connection.pgconn.socket)
+    except PsycopgError:  # libpq has no socket for it any more
+        closing = True
+    if closing:
+        log.info("a pooled PostgreSQL connection has input while idle (the server closing it); replacing it")
+        raise DisconnectionError("pooled connection closed or closing on the server side")
+
+
+def _has_unsolicited_input(fd: int) -> bool:
+    """An idle pooled connection has nothing to read, unless its server process is going away:
+    it sends why (FATAL: terminating connection), then closes the socket. A poll of the socket,
+    not a round trip. (Pooled connections never LISTEN; the rare report of a changed server
+    setting also counts, and costs one reconnect.)"""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def session_factory(database_url: str) -> sessionmaker[Session]:
     return sessionmaker(get_engine(database_url), expire_on_commit=False)
+
+
+def autocommit_session_factory(database_url: str) -> sessionmaker[Session]:
+    """Sessions for work that is one statement (a progress read, a page of jobs, a job's
+    progress report): in autocommit, so the statement is the only round trip, with no BEGIN
+    before it and no COMMIT or ROLLBACK after. One statement is atomic and reads one snapshot
+    either way; work of more than one statement belongs in `transaction`."""
+    engine = get_engine(database_url)
+    maker = _autocommit.get(engine)
+    if maker is None:
+        maker = _autocommit[engine] = sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
+    return maker
 
 
 @contextmanager
@@ -53,6 +100,17 @@ def transaction(database_url: str) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error."""
     with session_factory(database_url)() as session, session.begin():
         yield session
+
+
+def adopt_parent_engines() -> None:
+    """In a forked job process: take over the parent's engines with fresh, empty pools. The
+    parent's pooled connections are never used nor closed here (`dispose(close=False)`), and
+    the child skips create_engine and the first-connect queries its dialect needs."""
+    pid = os.getpid()
+    for owner, url in [k for k in _engines if k[0] != pid]:
+        engine = _engines.pop((owner, url))
+        engine.dispose(close=False)
+        _engines.setdefault((pid, url), engine)
 
 
 def dispose_process_engines() -> None:

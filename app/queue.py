@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 
 from redis import Redis
@@ -30,7 +31,10 @@ def redis_connection(url: str) -> Redis:
     return Redis.from_url(url, socket_connect_timeout=3, socket_timeout=30, health_check_interval=15)
 
 
+@lru_cache(maxsize=64)
 def get_queue(connection: Redis, priority: str) -> Queue:
+    """One Queue object per client and priority: RQ asks the server for its version once per
+    Queue object, so a fresh one per enqueue costs an extra round trip."""
     return Queue(QUEUE_NAMES[priority], connection=connection, serializer=JSONSerializer)
 
 
@@ -38,21 +42,35 @@ def all_queues(connection: Redis) -> list[Queue]:
     return [get_queue(connection, p) for p in QUEUE_NAMES]
 
 
-def enqueue(
-    connection: Redis, job_id: str, rq_job_id: str, priority: str, timeout_s: int, at_front: bool = False
-) -> None:
-    """Put one dispatch of a job on its queue. `rq_job_id` is unique per dispatch, so a
-    re-dispatch never collides with an RQ record of an earlier one."""
-    get_queue(connection, priority).enqueue_call(
-        ENTRYPOINT,
-        args=[job_id],
-        job_id=rq_job_id,
-        timeout=timeout_s,
-        result_ttl=RESULT_TTL_S,
-        failure_ttl=24 * 3600,
-        at_front=at_front,
-        description=f"job {job_id}",
-    )
+@dataclass(frozen=True)
+class Dispatch:
+    """One trip of a job through Redis: `rq_job_id` is unique per dispatch, so a re-dispatch
+    never collides with an RQ record of an earlier one."""
+
+    job_id: str
+    rq_job_id: str
+    priority: str
+    timeout_s: int
+    at_front: bool = False
+
+
+def enqueue(connection: Redis, dispatches: list[Dispatch]) -> None:
+    """Put dispatches on their queues: one pipelined transaction (MULTI … EXEC), one round trip
+    however many there are. All or none."""
+    with connection.pipeline() as pipe:
+        for d in dispatches:
+            get_queue(connection, d.priority).enqueue_call(
+                ENTRYPOINT,
+                args=[d.job_id],
+                job_id=d.rq_job_id,
+                timeout=d.timeout_s,
+                result_ttl=RESULT_TTL_S,
+                failure_ttl=24 * 3600,
+                at_front=d.at_front,
+                description=f"job {d.job_id}",
+                pipeline=pipe,
+            )
+        pipe.execute()
 
 
 def remove(connection: Redis, rq_job_id: str, priority: str) -> None:

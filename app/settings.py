@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200, description="pooled PostgreSQL connections per API process")
     db_max_overflow: int = Field(10, ge=0, le=200, description="connections beyond the pool under bursts")
     db_pool_pre_ping: bool = Field(
-        True, description="ping a pooled connection before use: no failed request after a PostgreSQL restart"
+        False,
+        description="also ping a pooled connection before each use (a round trip per request); a connection "
+        "closed by a PostgreSQL restart is replaced without it",
     )
     migration_lock_timeout_s: float = Field(
         10.0, gt=0, description="a migration waiting longer than this for a table lock fails instead of queueing"

@@ -159,7 +159,7 @@ class TradWorker(Worker):
 
     def setup_work_horse_signals(self) -> None:
         super().setup_work_horse_signals()
-        process.enter_job_process(self.name, os.getppid())
+        process.enter_job_process(self.name, os.getppid(), self.settings.database_url)
 
     # --- periodic duties ------------------------------------------------------------------
 

@@ -13,11 +13,10 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from app.clock import utcnow
-from app.db import transaction
+from app.db import autocommit_session_factory, transaction
 from app.execution import signals
 from app.execution.errors import TRANSIENT_DB_ERRORS, Canceled, Fenced, Preempted, WorkerLost
 from app.repositories import jobs as jobs_repo
-from app.repositories import progress as progress_repo
 from app.retry import retry_until
 from app.services import lifecycle
 from app.settings import Settings
@@ -47,17 +46,21 @@ class JobContext:
         self.attempt_number = attempt_number
         self.n_iterations = n_iterations
         self._parent_pid = parent_pid
-        self._last_poll = 0.0
+        self._last_poll = time.monotonic()  # the claim has just read the job: the first poll can wait
         self.last_progress_monotonic = time.monotonic()
 
-    def run(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in one transaction. If PostgreSQL goes away (a restart, a failover) the
+    def run(self, work: Callable[[Session], T], *, one_statement: bool = False) -> T:
+        """Run `work` in one transaction (`one_statement`: work that is a single statement,
+        run in autocommit: one round trip). If PostgreSQL goes away (a restart, a failover) the
         transaction is tried again until it answers, for up to `db_outage_budget_s`, so a
         short outage costs the job nothing. A stop request ends the wait at once (Preempted):
         the stop path then has `stop_budget_s` to record the checkpoint. `work` must be safe
         to repeat."""
 
         def once() -> T:
+            if one_statement:
+                with autocommit_session_factory(self.settings.database_url)() as session:
+                    return work(session)
             with transaction(self.settings.database_url) as session:
                 return work(session)
 
@@ -125,22 +128,20 @@ class JobContext:
         if best_score is not None:
             values["best_score"] = best_score
 
-        def write(session: Session) -> None:
-            if not lifecycle.record_progress(session, self.job_id, self.attempt_id, values):
-                raise Fenced("this attempt is no longer the job's current attempt")
-            progress_repo.add(
-                session,
-                job_id=self.job_id,
-                attempt_id=self.attempt_id,
-                phase=phase,
-                percent=percent,
-                message=message,
-                iteration=iteration,
-                best_score=best_score,
-                created_at=now,
-            )
+        event = {
+            "phase": phase,
+            "percent": percent,
+            "message": message,
+            "iteration": iteration,
+            "best_score": best_score,
+            "created_at": now,
+        }
 
-        self.run(write)
+        def write(session: Session) -> None:
+            if not lifecycle.record_progress(session, self.job_id, self.attempt_id, values, event):
+                raise Fenced("this attempt is no longer the job's current attempt")
+
+        self.run(write, one_statement=True)
         self.last_progress_monotonic = time.monotonic()
 
     def set_resumed_from(self, iteration: int) -> None:

@@ -68,6 +68,8 @@ def classify(error: BaseException) -> End:
     return End.FAIL
 
 
+_COUNTING_ENDS = frozenset({End.LOSE, End.RETRY, End.FAIL})  # the ends whose transition reads the failure count
+
 _TRANSITIONS: dict[End, Callable[[Session, Claim, Settings, BaseException | None], None]] = {
     End.SUCCEED: lambda session, claim, settings, error: lifecycle.succeed(session, claim),
     End.CANCEL: lambda session, claim, settings, error: lifecycle.cancel(
@@ -100,6 +102,7 @@ def run_job(settings: Settings, job_id: str, worker_name: str, parent_pid: int) 
 
 def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: int) -> str:
     process.limit_memory(settings.job_memory_limit_mb)
+    process.connected()
     with dispatch.unit_of_work(settings) as uow:
         claim = lifecycle.claim(uow.session, job_id, worker_name, os.getpid())
         if claim is None:
@@ -187,7 +190,7 @@ def _end_once(
     """One transaction: the ownership check, the result (if any), the transition; the
     re-dispatch of a preempted job is sent after commit."""
     with dispatch.unit_of_work(settings) as uow:
-        claim = lifecycle.lock_owned(uow.session, ctx.job_id, ctx.attempt_id)
+        claim = lifecycle.lock_owned(uow.session, ctx.job_id, ctx.attempt_id, count_failures=end in _COUNTING_ENDS)
         if claim is None:
             return End.FENCED.value
         if end is End.SUCCEED and writer is not None:

@@ -141,7 +141,8 @@ class Coverage:
 
     stored: dict[str, tuple[datetime, datetime]]  # timeframe -> first and last bar
     own_bars: int  # bars stored at the timeframe inside the range
-    resampled_bars: int  # distinct timeframe buckets among the 1m bars inside the range
+    resampled_bars: int  # distinct timeframe buckets among the 1m bars in range (0 when own_bars > 0)
+    bars_to_load: int  # bars a job would read (at the timeframe, else 1m), counted up to `count_up_to`
 
 
 _COVERAGE = text(
@@ -168,8 +169,19 @@ stored AS (
 SELECT tf, first, last,
        (SELECT count(*) FROM (SELECT 1 FROM candles
                               WHERE symbol = :symbol AND timeframe = :timeframe
-                                AND open_time >= :lo AND open_time < :hi LIMIT :cap) own),
-       (SELECT count(t) FROM bucket)
+                                AND open_time >= :lo AND open_time < :hi LIMIT :count_up_to) own),
+       CASE WHEN EXISTS (SELECT 1 FROM candles
+                         WHERE symbol = :symbol AND timeframe = :timeframe
+                           AND open_time >= :lo AND open_time < :hi)
+            THEN 0  -- bars stored at the timeframe: nothing is resampled, the walk is skipped
+            ELSE (SELECT count(t) FROM bucket) END,
+       (SELECT count(*) FROM (SELECT 1 FROM candles
+                              WHERE symbol = :symbol AND timeframe = '1m' AND :timeframe <> '1m'
+                                AND open_time >= :lo AND open_time < :hi
+                                AND NOT EXISTS (SELECT 1 FROM candles
+                                                WHERE symbol = :symbol AND timeframe = :timeframe
+                                                  AND open_time >= :lo AND open_time < :hi)
+                              LIMIT :count_up_to) base)
 FROM stored
 """
 )
@@ -185,10 +197,13 @@ def coverage_of(
     step_ms: int,
     timeframes: list[str],
     cap: int,
+    count_up_to: int = 0,
 ) -> Coverage:
     """One query, every part of it a walk of the primary key (symbol, timeframe, open_time):
     first/last bar per timeframe, bars in range at `timeframe`, and 1m buckets of `step_ms`
-    in range, counted by jumping from one bucket to the next (at most `cap` index probes)."""
+    in range, counted by jumping from one bucket to the next (at most `cap` index probes),
+    and the bars a job would load, counted up to `count_up_to` (at least `cap`)."""
+    count_up_to = max(count_up_to, cap)
     rows = session.execute(
         _COVERAGE,
         {
@@ -199,10 +214,13 @@ def coverage_of(
             "hi": end or datetime(9999, 1, 1, tzinfo=UTC),
             "step": step_ms,
             "cap": cap,
+            "count_up_to": count_up_to,
         },
     ).all()
+    own, resampled, base = rows[0][3:6] if rows else (0, 0, 0)
     return Coverage(
         stored={r[0]: (r[1], r[2]) for r in rows if r[1] is not None},
-        own_bars=rows[0][3] if rows else 0,
-        resampled_bars=rows[0][4] if rows else 0,
+        own_bars=min(own, cap),
+        resampled_bars=resampled,
+        bars_to_load=own or base,
     )

@@ -6,8 +6,9 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import exists, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.models import Attempt, Job, TrainedConfiguration
 from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
@@ -22,10 +23,6 @@ def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job
     if for_update:
         stmt = stmt.with_for_update()
     return session.scalars(stmt).one_or_none()
-
-
-def get_by_idempotency_key(session: Session, key: str) -> Job | None:
-    return session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
 
 
 def _counted_attempts():
@@ -47,6 +44,12 @@ def get_with_configuration(session: Session, job_id: uuid.UUID) -> JobWithConfig
     """A job, the id of its saved configuration (if any) and its counted attempts, in one
     primary-key lookup."""
     row = session.execute(_with_configuration().where(Job.id == job_id)).one_or_none()
+    return (row[0], row[1], row[2]) if row else None
+
+
+def get_with_configuration_by_key(session: Session, key: str) -> JobWithConfiguration | None:
+    """The same for the job created with this idempotency key, in one unique-index lookup."""
+    row = session.execute(_with_configuration().where(Job.idempotency_key == key)).one_or_none()
     return (row[0], row[1], row[2]) if row else None
 
 
@@ -76,6 +79,37 @@ def count_by_status(session: Session) -> dict[str, int]:
 
 def count_queued(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)) or 0
+
+
+def admit(session: Session, job: Job, max_queued: int) -> bool:
+    """Take the admission lock, then insert the new job's row (every column set in `job`) in
+    one statement that admits it only while fewer than `max_queued` jobs are queued and its
+    idempotency key (if any) is new. The lock serialises admissions until the transaction
+    ends, so the count stays true until the row is committed; the statement is built before
+    the lock is taken, so little more than the two statements and the commit happen under it.
+    True: inserted, and `job` is now the session's persistent row (with the server's
+    timestamps). False: the queue is full, or the key was committed concurrently."""
+    values = {c.key: (c, getattr(job, c.key)) for c in Job.__table__.columns if c.server_default is None}
+    queued = select(func.count()).select_from(
+        select(Job.id).where(Job.status == JobStatus.QUEUED).limit(max_queued).subquery()
+    )
+    row = select(*(literal(value, c.type) for c, value in values.values())).where(queued.scalar_subquery() < max_queued)
+    stmt = (
+        pg_insert(Job)
+        .from_select(list(values), row)
+        .on_conflict_do_nothing(index_elements=[Job.idempotency_key])
+        .returning(Job.created_at, Job.updated_at)
+    )
+    for key, (_, value) in values.items():
+        setattr(job, key, value)  # every column loaded, none left to fetch later
+    lock_admission(session)
+    inserted = session.execute(stmt).one_or_none()
+    if inserted is None:
+        return False
+    job.created_at, job.updated_at = inserted
+    make_transient_to_detached(job)  # as if loaded: no flush, no further SQL
+    session.add(job)
+    return True
 
 
 def lock_admission(session: Session) -> None:

@@ -74,10 +74,24 @@ def load(
     return engine_candles.resample(engine_candles.Candles(timeframe="1m", **base), timeframe)
 
 
+@dataclass(frozen=True)
+class RequestCheck:
+    """What the start path learns about a training job's candles, in one query."""
+
+    problem: tuple[str, str] | None  # (message, field) when the job could not get enough bars
+    bars_to_load: int  # stored bars the job would read, counted only up to `max_bars` + 1
+
+
 def coverage_problem(session: Session, params: dict[str, Any]) -> tuple[str, str] | None:
     """Why a training job with these parameters could not get enough bars, as (message, field),
-    or None. Mirrors `load` (stored bars at the timeframe, else resampled 1m bars) and the
-    engine's minimum; the job process checks again, as data can change after submit."""
+    or None."""
+    return check_request(session, params, max_bars=0).problem
+
+
+def check_request(session: Session, params: dict[str, Any], *, max_bars: int) -> RequestCheck:
+    """Mirrors `load` (stored bars at the timeframe, else resampled 1m bars) and the engine's
+    minimum; the job process checks again, as data can change after submit. Also counts the
+    bars `load` would read, up to `max_bars` + 1 (enough to tell whether the bound is passed)."""
     symbol, timeframe = params["symbol"], params["timeframe"]
     start, end = _time(params.get("start")), _time(params.get("end"))
     found = candles_repo.coverage_of(
@@ -89,7 +103,14 @@ def coverage_problem(session: Session, params: dict[str, Any]) -> tuple[str, str
         step_ms=engine_candles.TIMEFRAMES[timeframe],
         timeframes=list(engine_candles.TIMEFRAMES),
         cap=MIN_BARS,
+        count_up_to=max_bars + 1,
     )
+    return RequestCheck(_problem(found, symbol, timeframe, start), found.bars_to_load)
+
+
+def _problem(
+    found: candles_repo.Coverage, symbol: str, timeframe: str, start: datetime | None
+) -> tuple[str, str] | None:
     if not found.stored:
         return f"no candles stored for {symbol}; import some with `trad candles import`", "symbol"
     have = "; ".join(f"{tf} from {_utc(first)} to {_utc(last)}" for tf, (first, last) in found.stored.items())

@@ -61,8 +61,18 @@ def _outbox(session: Session) -> list[_Send | _Withdraw]:
 
 def prepare(session: Session, job: Job, *, at_front: bool = False) -> None:
     """Give the (not yet committed) row a fresh dispatch id and send it after commit."""
+    assign(job)
+    send_after_commit(session, job, at_front=at_front)
+
+
+def assign(job: Job) -> None:
+    """A fresh dispatch id on the job, before its row is written (`prepare` without the send)."""
     job.rq_job_id = f"{job.id}_{uuid.uuid4().hex[:12]}"
     job.enqueued_at = utcnow()
+
+
+def send_after_commit(session: Session, job: Job, *, at_front: bool = False) -> None:
+    """Send the job's dispatch (see `assign`) once the session commits."""
     _outbox(session).append(_Send(job, at_front))
 
 
@@ -84,17 +94,18 @@ def commit_and_send(session: Session, connection: Redis, settings: Settings) -> 
 
 
 def send_outbox(session: Session, connection: Redis, settings: Settings) -> Delivery:
-    delivery = Delivery()
+    """Withdrawals one by one (rare: a cancel), then every send in one Redis round trip."""
+    delivery, sends = Delivery(), []
     for item in session.info.pop(_OUTBOX, []):
         if isinstance(item, _Withdraw):
             with contextlib.suppress(RedisError):
                 queue.remove(connection, item.rq_job_id, item.priority)
-            continue
-        if not inspect(item.job).persistent:  # its insert was rolled back
-            continue
-        (delivery.sent if send(connection, item.job, settings, at_front=item.at_front) else delivery.deferred).append(
-            item.job.id
-        )
+        elif inspect(item.job).persistent:  # else its insert was rolled back
+            sends.append(item)
+    if sends:
+        jobs = [item.job for item in sends]
+        ok = send(connection, jobs, settings, at_front=[item.at_front for item in sends])
+        (delivery.sent if ok else delivery.deferred).extend(job.id for job in jobs)
     return delivery
 
 
@@ -120,14 +131,20 @@ def unit_of_work(settings: Settings, connection: Redis | None = None) -> Iterato
         uow.delivery = commit_and_send(session, connection or queue.redis_connection(settings.redis_url), settings)
 
 
-def send(connection: Redis, job: Job, settings: Settings, *, at_front: bool = False) -> bool:
-    """Send one committed dispatch to Redis. False when Redis is unreachable. RQ's own
-    timeout is the kind's hard timeout plus a minute: the job process's alarm fires first."""
-    assert job.rq_job_id is not None
-    timeout = limits(settings, job.kind).timeout_s + 60
+def send(connection: Redis, jobs: list[Job], settings: Settings, *, at_front: list[bool] | None = None) -> bool:
+    """Send committed dispatches to Redis in one round trip. False when Redis is unreachable
+    (none was sent; the reconciler sends them later). RQ's own timeout is the kind's hard
+    timeout plus a minute: the job process's alarm fires first."""
+    fronts = at_front or [False] * len(jobs)
+    dispatches = []
+    for job, front in zip(jobs, fronts, strict=True):
+        assert job.rq_job_id is not None
+        timeout = limits(settings, job.kind).timeout_s + 60
+        dispatches.append(queue.Dispatch(str(job.id), job.rq_job_id, job.priority, timeout, at_front=front))
     try:
-        queue.enqueue(connection, str(job.id), job.rq_job_id, job.priority, timeout, at_front=at_front)
+        queue.enqueue(connection, dispatches)
     except RedisError as exc:
-        log.warning("enqueue deferred to the reconciler: %s", exc, extra={"job_id": str(job.id)})
+        for job in jobs:
+            log.warning("enqueue deferred to the reconciler: %s", exc, extra={"job_id": str(job.id)})
         return False
     return True

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.kinds import get_kind, limits
@@ -66,8 +65,12 @@ class QueueFull(JobError):
 
 @dataclass(frozen=True)
 class StartResult:
+    """The job a start created or replayed, with what its progress body needs besides the row."""
+
     job: Job
     created: bool
+    configuration_id: uuid.UUID | None = None
+    counted_attempts: int = 0
 
 
 def request_hash(kind: str, priority: str, params: dict[str, Any]) -> str:
@@ -84,17 +87,16 @@ def start(
     params: dict[str, Any],
     idempotency_key: str | None,
 ) -> StartResult:
-    """Create a queued job (not committed). Same idempotency key and body: the existing job."""
+    """Create a queued job (not committed). Same idempotency key and body: the existing job.
+
+    Three statements for a new training job: the candle check, the admission lock, and one
+    insert that admits the job only while the queue has room and its key is new (one more,
+    the key lookup, when a key is given). The dispatch is sent after commit."""
     digest = request_hash(kind, priority, params)
-    if idempotency_key:
-        existing = jobs_repo.get_by_idempotency_key(session, idempotency_key)
-        if existing is not None:
-            return _replay(existing, digest)
+    if idempotency_key and (existing := jobs_repo.get_with_configuration_by_key(session, idempotency_key)):
+        return _replay(existing, digest)
     if kind == "training":
-        if problem := candles_service.coverage_problem(session, params):
-            raise InvalidRequest(*problem)
-        check_bar_cap(session, settings, params)
-    _admit(session, settings)
+        _check_candles(session, settings, params)
     job = Job(
         id=uuid.uuid4(),
         kind=kind,
@@ -109,18 +111,13 @@ def start(
         attempts=0,
         message="waiting for a worker",
     )
-    session.add(job)
-    dispatch.prepare(session, job)
-    try:
-        session.flush()
-    except IntegrityError:  # the same key committed concurrently
-        session.rollback()
-        dispatch.discard(session)
-        existing = jobs_repo.get_by_idempotency_key(session, idempotency_key or "")
-        if existing is None:
-            raise
-        return _replay(existing, digest)
-    return StartResult(job, created=True)
+    dispatch.assign(job)
+    if jobs_repo.admit(session, job, settings.max_queued_jobs):
+        dispatch.send_after_commit(session, job)
+        return StartResult(job, created=True)
+    if idempotency_key and (existing := jobs_repo.get_with_configuration_by_key(session, idempotency_key)):
+        return _replay(existing, digest)  # the same key, committed concurrently
+    raise _queue_full(settings)
 
 
 def start_smoke(session: Session, settings: Settings, *, priority: str = "high", **params: Any) -> Job:
@@ -135,12 +132,16 @@ def start_smoke(session: Session, settings: Settings, *, priority: str = "high",
     ).job
 
 
-def check_bar_cap(session: Session, settings: Settings, params: dict[str, Any]) -> None:
-    """One job loads at most `max_bars_per_job` bars (memory is bounded per job process)."""
-    symbol, timeframe = params["symbol"], params["timeframe"]
-    start, end = (datetime.fromisoformat(params[k]) if params.get(k) else None for k in ("start", "end"))
-    n = candles_service.bars_to_load(session, symbol, timeframe, start, end)
-    if n > settings.max_bars_per_job:
+def _check_candles(session: Session, settings: Settings, params: dict[str, Any]) -> None:
+    """Enough candles for the job, and at most `max_bars_per_job` bars to load (memory is
+    bounded per job process): one query, which counts bars only up to the bound."""
+    check = candles_service.check_request(session, params, max_bars=settings.max_bars_per_job)
+    if check.problem:
+        raise InvalidRequest(*check.problem)
+    if check.bars_to_load > settings.max_bars_per_job:
+        symbol, timeframe = params["symbol"], params["timeframe"]
+        start, end = (datetime.fromisoformat(params[k]) if params.get(k) else None for k in ("start", "end"))
+        n = candles_service.bars_to_load(session, symbol, timeframe, start, end)  # the exact figure, for the message
         span = f"{params.get('start') or 'the first bar'} to {params.get('end') or 'the last bar'}"
         raise TooManyBars(
             f"start/end: {symbol} {timeframe} from {span} reads {n:,} stored bars; one job may read at most "
@@ -148,18 +149,23 @@ def check_bar_cap(session: Session, settings: Settings, params: dict[str, Any]) 
         )
 
 
+def _queue_full(settings: Settings) -> QueueFull:
+    return QueueFull(f"the queue holds {settings.max_queued_jobs} jobs already; try again later", retry_after_s=30)
+
+
 def _admit(session: Session, settings: Settings) -> None:
     """Backpressure: refuse new work beyond `max_queued_jobs` queued jobs. Admissions are
     serialised until the transaction ends, so concurrent starts cannot overshoot."""
     jobs_repo.lock_admission(session)
     if jobs_repo.count_queued(session) >= settings.max_queued_jobs:
-        raise QueueFull(f"the queue holds {settings.max_queued_jobs} jobs already; try again later", retry_after_s=30)
+        raise _queue_full(settings)
 
 
-def _replay(existing: Job, digest: str) -> StartResult:
-    if existing.request_hash != digest:
+def _replay(existing: jobs_repo.JobWithConfiguration, digest: str) -> StartResult:
+    job, configuration_id, counted = existing
+    if job.request_hash != digest:
         raise JobConflict("Idempotency-Key was already used with a different request body")
-    return StartResult(existing, created=False)
+    return StartResult(job, created=False, configuration_id=configuration_id, counted_attempts=counted)
 
 
 def get(session: Session, job_id: uuid.UUID) -> Job:

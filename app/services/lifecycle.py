@@ -27,6 +27,7 @@ from app.clock import utcnow
 from app.models import Attempt, Job
 from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
+from app.repositories import progress as progress_repo
 from app.services import dispatch
 from app.settings import Settings
 from app.status import AttemptStatus, JobStatus
@@ -122,24 +123,26 @@ def start_attempt(job: Job, worker_name: str, pid: int, start_iteration: int = 0
     return attempt
 
 
-def lock_owned(session: Session, job_id: uuid.UUID, attempt_id: int) -> Claim | None:
+def lock_owned(session: Session, job_id: uuid.UUID, attempt_id: int, *, count_failures: bool = True) -> Claim | None:
     """The job and its attempt, locked in that order (job, then attempt: the one lock order),
-    if that attempt still owns the job."""
+    if that attempt still owns the job. `count_failures=False` skips counting the attempts
+    that used up the budget, for an end that does not need it (success, cancel, preemption)."""
     job = jobs_repo.get(session, job_id, for_update=True)
     if job is None or not job.owned_by(attempt_id):
         return None
     attempt = attempts_repo.get(session, attempt_id, for_update=True)
     if attempt is None or AttemptStatus(attempt.status).is_finished:
         return None
-    return Claim(job, attempt, attempts_repo.counted_failures(session, job.id))
+    return Claim(job, attempt, attempts_repo.counted_failures(session, job.id) if count_failures else 0)
 
 
 # --- running → running: progress, fenced on ownership -------------------------------------
 
 
-def record_progress(session: Session, job_id: uuid.UUID, attempt_id: int, values: dict) -> bool:
-    """Write progress on the job row if this attempt still owns it. False: fenced."""
-    return jobs_repo.update_if_owned(session, job_id, attempt_id, values)
+def record_progress(session: Session, job_id: uuid.UUID, attempt_id: int, values: dict, event: dict) -> bool:
+    """Write progress on the job row, and `event` in its history, if this attempt still owns
+    it: one statement. False: fenced, nothing written."""
+    return progress_repo.record(session, job_id, attempt_id, values, event)
 
 
 # --- the ends of an attempt ---------------------------------------------------------------

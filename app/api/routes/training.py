@@ -6,6 +6,8 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from redis import Redis
 from redis.exceptions import RedisError
 
 from app import queue
@@ -25,11 +27,12 @@ from app.api.schemas import (
     StrategyName,
     WorkerInfo,
 )
-from app.db import session_factory
+from app.db import autocommit_session_factory
 from app.repositories import jobs as jobs_repo
 from app.repositories import results as results_repo
 from app.services import dispatch
 from app.services import jobs as jobs_service
+from app.settings import Settings
 from app.status import JobStatus
 
 router = APIRouter(prefix="/api/v2/training", tags=["training"], responses=responses(401, 500, 503))
@@ -52,46 +55,57 @@ def _progress_url(request: Request, job_id: uuid.UUID) -> str:
         **responses(400, 409, 413, 422, 429),
     },
 )
-def start_training(
+async def start_training(
     body: StartTraining,
     request: Request,
     response: Response,
-    session: SessionDep,
     redis: RedisDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> StartAccepted:
     """Accept a training job. It is committed to PostgreSQL before it is enqueued; if Redis is
     down the job is still accepted and the reconciler enqueues it once Redis is back."""
-    result = jobs_service.start(
-        session,
-        settings,
-        kind="training",
-        priority=body.priority,
-        params=body.job_params(),
-        idempotency_key=idempotency_key,
-    )
-    dispatch.commit_and_send(session, redis, settings)
+    result = await run_in_threadpool(_start, settings, redis, body, idempotency_key)
     if not result.created:
         response.status_code = status.HTTP_200_OK
-    view = presenters.progress(session, result.job)
+    view = presenters.progress_of(result.job, result.configuration_id, result.counted_attempts)
     return StartAccepted(**view.model_dump(), progress_url=_progress_url(request, result.job.id))
 
 
+def _start(
+    settings: Settings, redis: Redis, body: StartTraining, idempotency_key: str | None
+) -> jobs_service.StartResult:
+    """The unit of work of a start, in one trip to the threadpool: one transaction, then the
+    enqueue."""
+    with dispatch.unit_of_work(settings, redis) as uow:
+        return jobs_service.start(
+            uow.session,
+            settings,
+            kind="training",
+            priority=body.priority,
+            params=body.job_params(),
+            idempotency_key=idempotency_key,
+        )
+
+
 @router.get("/jobs", response_model=JobPage, responses=responses(422))
-def list_jobs(
-    session: SessionDep,
+async def list_jobs(
+    settings: SettingsDep,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
     kind: Kind | None = None,
     strategy: Annotated[StrategyName | None, Query(description="training jobs of one strategy")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobPage:
-    rows, total = jobs_service.list_jobs(
-        session, status=status_filter, kind=kind, limit=limit, offset=offset, strategy=strategy
+    rows, total = await run_in_threadpool(
+        _page, settings.database_url, status=status_filter, kind=kind, limit=limit, offset=offset, strategy=strategy
     )
-    session.close()
     return JobPage(items=presenters.progress_page(rows), total=total, limit=limit, offset=offset)
+
+
+def _page(database_url: str, **query) -> tuple[list[jobs_repo.JobWithConfiguration], int]:
+    with autocommit_session_factory(database_url)() as session:
+        return jobs_service.list_jobs(session, **query)
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail, responses=responses(404, 422))
@@ -114,20 +128,19 @@ def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
         429: {"description": "too many progress streams open, in total or from this client"},
     },
 )
-def get_progress(
+async def get_progress(
     job_id: uuid.UUID,
     request: Request,
-    session: SessionDep,
+    settings: SettingsDep,
     follow_: Annotated[bool, Query(alias="follow", description="stream NDJSON lines until the job ends")] = False,
     accept: Annotated[str | None, Header()] = None,
     # Typed `int` with a None default so the OpenAPI document offers an integer only: a header
     # cannot be null, and "null" is not an event id.
     last_event_id: Annotated[int, Header(alias="Last-Event-ID", ge=0)] = None,  # noqa: RUF013
 ):
-    view = presenters.progress_of(*jobs_service.get_with_configuration(session, job_id))
-    # The connection goes back to the pool now, not after the response: a stream holds no
-    # database connection and no transaction for its life.
-    session.close()
+    # One trip to the threadpool for the read; the connection is back in the pool before the
+    # answer is written, so a stream holds no database connection and no transaction.
+    view = await run_in_threadpool(progress_view, settings.database_url, job_id)
     sse = follow.SSE in (accept or "")
     if not (follow_ or sse):
         return view
@@ -144,13 +157,18 @@ def get_progress(
     return follow.FollowResponse(stream, media_type=follow.SSE if sse else follow.NDJSON, release=release)
 
 
+def progress_view(database_url: str, job_id: uuid.UUID) -> Progress:
+    """A job's progress body: one statement, in autocommit. JobNotFound if there is no such job."""
+    with autocommit_session_factory(database_url)() as session:
+        return presenters.progress_of(*jobs_service.get_with_configuration(session, job_id))
+
+
 def read_progress(database_url: str, job_id: uuid.UUID) -> Progress | None:
     """One short read of a job's progress body for the follow hub (None if it no longer exists)."""
-    with session_factory(database_url)() as session:
-        try:
-            return presenters.progress_of(*jobs_service.get_with_configuration(session, job_id))
-        except jobs_service.JobNotFound:
-            return None
+    try:
+        return progress_view(database_url, job_id)
+    except jobs_service.JobNotFound:
+        return None
 
 
 @router.delete(
