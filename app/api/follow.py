@@ -65,23 +65,57 @@ def listen_conninfo(database_url: str) -> str:
     return make_url(sync_url(database_url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# Followers of one job are woken in this many lanes, one lane per turn of the event loop, so a
+# change for a thousand followers never holds the loop for all of them at once: requests that
+# arrive meanwhile wait for one lane's writes at most.
+LANES = 16
+_wakers: set[asyncio.Task] = set()
+
+
 @dataclass(eq=False)
 class _Topic:
-    """One followed job: its latest body and an event set (and replaced) when the body changes."""
+    """One followed job: its latest body, and per lane an event set (and replaced) when the body
+    changes."""
 
     view: Progress
     followers: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    joined: int = 0
+    lanes: list[asyncio.Event] = field(default_factory=lambda: [asyncio.Event() for _ in range(LANES)])
     reading: bool = False
     stale: bool = False
     _text: dict[bool, bytes] = field(default_factory=dict)
+    _waking: bool = False
+    _again: bool = False
+
+    def lane(self) -> int:
+        """The lane of a new follower (round robin)."""
+        self.joined += 1
+        return self.joined % LANES
 
     def publish(self, view: Progress) -> None:
         if view == self.view:
             return
         self.view, self._text = view, {}
-        self.changed.set()
-        self.changed = asyncio.Event()
+        if self._waking:
+            self._again = True  # the waker in progress goes round once more
+            return
+        self._waking = True
+        task = asyncio.get_running_loop().create_task(self._wake())
+        _wakers.add(task)
+        task.add_done_callback(_wakers.discard)
+
+    async def _wake(self) -> None:
+        try:
+            while True:
+                self._again = False
+                for i in range(LANES):
+                    woken, self.lanes[i] = self.lanes[i], asyncio.Event()
+                    woken.set()
+                    await asyncio.sleep(0)  # this lane writes; other requests get their turn
+                if not self._again:
+                    return
+        finally:
+            self._waking = False
 
     def text(self, sse: bool) -> bytes:
         """The current body as an SSE event or an NDJSON line, serialised once for every follower."""
@@ -163,6 +197,7 @@ class FollowHub:
         """Lines for one follower: the current body (unless `last_event_id` says the client has
         it), then one per change, keep-alives in between, until the job ends."""
         topic = self._subscribe(job_id, first)
+        lane = topic.lane()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.follow_max_s
         try:
@@ -176,7 +211,8 @@ class FollowHub:
                 if topic.view is sent:
                     try:
                         async with asyncio.timeout(min(self.settings.follow_keepalive_s, remaining)):
-                            await topic.changed.wait()
+                            while topic.view is sent:  # a lane woken for an older change waits on
+                                await topic.lanes[lane].wait()
                     except TimeoutError:
                         pass
                 if topic.view is not sent:
