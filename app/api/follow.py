@@ -1,10 +1,10 @@
 """Following a job's progress at the cost of memory, not a thread or a database connection.
 
 One listener per API process holds one PostgreSQL connection with `LISTEN trad_job_changes` (a
-trigger on `training_jobs` notifies at every committed change, see migration 0002). For each
+trigger on `training_jobs` notifies at every committed change, see migration 0003). For each
 followed job the hub keeps the latest progress body; a notification re-reads that job once,
-however many follow it, and wakes its followers. A follower is an async generator waiting on an
-event. If the listener loses its connection it reconnects and re-reads every followed job, and
+however many follow it, and wakes its followers, a lane of them per turn of the event loop. A
+follower is an async generator waiting on its lane's event. If the listener loses its connection it reconnects and re-reads every followed job, and
 it re-reads them every `follow_resync_s` anyway: a lost notification delays a line, never loses it.
 """
 
