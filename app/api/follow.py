@@ -4,8 +4,9 @@ One listener per API process holds one PostgreSQL connection with `LISTEN trad_j
 trigger on `training_jobs` notifies at every committed change, see migration 0003). For each
 followed job the hub keeps the latest progress body; a notification re-reads that job once,
 however many follow it, and wakes its followers, a lane of them per turn of the event loop. A
-follower is an async generator waiting on its lane's event. If the listener loses its connection it reconnects and re-reads every followed job, and
-it re-reads them every `follow_resync_s` anyway: a lost notification delays a line, never loses it.
+follower is an async generator waiting on its lane's event. If the listener loses its connection
+it reconnects and re-reads every followed job, and it re-reads them every `follow_resync_s`
+anyway: a lost notification delays a line, never loses it.
 """
 
 from __future__ import annotations
