@@ -24,7 +24,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -35,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from app.db import transaction  # noqa: E402
-from app.dev.servers import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
+from app.dev.servers import free_port, wait_for_port  # noqa: E402
 from app.services.candles import generate_synthetic  # noqa: E402
+from bench.servers import throwaway_servers  # noqa: E402
 
 START_BODY = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -201,88 +200,84 @@ def main() -> int:
     parser.add_argument("--api-env", nargs="*", default=[], help="extra KEY=VALUE settings for the API")
     args = parser.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="trad-bench-api-"))
-    pg, rs = PostgresServer(base / "postgres"), RedisServer(base / "redis")
-    pg.start()
-    rs.start()
-    procs: list[subprocess.Popen] = []
-    try:
-        upgrade(pg.url)
-        with transaction(pg.url) as session:
-            generate_synthetic(session, "BTCUSDT", "1m", 60_000, seed=2)
-            generate_synthetic(session, "BTCUSDT", "1h", 2_000, seed=3)
-        token = secrets.token_urlsafe(24)
-        port, ping_port, pg_port = free_port(), free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "API_"))}
-        env.update(
-            DATABASE_URL=pg.url,
-            REDIS_URL=rs.url,
-            API_TOKEN=token,
-            API_PORT=str(port),
-            TRAD_ENV_FILE="/nonexistent",
-            MAX_QUEUED_JOBS="10000000",
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(dict(kv.split("=", 1) for kv in args.api_env))
-        api_proc = spawn([sys.executable, "-m", "app.api"], env, base / "api.log")
-        procs.append(api_proc)
-        procs.append(spawn([sys.executable, "bench/bare_ping.py", str(ping_port)], env, base / "ping.log"))
-        procs.append(spawn([sys.executable, "bench/bare_pg.py", str(pg_port), pg.url], env, base / "pg.log"))
-        for p, proc in ((port, api_proc), (ping_port, procs[1]), (pg_port, procs[2])):
-            wait_for_port(p, 60, proc)
-        api = f"http://127.0.0.1:{port}"
-        http = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        ids = [http.post("/api/v2/training/start", json={**START_BODY, "seed": i}).json()["job_id"] for i in range(200)]
-        job_id = ids[0]
-        script = base / "start.lua"
-        script.write_text(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = '{json.dumps(START_BODY)}'\n"
-        )
-        targets = {
-            "bare /ping": (f"http://127.0.0.1:{ping_port}/ping", None),
-            "bare + PG read": (f"http://127.0.0.1:{pg_port}/jobs/{job_id}", None),
-            "healthz": (f"{api}/healthz", None),
-            "progress": (f"{api}/api/v2/training/jobs/{job_id}/progress", None),
-            "list (50)": (f"{api}/api/v2/training/jobs?limit=50", None),
-            "start": (f"{api}/api/v2/training/start", script),
-        }
-        print(f"API settings: {' '.join(args.api_env) or 'defaults'}; wrk {args.duration:g} s per run")
-        print(f"{'request':<16}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs bare':>9}")
-        results: dict[tuple[str, int], dict] = {}
-        for name, (url, lua) in targets.items() if not args.fanout_only else ():
-            for c in args.connections:
-                r = results[name, c] = wrk(url, c, args.duration, token, lua)
-                anchor = "bare + PG read" if name in ("progress", "list (50)", "start") else "bare /ping"
-                ratio = r["rps"] / results[anchor, c]["rps"] if name not in ("bare /ping", "bare + PG read") else 1
-                print(
-                    f"{name:<16}{c:>6}{r['rps']:>10.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
-                    f"{r['non_2xx'] + r['socket_errors']:>9}{ratio:>8.2f}x"
-                )
-        if args.followers:
-            procs.append(spawn([sys.executable, "worker.py", "--name", "bench-fanout"], env, base / "worker.log"))
-            f = asyncio.run(fanout(api, port, token, api_proc.pid, args.followers, args.fanout_s))
-            print(
-                f"\nfan-out: {f['followers']} followers ({f['connected']} connected, {f['ended_with_job']} saw the "
-                f"job end) for {args.fanout_s:g} s on one running job\n"
-                f"  /healthz meanwhile: p50 {f['healthz_p50']:.1f} ms, p99 {f['healthz_p99']:.1f} ms, "
-                f"{f['healthz_unanswered']} unanswered within 10 s\n"
-                f"  {f['changes']} changes written after all joined, {f['seen_by_all']} seen by every follower; "
-                f"lag from write to the last follower: p50 {f['lag_p50_ms']:.0f} ms, max {f['lag_max_ms']:.0f} ms; "
-                f"smallest share of followers that saw a change {f['min_coverage']:.0%}\n"
-                f"  API RSS growth: {f['rss_growth_mb']:.1f} MB"
+    with throwaway_servers("api") as (base, pg, rs):
+        procs: list[subprocess.Popen] = []
+        try:
+            with transaction(pg.url) as session:
+                generate_synthetic(session, "BTCUSDT", "1m", 60_000, seed=2)
+                generate_synthetic(session, "BTCUSDT", "1h", 2_000, seed=3)
+            token = secrets.token_urlsafe(24)
+            port, ping_port, pg_port = free_port(), free_port(), free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "API_"))}
+            env.update(
+                DATABASE_URL=pg.url,
+                REDIS_URL=rs.url,
+                API_TOKEN=token,
+                API_PORT=str(port),
+                TRAD_ENV_FILE="/nonexistent",
+                MAX_QUEUED_JOBS="10000000",
+                PYTHONUNBUFFERED="1",
             )
-        return 0
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        rs.stop()
-        pg.stop()
+            env.update(dict(kv.split("=", 1) for kv in args.api_env))
+            api_proc = spawn([sys.executable, "-m", "app.api"], env, base / "api.log")
+            procs.append(api_proc)
+            procs.append(spawn([sys.executable, "bench/bare_ping.py", str(ping_port)], env, base / "ping.log"))
+            procs.append(spawn([sys.executable, "bench/bare_pg.py", str(pg_port), pg.url], env, base / "pg.log"))
+            for p, proc in ((port, api_proc), (ping_port, procs[1]), (pg_port, procs[2])):
+                wait_for_port(p, 60, proc)
+            api = f"http://127.0.0.1:{port}"
+            http = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            ids = [
+                http.post("/api/v2/training/start", json={**START_BODY, "seed": i}).json()["job_id"] for i in range(200)
+            ]
+            job_id = ids[0]
+            script = base / "start.lua"
+            script.write_text(
+                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = '{json.dumps(START_BODY)}'\n"
+            )
+            targets = {
+                "bare /ping": (f"http://127.0.0.1:{ping_port}/ping", None),
+                "bare + PG read": (f"http://127.0.0.1:{pg_port}/jobs/{job_id}", None),
+                "healthz": (f"{api}/healthz", None),
+                "progress": (f"{api}/api/v2/training/jobs/{job_id}/progress", None),
+                "list (50)": (f"{api}/api/v2/training/jobs?limit=50", None),
+                "start": (f"{api}/api/v2/training/start", script),
+            }
+            print(f"API settings: {' '.join(args.api_env) or 'defaults'}; wrk {args.duration:g} s per run")
+            print(f"{'request':<16}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs bare':>9}")
+            results: dict[tuple[str, int], dict] = {}
+            for name, (url, lua) in targets.items() if not args.fanout_only else ():
+                for c in args.connections:
+                    r = results[name, c] = wrk(url, c, args.duration, token, lua)
+                    anchor = "bare + PG read" if name in ("progress", "list (50)", "start") else "bare /ping"
+                    ratio = r["rps"] / results[anchor, c]["rps"] if name not in ("bare /ping", "bare + PG read") else 1
+                    print(
+                        f"{name:<16}{c:>6}{r['rps']:>10.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
+                        f"{r['non_2xx'] + r['socket_errors']:>9}{ratio:>8.2f}x"
+                    )
+            if args.followers:
+                procs.append(spawn([sys.executable, "worker.py", "--name", "bench-fanout"], env, base / "worker.log"))
+                f = asyncio.run(fanout(api, port, token, api_proc.pid, args.followers, args.fanout_s))
+                print(
+                    f"\nfan-out: {f['followers']} followers ({f['connected']} connected, {f['ended_with_job']} saw the "
+                    f"job end) for {args.fanout_s:g} s on one running job\n"
+                    f"  /healthz meanwhile: p50 {f['healthz_p50']:.1f} ms, p99 {f['healthz_p99']:.1f} ms, "
+                    f"{f['healthz_unanswered']} unanswered within 10 s\n"
+                    f"  {f['changes']} changes written after all joined, {f['seen_by_all']} seen by every follower; "
+                    f"lag from write to the last follower: p50 {f['lag_p50_ms']:.0f} ms, max {f['lag_max_ms']:.0f} ms; "
+                    f"smallest share of followers that saw a change {f['min_coverage']:.0%}\n"
+                    f"  API RSS growth: {f['rss_growth_mb']:.1f} MB"
+                )
+            return 0
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 if __name__ == "__main__":

@@ -14,16 +14,14 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.db import transaction  # noqa: E402
-from app.dev.servers import PostgresServer  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
 from app.services import candles as candles_service  # noqa: E402
+from bench.servers import throwaway_servers  # noqa: E402
 
 PROBE = """
 import json, sys, time
@@ -49,10 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bars", type=int, default=525_600)
     args = parser.parse_args()
-    pg = PostgresServer(Path(tempfile.mkdtemp(prefix="trad-bench-")) / "postgres")
-    pg.start()
-    try:
-        upgrade(pg.url)
+    with throwaway_servers("candle-load", redis=False) as (_, pg, _):
         with transaction(pg.url) as session:
             candles_service.generate_synthetic(session, "BTCUSDT", "1m", args.bars, seed=1)
         out = subprocess.run(
@@ -63,8 +58,6 @@ def main() -> None:
             f"load of {r['bars']:,} 1m bars: peak RSS +{(r['peak_kb'] - r['base_kb']) / 1024:.0f} MiB "
             f"(arrays {r['array_bytes'] / 2**20:.0f} MiB), {r['seconds']:.2f}s"
         )
-    finally:
-        pg.stop()
 
 
 if __name__ == "__main__":

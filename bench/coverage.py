@@ -9,9 +9,7 @@ Prints the mean time of one check per timeframe (stored 1m bars; 1h and 1d resam
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,9 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.db import transaction  # noqa: E402
-from app.dev.servers import PostgresServer  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
 from app.services import candles as candles_service  # noqa: E402
+from bench.servers import throwaway_servers  # noqa: E402
 
 
 def main() -> None:
@@ -29,11 +26,7 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=525_600)
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="trad-bench-coverage-"))
-    pg = PostgresServer(directory / "postgres")
-    pg.start()
-    try:
-        upgrade(pg.url)
+    with throwaway_servers("coverage", redis=False) as (_, pg, _):
         with transaction(pg.url) as session:
             candles_service.generate_synthetic(session, "BTCUSDT", "1m", args.bars, seed=1)
         print(f"{args.bars} 1m bars of BTCUSDT stored")
@@ -46,9 +39,6 @@ def main() -> None:
                     problem = candles_service.coverage_problem(session, params)
                 took = (time.perf_counter() - started) / args.repeat
             print(f"{timeframe}: {took * 1000:.1f} ms per check ({problem or 'enough bars'})")
-    finally:
-        pg.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -133,19 +132,13 @@ def main() -> int:
     if args.instrumented_worker:
         return instrumented_worker(args.instrumented_worker)
 
-    from app.dev.servers import PostgresServer, RedisServer
-    from app.migrate import upgrade
     from app.queue import redis_connection
     from app.services import dispatch
     from app.services import jobs as jobs_service
     from app.settings import Settings
+    from bench.servers import throwaway_servers
 
-    base = Path(tempfile.mkdtemp(prefix="trad-bench-phases-"))
-    pg, rs = PostgresServer(base / "postgres"), RedisServer(base / "redis")
-    pg.start()
-    rs.start()
-    try:
-        upgrade(pg.url)
+    with throwaway_servers("phases") as (base, pg, rs):
         settings = Settings(database_url=pg.url, redis_url=rs.url, api_token="bench", maintenance_in_api=False)
         connection = redis_connection(rs.url)
         for _ in range(args.jobs):
@@ -163,9 +156,6 @@ def main() -> int:
         subprocess.run(cmd, env=env, cwd=ROOT, check=True)
         print(f"{args.jobs} smoke jobs, one worker; medians per job:")
         report([json.loads(line) for line in out.read_text().splitlines()])
-    finally:
-        pg.stop()
-        rs.stop()
     return 0
 
 

@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,14 +32,13 @@ from rq.serializers import JSONSerializer  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
 from app.db import get_engine, transaction  # noqa: E402
-from app.dev.servers import PostgresServer, RedisServer  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
 from app.models import Job  # noqa: E402
 from app.queue import redis_connection  # noqa: E402
 from app.services import dispatch  # noqa: E402
 from app.services import jobs as jobs_service  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.status import JobStatus  # noqa: E402
+from bench.servers import throwaway_servers  # noqa: E402
 
 
 def run_trad(settings: Settings, env: dict[str, str], n_jobs: int, n_workers: int, log_dir: Path) -> dict:
@@ -106,12 +104,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3, help="trad runs per worker count, between baseline runs")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="trad-bench-"))
-    pg, rs = PostgresServer(base / "postgres"), RedisServer(base / "redis")
-    pg.start()
-    rs.start()
-    try:
-        upgrade(pg.url)
+    with throwaway_servers("pipeline") as (base, pg, rs):
         settings = Settings(database_url=pg.url, redis_url=rs.url, api_token="bench", maintenance_in_api=False)
         env = {
             **os.environ,
@@ -142,9 +135,6 @@ def main() -> None:
         for n, values in ratios.items():
             median = statistics.median(values)
             print(f"trad smoke job, {n} worker(s): median {median:.2f}× plain RQ over {len(values)} rounds")
-    finally:
-        pg.stop()
-        rs.stop()
 
 
 if __name__ == "__main__":
