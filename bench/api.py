@@ -198,6 +198,9 @@ def main() -> int:
     parser.add_argument("--fanout-s", type=float, default=15.0)
     parser.add_argument("--fanout-only", action="store_true", help="skip the wrk runs")
     parser.add_argument("--api-env", nargs="*", default=[], help="extra KEY=VALUE settings for the API")
+    parser.add_argument(
+        "--only", nargs="+", choices=["healthz", "progress", "list", "start"], help="these requests (baselines always run)"
+    )
     args = parser.parse_args()
 
     with throwaway_servers("api") as (base, pg, rs):
@@ -247,7 +250,9 @@ def main() -> int:
             print(f"API settings: {' '.join(args.api_env) or 'defaults'}; wrk {args.duration:g} s per run")
             print(f"{'request':<16}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs bare':>9}")
             results: dict[tuple[str, int], dict] = {}
-            for name, (url, lua) in targets.items() if not args.fanout_only else ():
+            chosen = [n for n in targets if n.startswith("bare") or not args.only or n.split()[0] in args.only]
+            for name in chosen if not args.fanout_only else ():
+                url, lua = targets[name]
                 for c in args.connections:
                     r = results[name, c] = wrk(url, c, args.duration, token, lua)
                     anchor = "bare + PG read" if name in ("progress", "list (50)", "start") else "bare /ping"
