@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from psycopg import Error as PsycopgError
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +32,12 @@ def sync_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def libpq_url(database_url: str) -> str:
+    """A URL for psycopg itself (the follow hub's listener, the read pool) from the SQLAlchemy
+    URL the rest of the app uses."""
+    return make_url(sync_url(database_url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def get_engine(database_url: str) -> Engine:
@@ -59,7 +66,7 @@ def _replace_if_closed(dbapi_connection, connection_record, connection_proxy) ->
     """Pool checkout hook: raising DisconnectionError makes the pool discard this connection
     and hand out another (SQLAlchemy's own protocol for a checkout check)."""
     try:
-        closing = _has_unsolicited_input(dbapi_connection.pgconn.socket)
+        closing = has_unsolicited_input(dbapi_connection.pgconn.socket)
     except PsycopgError:  # libpq has no socket for it any more
         closing = True
     if closing:
@@ -67,7 +74,7 @@ def _replace_if_closed(dbapi_connection, connection_record, connection_proxy) ->
         raise DisconnectionError("pooled connection closed or closing on the server side")
 
 
-def _has_unsolicited_input(fd: int) -> bool:
+def has_unsolicited_input(fd: int) -> bool:
     """An idle pooled connection has nothing to read, unless its server process is going away:
     it sends why (FATAL: terminating connection), then closes the socket. A poll of the socket,
     not a round trip. (Pooled connections never LISTEN; the rare report of a changed server

@@ -199,7 +199,7 @@ def main() -> int:
     parser.add_argument("--fanout-only", action="store_true", help="skip the wrk runs")
     parser.add_argument("--api-env", nargs="*", default=[], help="extra KEY=VALUE settings for the API")
     parser.add_argument(
-        "--only", nargs="+", choices=["healthz", "progress", "list", "start"], help="these requests (baselines always run)"
+        "--only", nargs="+", choices=["healthz", "progress", "list", "start"], help="only these (and the baselines)"
     )
     args = parser.parse_args()
 

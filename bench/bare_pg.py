@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
-engine = create_engine(sys.argv[2], pool_size=10, max_overflow=10)
+engine = create_engine(sys.argv[2], pool_size=40, max_overflow=0)
 app = FastAPI()
 
 

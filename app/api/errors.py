@@ -14,6 +14,7 @@ import math
 import uuid
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as Message_
 
+from app.read_pool import ReadPoolTimeout
 from app.services.jobs import InvalidRequest, JobError, QueueFull
 
 log = logging.getLogger(__name__)
@@ -74,18 +76,20 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: RESPONSES[code] for code in codes}
 
 
-def is_outage(exc: SQLAlchemyError) -> bool:
-    """PostgreSQL could not be reached, as opposed to an error in what was asked of it."""
-    if isinstance(exc, PoolTimeout | DisconnectionError):
+def is_outage(exc: SQLAlchemyError | psycopg.Error | ReadPoolTimeout) -> bool:
+    """PostgreSQL could not be reached, as opposed to an error in what was asked of it. The
+    driver's errors come wrapped by SQLAlchemy, or bare from the event-loop reads."""
+    if isinstance(exc, PoolTimeout | DisconnectionError | ReadPoolTimeout):
         return True
-    if not isinstance(exc, DBAPIError):
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    if not isinstance(exc, psycopg.Error):
         return False
-    if exc.connection_invalidated:
-        return True
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    if sqlstate is None:  # the driver's own error: the connection failed before any answer
-        return type(exc.orig).__name__ in ("OperationalError", "InterfaceError")
-    return sqlstate.startswith(_OUTAGE_SQLSTATES)
+    if exc.sqlstate is None:  # the driver's own error: the connection failed before any answer
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return exc.sqlstate.startswith(_OUTAGE_SQLSTATES)
 
 
 def _safe(value: Any) -> Any:
@@ -152,7 +156,9 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(SQLAlchemyError)
-    async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(ReadPoolTimeout)
+    async def database_error(request: Request, exc: SQLAlchemyError | psycopg.Error | ReadPoolTimeout) -> JSONResponse:
         if is_outage(exc):
             log.error("PostgreSQL unavailable on %s %s: %s", request.method, request.url.path, exc)
             return JSONResponse(

@@ -16,18 +16,16 @@ import logging
 import threading
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import anyio.to_thread
 import psycopg
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.api.schemas import Progress
-from app.db import sync_url
+from app.db import libpq_url
+from app.read_pool import ReadPoolTimeout
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,11 +57,6 @@ def ndjson_line(view: Progress) -> str:
 
 def sse_event(view: Progress) -> str:
     return f"id: {event_id(view)}\ndata: {view.model_dump_json()}\n\n"
-
-
-def listen_conninfo(database_url: str) -> str:
-    """A libpq URL for the listener from the SQLAlchemy URL the rest of the app uses."""
-    return make_url(sync_url(database_url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 # Followers of one job are woken in this many lanes, one lane per turn of the event loop, so a
@@ -142,7 +135,7 @@ class FollowResponse(StreamingResponse):
 class FollowHub:
     """The followers of this API process and the one listener that feeds them."""
 
-    def __init__(self, settings: Settings, read: Callable[[uuid.UUID], Progress | None]) -> None:
+    def __init__(self, settings: Settings, read: Callable[[uuid.UUID], Awaitable[Progress | None]]) -> None:
         self.settings = settings
         self._read = read
         self._topics: dict[uuid.UUID, _Topic] = {}
@@ -152,7 +145,7 @@ class FollowHub:
         self._open = 0
         self._per_client: Counter[str] = Counter()
 
-    # Admission runs in the route's thread; everything below it runs on the event loop.
+    # Admission, like everything below it, runs on the event loop; the lock keeps it safe anywhere.
     def admit(self, client: str) -> Callable[[], None]:
         """Take a stream slot for `client` or raise TooManyStreams; returns the release."""
         s = self.settings
@@ -265,8 +258,8 @@ class FollowHub:
             while True:
                 topic.stale = False
                 try:
-                    view = await anyio.to_thread.run_sync(self._read, job_id)
-                except SQLAlchemyError as exc:
+                    view = await self._read(job_id)
+                except (psycopg.Error, OSError, ReadPoolTimeout) as exc:
                     log.warning("could not read followed job %s: %s", job_id, exc, extra={"job_id": str(job_id)})
                     return
                 if view is not None:
@@ -286,7 +279,7 @@ class FollowHub:
             self._listener = self._spawn(self._listen())
 
     async def _listen(self) -> None:
-        conninfo = listen_conninfo(self.settings.database_url)
+        conninfo = libpq_url(self.settings.database_url)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=5) as conn:

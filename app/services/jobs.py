@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy.orm import Session
 
 from app.kinds import get_kind, limits
@@ -175,8 +176,9 @@ def get(session: Session, job_id: uuid.UUID) -> Job:
     return job
 
 
-def get_with_configuration(session: Session, job_id: uuid.UUID) -> jobs_repo.JobWithConfiguration:
-    row = jobs_repo.get_with_configuration(session, job_id)
+async def read_progress(conn: AsyncConnection, job_id: uuid.UUID):
+    """A job's progress row (see `jobs_repo.read_progress`); JobNotFound if there is no such job."""
+    row = await jobs_repo.read_progress(conn, job_id)
     if row is None:
         raise JobNotFound(f"no job with id {job_id}")
     return row

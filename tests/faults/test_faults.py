@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 
 import pytest
 from redis import Redis
@@ -172,6 +173,8 @@ def test_postgres_restart_mid_job(client, db, long_data, workers, postgres):
 
 
 def test_postgres_down_api_answers_503(client, db, postgres):
+    progress = f"/api/v2/training/jobs/{uuid.uuid4()}/progress"
+    assert client.get(progress).status_code == 404, "the read pool holds a connection from now on"
     db.close()
     postgres.stop()
     try:
@@ -181,9 +184,12 @@ def test_postgres_down_api_answers_503(client, db, postgres):
         )
         assert resp.status_code == 503 and "PostgreSQL" in resp.json()["detail"]
         assert client.get("/readyz").status_code == 503
+        resp = client.get(progress)
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "5", resp.text
     finally:
         postgres.start()
     assert client.get("/api/v2/training/jobs").json()["total"] == 0, "nothing half-written"
+    assert client.get(progress).status_code == 404, "the progress read is back without a failed request"
 
 
 def test_second_sigterm_stops_at_once_and_the_job_is_recovered(client, db, long_data, workers):

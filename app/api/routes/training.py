@@ -28,6 +28,7 @@ from app.api.schemas import (
     WorkerInfo,
 )
 from app.db import autocommit_session_factory
+from app.read_pool import ReadPool
 from app.repositories import jobs as jobs_repo
 from app.repositories import results as results_repo
 from app.services import dispatch
@@ -138,12 +139,13 @@ async def get_progress(
     # cannot be null, and "null" is not an event id.
     last_event_id: Annotated[int, Header(alias="Last-Event-ID", ge=0)] = None,  # noqa: RUF013
 ):
-    # One trip to the threadpool for the read; the connection is back in the pool before the
-    # answer is written, so a stream holds no database connection and no transaction.
-    view = await run_in_threadpool(progress_view, settings.database_url, job_id)
+    # One statement on the event loop; the connection is back in the pool before the answer is
+    # written, so a stream holds no database connection and no transaction.
+    view = await progress_view(request.app.state.read_pool, job_id)
     sse = follow.SSE in (accept or "")
     if not (follow_ or sse):
-        return view
+        # Built and checked as a Progress already: serialised once, not validated again.
+        return Response(view.model_dump_json(), media_type="application/json")
     if sse and view.status.is_finished and last_event_id == follow.event_id(view):
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     hub: follow.FollowHub = request.app.state.follow_hub
@@ -157,16 +159,17 @@ async def get_progress(
     return follow.FollowResponse(stream, media_type=follow.SSE if sse else follow.NDJSON, release=release)
 
 
-def progress_view(database_url: str, job_id: uuid.UUID) -> Progress:
-    """A job's progress body: one statement, in autocommit. JobNotFound if there is no such job."""
-    with autocommit_session_factory(database_url)() as session:
-        return presenters.progress_of(*jobs_service.get_with_configuration(session, job_id))
+async def progress_view(pool: ReadPool, job_id: uuid.UUID) -> Progress:
+    """A job's progress body: one statement on the event loop. JobNotFound if there is no such job."""
+    async with pool.connection() as conn:
+        row = await jobs_service.read_progress(conn, job_id)
+    return presenters.progress_of(row, row.configuration_id, row.counted_attempts)
 
 
-def read_progress(database_url: str, job_id: uuid.UUID) -> Progress | None:
+async def read_progress(pool: ReadPool, job_id: uuid.UUID) -> Progress | None:
     """One short read of a job's progress body for the follow hub (None if it no longer exists)."""
     try:
-        return progress_view(database_url, job_id)
+        return await progress_view(pool, job_id)
     except jobs_service.JobNotFound:
         return None
 

@@ -1,0 +1,154 @@
+"""The progress read of the API (one compiled statement sent by the driver on the event loop,
+`app.read_pool`) gives the same body as the ORM path the cancel and retry routes answer with
+(`presenters.progress`: the job loaded by the ORM, its counted attempts and its configuration id
+read separately), over random jobs: any status, phase, figures (NaN and infinities included),
+attempts in every status, with and without a saved configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.api import presenters
+from app.api.routes.training import progress_view
+from app.db import libpq_url, session_factory
+from app.models import Attempt, Job, TrainedConfiguration
+from app.read_pool import ReadPool
+from app.services.jobs import JobNotFound
+from app.status import AttemptStatus, JobStatus
+from tests.support import reset
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+moments = st.none() | st.integers(0, 10**9).map(lambda s: EPOCH + timedelta(seconds=s, microseconds=s % 997))
+figures = st.none() | st.floats(allow_nan=True, allow_infinity=True)
+texts = st.none() | st.text(max_size=40)
+small = st.none() | st.integers(0, 10_000)
+
+
+def _jobs():
+    return st.fixed_dictionaries(
+        {
+            "status": st.sampled_from(list(JobStatus)),
+            "phase": texts.map(lambda t: t[:32] if t is not None else None),
+            "percent": st.floats(0, 100),
+            "message": texts,
+            "iteration": small,
+            "n_iterations": small,
+            "best_score": figures,
+            "eta_seconds": figures,
+            "max_attempts": st.integers(1, 10),
+            "resumed_from_iteration": small,
+            "cancel_requested_at": moments,
+            "not_before": moments,
+            "started_at": moments,
+            "finished_at": moments,
+            "error_type": texts.map(lambda t: t[:120] if t is not None else None),
+            "error_message": texts,
+        }
+    )
+
+
+def _store(database_url: str, fields: dict, attempts: list[AttemptStatus], configured: bool) -> uuid.UUID:
+    with session_factory(database_url)() as session, session.begin():
+        clean_text = {k: v.replace("\x00", "") if isinstance(v, str) else v for k, v in fields.items()}
+        job = Job(kind="training", params={"strategy": "sma_crossover"}, attempts=len(attempts), **clean_text)
+        session.add(job)
+        session.flush()
+        for number, status in enumerate(attempts, start=1):
+            session.add(Attempt(job_id=job.id, number=number, status=status, worker_name="w"))
+        if configured:
+            session.add(
+                TrainedConfiguration(
+                    job_id=job.id,
+                    strategy="sma_crossover",
+                    symbol="BTCUSDT",
+                    timeframe="1h",
+                    params={},
+                    objective="sharpe",
+                    train_metrics={},
+                    validation_metrics={},
+                    seed=1,
+                    code_version="test",
+                )
+            )
+        return job.id
+
+
+def _orm_body(database_url: str, job_id: uuid.UUID) -> dict:
+    with session_factory(database_url)() as session:
+        return presenters.progress(session, session.get(Job, job_id)).model_dump(mode="json")
+
+
+async def _read_body(database_url: str, job_id: uuid.UUID) -> dict:
+    pool = ReadPool(database_url, 2)
+    try:
+        return (await progress_view(pool, job_id)).model_dump(mode="json")
+    finally:
+        await pool.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    fields=_jobs(),
+    attempts=st.lists(st.sampled_from(list(AttemptStatus)), max_size=4),
+    configured=st.booleans(),
+)
+def test_the_event_loop_read_matches_the_orm_body(clean, fields, attempts, configured):
+    reset(clean)
+    job_id = _store(clean.database_url, fields, attempts, configured)
+    expected = _orm_body(clean.database_url, job_id)
+    assert asyncio.run(_read_body(clean.database_url, job_id)) == expected
+    if fields["best_score"] is not None and not math.isfinite(fields["best_score"]):
+        assert expected["best_score"] is None, "a non-finite figure reads as null"
+
+
+def test_an_unknown_job_is_not_found(clean):
+    with pytest.raises(JobNotFound):
+        asyncio.run(_read_body(clean.database_url, uuid.uuid4()))
+
+
+def test_a_connection_the_server_closed_is_replaced_and_an_errored_one_is_not_reused(clean):
+    """What a PostgreSQL restart does to an idle pooled connection (its server process ends),
+    and a read that fails: neither connection serves the next read."""
+    job_id = _store(clean.database_url, {"status": JobStatus.QUEUED}, [], False)
+
+    async def scenario() -> None:
+        pool = ReadPool(clean.database_url, 1)
+        try:
+            async with pool.connection() as conn:
+                first = conn.info.backend_pid
+            with psycopg.connect(libpq_url(clean.database_url), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+            await asyncio.wait_for(_until_readable(conn), 10)
+            assert (await progress_view(pool, job_id)).job_id == job_id
+            async with pool.connection() as conn:
+                second = conn.info.backend_pid
+            assert second != first
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                async with pool.connection() as conn:
+                    await conn.execute("SELECT 1 / 0")
+            assert conn.closed
+            async with pool.connection() as conn:
+                assert conn.info.backend_pid not in (first, second)
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
+
+
+async def _until_readable(conn: psycopg.AsyncConnection) -> None:
+    """Wait until the terminated server process's goodbye has reached the socket."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(conn.pgconn.socket, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.pgconn.socket)
