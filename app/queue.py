@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -79,30 +81,33 @@ def remove(connection: Redis, rq_job_id: str, priority: str) -> None:
     connection.delete(RQJob.key_for(rq_job_id))
 
 
+def present(connection: Redis, dispatches: Iterable[tuple[str, str]]) -> set[str]:
+    """Which of these dispatches (`rq_job_id`, priority) are still somewhere a worker will take
+    them from or is running them: the queue list, the intermediate list of reliable dequeue, or
+    the started registry. A started-registry entry past its expiry (the score RQ gives it)
+    belonged to a worker that died: it does not count. One MULTI … EXEC per priority reads the
+    three at once, however many dispatches are asked about (the reconciler asks about hundreds
+    at a time)."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for rq_job_id, priority in dispatches:
+        wanted[priority].add(rq_job_id)
+    found: set[str] = set()
+    for priority, ids in wanted.items():
+        queue = get_queue(connection, priority)
+        pipe = connection.pipeline()
+        pipe.lrange(queue.key, 0, -1)
+        pipe.lrange(queue.intermediate_queue.key, 0, -1)
+        pipe.zrangebyscore(queue.started_job_registry.key, f"({time.time()}", "+inf")
+        queued, intermediate, started = pipe.execute()
+        # RQ 3 keys started executions as "<job id>:<execution id>".
+        seen = {m.decode() for m in (*queued, *intermediate)} | {m.decode().split(":", 1)[0] for m in started}
+        found |= ids & seen
+    return found
+
+
 def is_present(connection: Redis, rq_job_id: str, priority: str) -> bool:
-    """Whether this dispatch is still somewhere a worker will take it from or is running it:
-    the queue list, the intermediate list of reliable dequeue, or the started registry. A
-    started-registry entry past its expiry (the score RQ gives it) belonged to a worker that
-    died: it does not count."""
-    queue = get_queue(connection, priority)
-    pipe = connection.pipeline()
-    pipe.lpos(queue.key, rq_job_id)
-    pipe.lpos(queue.intermediate_queue.key, rq_job_id)
-    pipe.zscore(queue.started_job_registry.key, rq_job_id)
-    in_queue, in_intermediate, started_expiry = pipe.execute()
-    if in_queue is not None or in_intermediate is not None:
-        return True
-    now = time.time()
-    if started_expiry is not None and started_expiry > now:
-        return True
-    # RQ 3 keys started executions as "<job id>:<execution id>".
-    cursor = 0
-    while True:
-        cursor, members = connection.zscan(queue.started_job_registry.key, cursor, match=f"{rq_job_id}:*", count=200)
-        if any(expiry > now for _, expiry in members):
-            return True
-        if cursor == 0:
-            return False
+    """`present` for one dispatch."""
+    return rq_job_id in present(connection, [(rq_job_id, priority)])
 
 
 def forget_started(connection: Redis, rq_job_id: str, priority: str) -> None:

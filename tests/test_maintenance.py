@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from redis.connection import AbstractConnection
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import OperationalError
 
@@ -13,8 +14,8 @@ from app import queue
 from app.clock import utcnow
 from app.db import get_engine
 from app.models import Attempt, Job
+from app.services import dispatch, lifecycle, maintenance
 from app.services import jobs as jobs_service
-from app.services import lifecycle, maintenance
 from app.services.maintenance import LOCK_KEY, ReaperGrace
 from app.status import AttemptStatus, JobStatus
 from tests.support import wait_until
@@ -154,3 +155,46 @@ def test_claim_is_exclusive(db, clean):
     assert lifecycle.claim(db, job.id, "b", 2) is None, "a second dispatch of a running job does nothing"
     db.rollback()
     assert db.scalar(select(func.count()).select_from(Attempt).where(Attempt.job_id == job.id)) == 1
+
+
+def test_reconciler_checks_many_dispatches_in_one_read_per_priority(db, redis, clean, monkeypatch):
+    """Thirty queued jobs across the three priorities, each sent: those whose dispatch left
+    Redis (taken off the list, or only an expired execution left in the started registry) are
+    sent again, the rest are not, and the presence check reads each priority's lists once."""
+    jobs = []
+    for i in range(30):
+        priority = ("high", "normal", "low")[i % 3]
+        job = jobs_service.start(db, clean, kind="smoke", priority=priority, params={}, idempotency_key=None).job
+        dispatch.commit_and_send(db, redis, clean)
+        jobs.append(job)
+    db.execute(update(Job).values(enqueued_at=utcnow() - timedelta(minutes=1)))
+    db.commit()
+    now = time.time()
+    gone = []
+    for job in jobs[:6]:  # taken off its list, never run
+        q = queue.get_queue(redis, job.priority)
+        assert redis.lrem(q.key, 0, job.rq_job_id) == 1
+        gone.append(str(job.id))
+    for job, expiry in ((jobs[6], now - 60), (jobs[7], now + 600)):  # popped: a dead and a live execution
+        q = queue.get_queue(redis, job.priority)
+        redis.lrem(q.key, 0, job.rq_job_id)
+        redis.zadd(q.started_job_registry.key, {f"{job.rq_job_id}:exec-1": expiry})
+    gone.append(str(jobs[6].id))
+
+    sent, send = [], AbstractConnection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        sent.append(command)
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    asked = [(job.rq_job_id, job.priority) for job in jobs]
+    assert queue.present(redis, asked) == {job.rq_job_id for job in jobs} - {
+        job.rq_job_id for job in jobs if str(job.id) in gone
+    }
+    assert len(sent) == 3, "one MULTI … EXEC per priority"
+    monkeypatch.undo()
+
+    report = maintenance.run_once(clean, redis)
+    assert sorted(report.redispatched) == sorted(gone)
+    assert sum(redis.llen(queue.get_queue(redis, p).key) for p in ("high", "normal", "low")) == 22 + len(gone)

@@ -123,8 +123,10 @@ def _reap(
 
 def _reconcile(session: Session, connection: Redis, settings: Settings, now: datetime) -> None:
     grace = now - timedelta(seconds=settings.reconcile_grace_s)
-    for job in jobs_repo.due_queued(session, now, grace):
-        if job.rq_job_id and queue.is_present(connection, job.rq_job_id, job.priority):
+    due = jobs_repo.due_queued(session, now, grace)
+    found = queue.present(connection, [(job.rq_job_id, job.priority) for job in due if job.rq_job_id])
+    for job in due:
+        if job.rq_job_id in found:
             continue
         dispatch.prepare(session, job)
         log.info("queued job absent from Redis: dispatching again", extra={"job_id": str(job.id)})
