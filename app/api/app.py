@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,6 +65,9 @@ class _TooLarge(Exception):
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+    # What start-up built lives as long as the process: keep it out of every garbage collection,
+    # which then walks only what requests allocate (shorter pauses in the tail of latencies).
+    gc.freeze()
     loop = None
     if settings.maintenance_in_api:
         loop = MaintenanceLoop(settings, redis_connection(settings.redis_url))

@@ -132,7 +132,6 @@ def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
 async def get_progress(
     job_id: uuid.UUID,
     request: Request,
-    settings: SettingsDep,
     follow_: Annotated[bool, Query(alias="follow", description="stream NDJSON lines until the job ends")] = False,
     accept: Annotated[str | None, Header()] = None,
     # Typed `int` with a None default so the OpenAPI document offers an integer only: a header
