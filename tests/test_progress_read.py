@@ -1,8 +1,9 @@
-"""The progress read of the API (one compiled statement sent by the driver on the event loop,
+"""The progress read and the list of jobs of the API (one compiled statement sent by the driver on the event loop,
 `app.read_pool`) gives the same body as the ORM path the cancel and retry routes answer with
 (`presenters.progress`: the job loaded by the ORM, its counted attempts and its configuration id
 read separately), over random jobs: any status, phase, figures (NaN and infinities included),
-attempts in every status, with and without a saved configuration."""
+attempts in every status, with and without a saved configuration; and the list gives the page
+the CLI's ORM query gives, over random jobs and filters."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from app.api.routes.training import progress_view
 from app.db import libpq_url, session_factory
 from app.models import Attempt, Job, TrainedConfiguration
 from app.read_pool import ReadPool
+from app.repositories import job_reads
+from app.repositories import jobs as jobs_repo
 from app.services.jobs import JobNotFound
 from app.status import AttemptStatus, JobStatus
 from tests.support import reset
@@ -64,21 +67,23 @@ def _store(database_url: str, fields: dict, attempts: list[AttemptStatus], confi
         for number, status in enumerate(attempts, start=1):
             session.add(Attempt(job_id=job.id, number=number, status=status, worker_name="w"))
         if configured:
-            session.add(
-                TrainedConfiguration(
-                    job_id=job.id,
-                    strategy="sma_crossover",
-                    symbol="BTCUSDT",
-                    timeframe="1h",
-                    params={},
-                    objective="sharpe",
-                    train_metrics={},
-                    validation_metrics={},
-                    seed=1,
-                    code_version="test",
-                )
-            )
+            session.add(_configuration(job.id))
         return job.id
+
+
+def _configuration(job_id: uuid.UUID) -> TrainedConfiguration:
+    return TrainedConfiguration(
+        job_id=job_id,
+        strategy="sma_crossover",
+        symbol="BTCUSDT",
+        timeframe="1h",
+        params={},
+        objective="sharpe",
+        train_metrics={},
+        validation_metrics={},
+        seed=1,
+        code_version="test",
+    )
 
 
 def _orm_body(database_url: str, job_id: uuid.UUID) -> dict:
@@ -152,3 +157,60 @@ async def _until_readable(conn: psycopg.AsyncConnection) -> None:
         await ready
     finally:
         loop.remove_reader(conn.pgconn.socket)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    jobs=st.lists(
+        st.tuples(
+            st.sampled_from(list(JobStatus)),
+            st.sampled_from(["training", "smoke"]),
+            st.sampled_from(["sma_crossover", "rsi_reversion", None]),
+            st.lists(st.sampled_from(list(AttemptStatus)), max_size=3),
+            st.booleans(),
+        ),
+        max_size=12,
+    ),
+    status=st.none() | st.sampled_from(list(JobStatus)),
+    kind=st.none() | st.sampled_from(["training", "smoke"]),
+    strategy=st.none() | st.sampled_from(["sma_crossover", "rsi_reversion"]),
+    limit=st.integers(1, 5),
+    offset=st.integers(0, 14),
+)
+def test_the_event_loop_page_matches_the_orm_page(clean, jobs, status, kind, strategy, limit, offset):
+    """The API's list (`job_reads.read_page`) against the CLI's (`jobs_repo.list_jobs`): the same
+    items in the same order, and the same total, including a page past the end."""
+    reset(clean)
+    with session_factory(clean.database_url)() as session, session.begin():
+        for n, (job_status, job_kind, job_strategy, attempt_statuses, configured) in enumerate(jobs):
+            params = {"strategy": job_strategy, "symbol": "BTCUSDT", "timeframe": "1h"} if job_strategy else {}
+            job = Job(
+                kind=job_kind,
+                status=job_status,
+                params=params,
+                attempts=len(attempt_statuses),
+                created_at=EPOCH + timedelta(minutes=n % 5),  # ties: ordered by id
+                started_at=EPOCH + timedelta(minutes=n) if job_status != JobStatus.QUEUED else None,
+            )
+            session.add(job)
+            session.flush()
+            for number, attempt_status in enumerate(attempt_statuses, start=1):
+                session.add(Attempt(job_id=job.id, number=number, status=attempt_status, worker_name="w"))
+            if configured:
+                session.add(_configuration(job.id))
+    query = dict(status=status, kind=kind, strategy=strategy, limit=limit, offset=offset)
+    with session_factory(clean.database_url)() as session:
+        rows, total = jobs_repo.list_jobs(session, **query)
+        expected = [item.model_dump(mode="json", exclude={"duration_s"}) for item in presenters.progress_page(rows)]
+
+    async def read() -> tuple[list, int]:
+        pool = ReadPool(clean.database_url, 1)
+        try:
+            async with pool.connection() as conn:
+                rows, total = await job_reads.read_page(conn, **query)
+            items = presenters.progress_page([(r, r.configuration_id, r.counted_attempts) for r in rows])
+            return [item.model_dump(mode="json", exclude={"duration_s"}) for item in items], total
+        finally:
+            await pool.close()
+
+    assert asyncio.run(read()) == (expected, total)

@@ -6,10 +6,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from psycopg import AsyncConnection
-from sqlalchemy import bindparam, exists, func, literal, select, update
+from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.models import Attempt, Job, TrainedConfiguration
@@ -27,7 +25,7 @@ def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job
     return session.scalars(stmt).one_or_none()
 
 
-def _counted_attempts():
+def counted_attempts():
     return (
         select(func.count())
         .where(Attempt.job_id == Job.id, Attempt.status.in_(BUDGET_ATTEMPT_STATUSES))
@@ -37,62 +35,9 @@ def _counted_attempts():
 
 
 def _with_configuration(*columns):
-    return select(Job, TrainedConfiguration.id, _counted_attempts(), *columns).outerjoin(
+    return select(Job, TrainedConfiguration.id, counted_attempts(), *columns).outerjoin(
         TrainedConfiguration, TrainedConfiguration.job_id == Job.id
     )
-
-
-# The columns of a progress body (`presenters.progress_of` reads them by these names).
-_PROGRESS_COLUMNS = (
-    Job.id,
-    Job.kind,
-    Job.status,
-    Job.phase,
-    Job.percent,
-    Job.message,
-    Job.iteration,
-    Job.n_iterations,
-    Job.best_score,
-    Job.eta_seconds,
-    Job.attempts,
-    Job.max_attempts,
-    Job.resumed_from_iteration,
-    Job.cancel_requested_at,
-    Job.not_before,
-    Job.created_at,
-    Job.started_at,
-    Job.updated_at,
-    Job.finished_at,
-    Job.error_type,
-    Job.error_message,
-)
-
-
-def _compile_progress_read() -> tuple[str, dict]:
-    """A job's progress columns, its configuration id and its counted attempts in one primary-key
-    lookup, compiled once to the driver's SQL (the statuses of the attempt count are constants
-    of it; `job_id` is the one parameter)."""
-    stmt = (
-        select(
-            *_PROGRESS_COLUMNS,
-            TrainedConfiguration.id.label("configuration_id"),
-            _counted_attempts().label("counted_attempts"),
-        )
-        .outerjoin(TrainedConfiguration, TrainedConfiguration.job_id == Job.id)
-        .where(Job.id == bindparam("job_id", uuid.UUID(int=0)))
-    )
-    compiled = stmt.compile(dialect=psycopg_dialect(), compile_kwargs={"render_postcompile": True})
-    return str(compiled), dict(compiled.params)
-
-
-_PROGRESS_SQL, _PROGRESS_PARAMS = _compile_progress_read()
-
-
-async def read_progress(conn: AsyncConnection, job_id: uuid.UUID):
-    """A job's progress columns with `configuration_id` and `counted_attempts`, as one named
-    tuple, or None: one statement sent by the driver on the event loop (`app.read_pool`)."""
-    cursor = await conn.execute(_PROGRESS_SQL, {**_PROGRESS_PARAMS, "job_id": job_id})
-    return await cursor.fetchone()
 
 
 def get_with_configuration_by_key(session: Session, key: str) -> JobWithConfiguration | None:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.kinds import get_kind, limits
 from app.models import Job
 from app.repositories import attempts as attempts_repo
+from app.repositories import job_reads
 from app.repositories import jobs as jobs_repo
 from app.services import candles as candles_service
 from app.services import dispatch, lifecycle
@@ -177,11 +178,18 @@ def get(session: Session, job_id: uuid.UUID) -> Job:
 
 
 async def read_progress(conn: AsyncConnection, job_id: uuid.UUID):
-    """A job's progress row (see `jobs_repo.read_progress`); JobNotFound if there is no such job."""
-    row = await jobs_repo.read_progress(conn, job_id)
+    """A job's progress row (see `job_reads.read_progress`); JobNotFound if there is no such job."""
+    row = await job_reads.read_progress(conn, job_id)
     if row is None:
         raise JobNotFound(f"no job with id {job_id}")
     return row
+
+
+async def read_page(
+    conn: AsyncConnection, *, status: str | None, kind: str | None, strategy: str | None, limit: int, offset: int
+) -> tuple[list, int]:
+    """A page of jobs as rows, newest first, and the total (see `job_reads.read_page`)."""
+    return await job_reads.read_page(conn, status=status, kind=kind, strategy=strategy, limit=limit, offset=offset)
 
 
 def list_jobs(

@@ -27,7 +27,6 @@ from app.api.schemas import (
     StrategyName,
     WorkerInfo,
 )
-from app.db import autocommit_session_factory
 from app.read_pool import ReadPool
 from app.repositories import jobs as jobs_repo
 from app.repositories import results as results_repo
@@ -91,22 +90,21 @@ def _start(
 
 @router.get("/jobs", response_model=JobPage, responses=responses(422))
 async def list_jobs(
-    settings: SettingsDep,
+    request: Request,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
     kind: Kind | None = None,
     strategy: Annotated[StrategyName | None, Query(description="training jobs of one strategy")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> JobPage:
-    rows, total = await run_in_threadpool(
-        _page, settings.database_url, status=status_filter, kind=kind, limit=limit, offset=offset, strategy=strategy
-    )
-    return JobPage(items=presenters.progress_page(rows), total=total, limit=limit, offset=offset)
-
-
-def _page(database_url: str, **query) -> tuple[list[jobs_repo.JobWithConfiguration], int]:
-    with autocommit_session_factory(database_url)() as session:
-        return jobs_service.list_jobs(session, **query)
+) -> Response:
+    """One query on the event loop (`job_reads.read_page`); the page is serialised once."""
+    async with request.app.state.read_pool.connection() as conn:
+        rows, total = await jobs_service.read_page(
+            conn, status=status_filter, kind=kind, strategy=strategy, limit=limit, offset=offset
+        )
+    items = presenters.progress_page([(row, row.configuration_id, row.counted_attempts) for row in rows])
+    page = JobPage(items=items, total=total, limit=limit, offset=offset)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail, responses=responses(404, 422))
