@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200, description="pooled PostgreSQL connections per API process")
     db_max_overflow: int = Field(10, ge=0, le=200, description="connections beyond the pool under bursts")
     db_read_pool_size: int = Field(
-        5, ge=1, le=100, description="connections per API process for progress reads on the event loop"
+        5, ge=1, le=100, description="connections per API process for progress reads and job lists on the event loop"
     )
     db_pool_pre_ping: bool = Field(
         False,
