@@ -1,9 +1,9 @@
 """A few autocommit PostgreSQL connections for one-statement reads on the event loop.
 
-The progress read and the follow hub's re-reads are the API's hottest path. Through the
-threadpool and the ORM one costs about a millisecond of the API's CPU; here it is one statement
-sent by the driver from the event loop: no thread, no session, no statement built per request
-(the statement is compiled once, see `app/repositories/jobs.py`).
+The progress read, the follow hub's re-reads and the list of jobs are the API's hottest paths.
+Through the threadpool and the ORM a progress read cost about a millisecond of the API's CPU;
+here it is one statement sent by the driver from the event loop: no thread, no session, no
+statement built per request (compiled once, see `app/repositories/job_reads.py`).
 
 Hand-written rather than psycopg_pool's `AsyncConnectionPool`: while PostgreSQL is down that pool
 holds each request for its whole timeout and retries in the background, where the API must
