@@ -160,3 +160,27 @@ def kill(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_kill_9_of_a_job_process_inside_its_claim_leaves_no_lock(db, workers, clean):
+    """Killed inside its claim transaction (job row locked, attempt insert waiting), a job
+    process leaves no lock and no attempt behind: its server session ends with it, the job is
+    sent again and succeeds with one attempt, and the worker runs on."""
+    w1 = workers("w1")
+    first = submit_smoke(db, clean).id
+    wait_until(lambda: job(db, first).status == "succeeded", timeout=30, what="the worker's first job")
+    second = submit_smoke(db, clean).id
+    db.close()
+    with table_locked(clean, "training_attempts"):
+        wait_until(
+            lambda: waiting_on_lock(clean, "INSERT INTO training_attempts"),
+            timeout=30,
+            what="claim waiting inside its transaction",
+        )
+        horse = child_pids(w1.pid)
+        assert horse
+        kill(horse)
+    final = wait_until(lambda: (j := job(db, second)).status == "succeeded" and j, timeout=60, what="job to run again")
+    assert final.attempts == 1, "the killed claim committed nothing"
+    assert [a.status for a in attempts(db, second)] == ["succeeded"]
+    assert w1.proc.poll() is None, w1.log()[-3000:]
