@@ -42,6 +42,10 @@ def processes_under(*directories: Path) -> list[str]:
     return found
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_make_dev_from_a_private_directory_stops_everything_on_interrupt(tmp_path):
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
@@ -62,6 +66,8 @@ def test_make_dev_from_a_private_directory_stops_everything_on_interrupt(tmp_pat
     out = clone / "dev.out"
     with open(out, "wb") as sink:
         # Its own process group, as a shell gives a foreground job: the interrupt goes to the group.
+        # And SIGINT at its default, as in a terminal: a suite started in the background by a
+        # non-interactive shell inherits SIGINT ignored, and so would the stack.
         stack = subprocess.Popen(
             [sys.executable, "-m", "app.dev", "up"],
             cwd=clone,
@@ -69,6 +75,7 @@ def test_make_dev_from_a_private_directory_stops_everything_on_interrupt(tmp_pat
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_default_sigint,
         )
     relocated: list[Path] = []
     try:
