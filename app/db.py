@@ -65,16 +65,21 @@ def get_engine(database_url: str) -> Engine:
 def _replace_if_closed(dbapi_connection, connection_record, connection_proxy) -> None:
     """Pool checkout hook: raising DisconnectionError makes the pool discard this connection
     and hand out another (SQLAlchemy's own protocol for a checkout check)."""
-    try:
-        closing = has_unsolicited_input(dbapi_connection.pgconn.socket)
-    except PsycopgError:  # libpq has no socket for it any more
-        closing = True
-    if closing:
+    if is_closing(dbapi_connection):
         log.info("a pooled PostgreSQL connection has input while idle (the server closing it); replacing it")
         raise DisconnectionError("pooled connection closed or closing on the server side")
 
 
-def has_unsolicited_input(fd: int) -> bool:
+def is_closing(connection) -> bool:
+    """An idle psycopg connection (sync or async) that is closed, or whose server process is
+    going away: a poll of its socket, no round trip."""
+    try:
+        return connection.closed or _has_unsolicited_input(connection.pgconn.socket)
+    except PsycopgError:  # libpq has no socket for it any more
+        return True
+
+
+def _has_unsolicited_input(fd: int) -> bool:
     """An idle pooled connection has nothing to read, unless its server process is going away:
     it sends why (FATAL: terminating connection), then closes the socket. A poll of the socket,
     not a round trip. (Pooled connections never LISTEN; the rare report of a changed server

@@ -9,8 +9,8 @@ Hand-written rather than psycopg_pool's `AsyncConnectionPool`: while PostgreSQL 
 holds each request for its whole timeout and retries in the background, where the API must
 answer 503 at once. Here a read that finds no idle connection connects, and a failed connect
 fails that request now, as the SQLAlchemy pool of the other routes does. A connection is checked
-when it is taken, by a poll of its socket (no round trip: see `app.db.has_unsolicited_input`),
-and one that saw any error is closed rather than reused.
+when it is taken with the SQLAlchemy pool's own checkout check (`app.db.is_closing`: a poll of
+its socket, no round trip), and one that saw any error is closed rather than reused.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 import psycopg
 from psycopg.rows import namedtuple_row
 
-from app.db import has_unsolicited_input, libpq_url
+from app.db import is_closing, libpq_url
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,7 @@ class ReadPool:
     async def _take_idle(self) -> psycopg.AsyncConnection | None:
         while self._idle:
             conn = self._idle.pop()
-            try:
-                closing = conn.closed or has_unsolicited_input(conn.pgconn.socket)
-            except psycopg.Error:
-                closing = True
-            if not closing:
+            if not is_closing(conn):
                 return conn
             log.info("an idle read connection has input while idle (the server closing it); replacing it")
             await _close(conn)
