@@ -59,9 +59,12 @@ def _jobs():
 
 
 def _store(database_url: str, fields: dict, attempts: list[AttemptStatus], configured: bool) -> uuid.UUID:
+    """A job with `fields` (kind and params default to a training job's), these attempts and,
+    if `configured`, a saved configuration."""
     with session_factory(database_url)() as session, session.begin():
         clean_text = {k: v.replace("\x00", "") if isinstance(v, str) else v for k, v in fields.items()}
-        job = Job(kind="training", params={"strategy": "sma_crossover"}, attempts=len(attempts), **clean_text)
+        defaults = {"kind": "training", "params": {"strategy": "sma_crossover"}}
+        job = Job(**{**defaults, **clean_text}, attempts=len(attempts))
         session.add(job)
         session.flush()
         for number, status in enumerate(attempts, start=1):
@@ -181,23 +184,15 @@ def test_the_event_loop_page_matches_the_orm_page(clean, jobs, status, kind, str
     """The API's list (`job_reads.read_page`) against the CLI's (`jobs_repo.list_jobs`): the same
     items in the same order, and the same total, including a page past the end."""
     reset(clean)
-    with session_factory(clean.database_url)() as session, session.begin():
-        for n, (job_status, job_kind, job_strategy, attempt_statuses, configured) in enumerate(jobs):
-            params = {"strategy": job_strategy, "symbol": "BTCUSDT", "timeframe": "1h"} if job_strategy else {}
-            job = Job(
-                kind=job_kind,
-                status=job_status,
-                params=params,
-                attempts=len(attempt_statuses),
-                created_at=EPOCH + timedelta(minutes=n % 5),  # ties: ordered by id
-                started_at=EPOCH + timedelta(minutes=n) if job_status != JobStatus.QUEUED else None,
-            )
-            session.add(job)
-            session.flush()
-            for number, attempt_status in enumerate(attempt_statuses, start=1):
-                session.add(Attempt(job_id=job.id, number=number, status=attempt_status, worker_name="w"))
-            if configured:
-                session.add(_configuration(job.id))
+    for n, (job_status, job_kind, job_strategy, attempt_statuses, configured) in enumerate(jobs):
+        fields = {
+            "kind": job_kind,
+            "status": job_status,
+            "params": {"strategy": job_strategy, "symbol": "BTCUSDT", "timeframe": "1h"} if job_strategy else {},
+            "created_at": EPOCH + timedelta(minutes=n % 5),  # ties: ordered by id
+            "started_at": EPOCH + timedelta(minutes=n) if job_status != JobStatus.QUEUED else None,
+        }
+        _store(clean.database_url, fields, attempt_statuses, configured)
     query = dict(status=status, kind=kind, strategy=strategy, limit=limit, offset=offset)
     with session_factory(clean.database_url)() as session:
         rows, total = jobs_repo.list_jobs(session, **query)
