@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     db_read_pool_size: int = Field(
         5, ge=1, le=100, description="connections per API process for progress reads and job lists on the event loop"
     )
+    db_start_pool_size: int = Field(
+        4, ge=1, le=100, description="connections per API process for starting jobs on the event loop"
+    )
     db_pool_pre_ping: bool = Field(
         False,
         description="also ping a pooled connection before each use (a round trip per request); a connection "

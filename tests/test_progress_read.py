@@ -1,5 +1,5 @@
 """The progress read and the list of jobs of the API (one compiled statement sent by the driver on the event loop,
-`app.read_pool`) gives the same body as the ORM path the cancel and retry routes answer with
+`app.loop_pool`) gives the same body as the ORM path the cancel and retry routes answer with
 (`presenters.progress`: the job loaded by the ORM, its counted attempts and its configuration id
 read separately), over random jobs: any status, phase, figures (NaN and infinities included),
 attempts in every status, with and without a saved configuration; and the list gives the page
@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from app.api import presenters
 from app.api.routes.training import progress_view
 from app.db import libpq_url, session_factory
+from app.loop_pool import LoopPool
 from app.models import Attempt, Job, TrainedConfiguration
-from app.read_pool import ReadPool
 from app.repositories import job_reads
 from app.repositories import jobs as jobs_repo
 from app.services.jobs import JobNotFound
@@ -95,7 +95,7 @@ def _orm_body(database_url: str, job_id: uuid.UUID) -> dict:
 
 
 async def _read_body(database_url: str, job_id: uuid.UUID) -> dict:
-    pool = ReadPool(database_url, 2)
+    pool = LoopPool(database_url, 2)
     try:
         return (await progress_view(pool, job_id)).model_dump(mode="json")
     finally:
@@ -128,7 +128,7 @@ def test_a_connection_the_server_closed_is_replaced_and_an_errored_one_is_not_re
     job_id = _store(clean.database_url, {"status": JobStatus.QUEUED}, [], False)
 
     async def scenario() -> None:
-        pool = ReadPool(clean.database_url, 1)
+        pool = LoopPool(clean.database_url, 1)
         try:
             async with pool.connection() as conn:
                 first = conn.info.backend_pid
@@ -199,7 +199,7 @@ def test_the_event_loop_page_matches_the_orm_page(clean, jobs, status, kind, str
         expected = [item.model_dump(mode="json", exclude={"duration_s"}) for item in presenters.progress_page(rows)]
 
     async def read() -> tuple[list, int]:
-        pool = ReadPool(clean.database_url, 1)
+        pool = LoopPool(clean.database_url, 1)
         try:
             async with pool.connection() as conn:
                 rows, total = await job_reads.read_page(conn, **query)

@@ -18,8 +18,8 @@ from app.api.deps import require_token
 from app.api.follow import FollowHub
 from app.api.routes import configurations, dashboard, health, metrics, results, schedules, training
 from app.db import configure_pool
+from app.loop_pool import LoopPool
 from app.queue import redis_connection
-from app.read_pool import ReadPool
 from app.services.maintenance import MaintenanceLoop
 from app.settings import Settings
 
@@ -75,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await app.state.follow_hub.close()
     await app.state.read_pool.close()
+    await app.state.start_pool.close()
     if loop is not None:
         loop.stop()
 
@@ -83,7 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="trad", version="2", summary="Training jobs for trading strategies", lifespan=lifespan)
     app.state.settings = settings
     configure_pool(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_pre_ping)
-    app.state.read_pool = ReadPool(settings.database_url, settings.db_read_pool_size)
+    app.state.read_pool = LoopPool(settings.database_url, settings.db_read_pool_size)
+    app.state.start_pool = LoopPool(settings.database_url, settings.db_start_pool_size)
     app.state.follow_hub = FollowHub(settings, partial(training.read_progress, app.state.read_pool))
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as Message_
 
-from app.read_pool import ReadPoolTimeout
+from app.loop_pool import LoopPoolTimeout
 from app.services.jobs import InvalidRequest, JobError, QueueFull
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,10 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: RESPONSES[code] for code in codes}
 
 
-def is_outage(exc: SQLAlchemyError | psycopg.Error | ReadPoolTimeout) -> bool:
+def is_outage(exc: SQLAlchemyError | psycopg.Error | LoopPoolTimeout) -> bool:
     """PostgreSQL could not be reached, as opposed to an error in what was asked of it. The
     driver's errors come wrapped by SQLAlchemy, or bare from the event-loop reads."""
-    if isinstance(exc, PoolTimeout | DisconnectionError | ReadPoolTimeout):
+    if isinstance(exc, PoolTimeout | DisconnectionError | LoopPoolTimeout):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
@@ -157,8 +157,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SQLAlchemyError)
     @app.exception_handler(psycopg.Error)
-    @app.exception_handler(ReadPoolTimeout)
-    async def database_error(request: Request, exc: SQLAlchemyError | psycopg.Error | ReadPoolTimeout) -> JSONResponse:
+    @app.exception_handler(LoopPoolTimeout)
+    async def database_error(request: Request, exc: SQLAlchemyError | psycopg.Error | LoopPoolTimeout) -> JSONResponse:
         if is_outage(exc):
             log.error("PostgreSQL unavailable on %s %s: %s", request.method, request.url.path, exc)
             return JSONResponse(

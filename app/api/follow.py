@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.schemas import Progress
 from app.db import libpq_url
-from app.read_pool import ReadPoolTimeout
+from app.loop_pool import LoopPoolTimeout
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ class FollowHub:
                 topic.stale = False
                 try:
                     view = await self._read(job_id)
-                except (psycopg.Error, OSError, ReadPoolTimeout) as exc:
+                except (psycopg.Error, OSError, LoopPoolTimeout) as exc:
                     log.warning("could not read followed job %s: %s", job_id, exc, extra={"job_id": str(job_id)})
                     return
                 if view is not None:

@@ -55,6 +55,11 @@ def _progress_fields(job: Job, configuration_id: uuid.UUID | None, counted_attem
     )
 
 
+def accepted(job: Job, configuration_id: uuid.UUID | None, counted_attempts: int) -> dict:
+    """The fields of a start's answer (`StartAccepted` adds the progress URL)."""
+    return _progress_fields(job, configuration_id, counted_attempts)
+
+
 def progress(session: Session, job: Job) -> Progress:
     counted = attempts_repo.counted_failures(session, job.id)
     return Progress(**_progress_fields(job, _configuration_ids(session, [job.id]).get(job.id), counted))

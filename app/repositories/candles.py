@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+from app.repositories.compiled import compile_statement
 
 CandleTuple = tuple[int, float, float, float, float, float]  # open_time ms UTC, o, h, l, c, v
 
@@ -203,20 +207,55 @@ def coverage_of(
     first/last bar per timeframe, bars in range at `timeframe`, and 1m buckets of `step_ms`
     in range, counted by jumping from one bucket to the next (at most `cap` index probes),
     and the bars a job would load, counted up to `count_up_to` (at least `cap`)."""
-    count_up_to = max(count_up_to, cap)
-    rows = session.execute(
-        _COVERAGE,
-        {
-            "symbol": symbol,
-            "timeframe": timeframe,
-            "timeframes": timeframes,
-            "lo": start or datetime(1970, 1, 1, tzinfo=UTC),
-            "hi": end or datetime(9999, 1, 1, tzinfo=UTC),
-            "step": step_ms,
-            "cap": cap,
-            "count_up_to": count_up_to,
-        },
-    ).all()
+    params = _coverage_params(symbol, timeframe, start, end, step_ms, timeframes, cap, count_up_to)
+    return _coverage(session.execute(_COVERAGE, params).all(), cap)
+
+
+_COVERAGE_SQL = compile_statement(_COVERAGE)
+
+
+async def coverage_from_loop(
+    conn: AsyncConnection,
+    symbol: str,
+    timeframe: str,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    step_ms: int,
+    timeframes: list[str],
+    cap: int,
+    count_up_to: int = 0,
+) -> Coverage:
+    """`coverage_of`, sent by the driver on a connection of the event loop (the start path)."""
+    params = _coverage_params(symbol, timeframe, start, end, step_ms, timeframes, cap, count_up_to)
+    async with conn.cursor(row_factory=tuple_row) as cursor:  # its columns are not all named
+        await cursor.execute(_COVERAGE_SQL.sql, _COVERAGE_SQL.params(**params))
+        return _coverage(await cursor.fetchall(), cap)
+
+
+def _coverage_params(
+    symbol: str,
+    timeframe: str,
+    start: datetime | None,
+    end: datetime | None,
+    step_ms: int,
+    timeframes: list[str],
+    cap: int,
+    count_up_to: int,
+) -> dict:
+    return {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "timeframes": timeframes,
+        "lo": start or datetime(1970, 1, 1, tzinfo=UTC),
+        "hi": end or datetime(9999, 1, 1, tzinfo=UTC),
+        "step": step_ms,
+        "cap": cap,
+        "count_up_to": max(count_up_to, cap),
+    }
+
+
+def _coverage(rows, cap: int) -> Coverage:
     own, resampled, base = rows[0][3:6] if rows else (0, 0, 0)
     return Coverage(
         stored={r[0]: (r[1], r[2]) for r in rows if r[1] is not None},

@@ -1,8 +1,8 @@
 """The API's hot reads of training_jobs, sent by the driver from the event loop.
 
-Each read is a SQLAlchemy statement compiled once, at import or at the first use of a filter
-combination, to the driver's SQL; a request then sends it with its parameters on a connection of
-`app.read_pool` and gets named tuples whose fields carry the names `presenters` reads (a job's
+Each read is a SQLAlchemy statement compiled once (`compiled.py`), at import or at the first use
+of a filter combination, to the driver's SQL; a request then sends it with its parameters on a connection of
+`app.loop_pool` and gets named tuples whose fields carry the names `presenters` reads (a job's
 columns, `configuration_id`, `counted_attempts`). No session, no ORM objects, no statement built
 per request. The ORM versions of the same lookups stay in `jobs.py` for the CLI and the services,
 and the tests hold the two to the same answers.
@@ -14,9 +14,9 @@ import uuid
 
 from psycopg import AsyncConnection
 from sqlalchemy import Select, bindparam, func, select
-from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from app.models import Job, TrainedConfiguration
+from app.repositories.compiled import Compiled, compile_statement
 from app.repositories.jobs import counted_attempts
 
 # The columns of a progress body (`presenters.progress_of` reads them by these names).
@@ -43,16 +43,8 @@ _PROGRESS_COLUMNS = (
     Job.error_type,
     Job.error_message,
 )
-_DIALECT = psycopg_dialect()
 # Only to compile: a parameter needs a value of its type while the statement is compiled.
 _ANY_ID = uuid.UUID(int=0)
-
-
-def _compile(stmt: Select) -> tuple[str, dict]:
-    """The driver's SQL for `stmt` and its constant parameters (e.g. the attempt statuses that
-    count against the budget); a request adds its own."""
-    compiled = stmt.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
-    return str(compiled), dict(compiled.params)
 
 
 def _with_configuration(*extra) -> Select:
@@ -64,21 +56,30 @@ def _with_configuration(*extra) -> Select:
     ).outerjoin(TrainedConfiguration, TrainedConfiguration.job_id == Job.id)
 
 
-_PROGRESS = _compile(_with_configuration().where(Job.id == bindparam("job_id", _ANY_ID)))
+_PROGRESS = compile_statement(_with_configuration().where(Job.id == bindparam("job_id", _ANY_ID)))
+_BY_KEY = compile_statement(
+    _with_configuration(Job.request_hash).where(Job.idempotency_key == bindparam("idempotency_key", "x"))
+)
 
 
 async def read_progress(conn: AsyncConnection, job_id: uuid.UUID):
     """A job's progress columns with its configuration id and counted attempts (one primary-key
     lookup), or None."""
-    sql, constants = _PROGRESS
-    cursor = await conn.execute(sql, {**constants, "job_id": job_id})
+    cursor = await conn.execute(_PROGRESS.sql, _PROGRESS.params(job_id=job_id))
     return await cursor.fetchone()
 
 
-_pages: dict[tuple[bool, bool, bool], tuple[tuple[str, dict], tuple[str, dict]]] = {}
+async def read_by_key(conn: AsyncConnection, idempotency_key: str):
+    """The job a start with this `Idempotency-Key` created, as `read_progress` gives it plus its
+    `request_hash`, or None."""
+    cursor = await conn.execute(_BY_KEY.sql, _BY_KEY.params(idempotency_key=idempotency_key))
+    return await cursor.fetchone()
 
 
-def _page_statements(status: bool, kind: bool, strategy: bool) -> tuple[tuple[str, dict], tuple[str, dict]]:
+_pages: dict[tuple[bool, bool, bool], tuple[Compiled, Compiled]] = {}
+
+
+def _page_statements(status: bool, kind: bool, strategy: bool) -> tuple[Compiled, Compiled]:
     """The page query and the count for one combination of filters, compiled at first use."""
     key = (status, kind, strategy)
     if key not in _pages:
@@ -97,7 +98,7 @@ def _page_statements(status: bool, kind: bool, strategy: bool) -> tuple[tuple[st
             .offset(bindparam("offset", 0))
         )
         count = select(func.count()).select_from(Job).where(*filters)
-        _pages[key] = (_compile(page), _compile(count))
+        _pages[key] = (compile_statement(page), compile_statement(count))
     return _pages[key]
 
 
@@ -107,14 +108,11 @@ async def read_page(
     """A page of jobs, newest first (progress columns, `params`, configuration id and counted
     attempts) and the total: one query, the total riding along as a window count; only a page
     past the end needs a second."""
-    (page_sql, page_constants), (count_sql, count_constants) = _page_statements(
-        bool(status), bool(kind), bool(strategy)
-    )
+    page, count = _page_statements(bool(status), bool(kind), bool(strategy))
     given = {"status": status, "kind": kind, "strategy": strategy}
     filters = {k: str(v) for k, v in given.items() if v}  # str(): enums as their values
-    page_params = {**page_constants, **filters, "limit": limit, "offset": offset}
-    rows = await (await conn.execute(page_sql, page_params)).fetchall()
+    rows = await (await conn.execute(page.sql, page.params(**filters, limit=limit, offset=offset))).fetchall()
     if rows:
         return rows, rows[0].total
-    total = await (await conn.execute(count_sql, {**count_constants, **filters})).fetchone()
+    total = await (await conn.execute(count.sql, count.params(**filters))).fetchone()
     return [], total[0]

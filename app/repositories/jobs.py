@@ -1,4 +1,5 @@
-"""Queries on training_jobs. Functions take a Session; the caller owns the transaction."""
+"""Queries on training_jobs. Functions take a Session; the caller owns the transaction. The
+start's admission also runs on the event loop (`admit_from_loop`), with the same statements."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import exists, func, literal, select, update
+from psycopg import AsyncConnection
+from sqlalchemy import Integer, bindparam, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.models import Attempt, Job, TrainedConfiguration
+from app.repositories.compiled import compile_statement
 from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
 
 ADMISSION_LOCK_KEY = 0x7472_6164_0001  # serialises admission against max_queued_jobs
@@ -74,29 +77,55 @@ def count_queued(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)) or 0
 
 
+# Every column a new job's row is written with (the timestamps are the server's).
+_ADMITTED_COLUMNS = [c for c in Job.__table__.columns if c.server_default is None]
+
+
+def _admit_statement():
+    """Insert one job's row (every column a parameter) only while fewer than `max_queued` jobs
+    are queued and its idempotency key (if any) is new; return the server's timestamps."""
+    max_queued = bindparam("max_queued", type_=Integer)
+    queued = select(func.count()).select_from(
+        select(Job.id).where(Job.status == JobStatus.QUEUED).limit(max_queued).subquery()
+    )
+    row = select(*(bindparam(c.key, type_=c.type) for c in _ADMITTED_COLUMNS)).where(
+        queued.scalar_subquery() < max_queued
+    )
+    table = Job.__table__  # a Core insert: the ORM would take a dict of parameters as a bulk insert
+    return (
+        pg_insert(table)
+        .from_select([c.key for c in _ADMITTED_COLUMNS], row)
+        .on_conflict_do_nothing(index_elements=[table.c.idempotency_key])
+        .returning(table.c.created_at, table.c.updated_at)
+    )
+
+
+_ADMIT = _admit_statement()
+_LOCK_ADMISSION = select(func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY))
+# The same two statements for the event loop (`admit_from_loop`).
+_ADMIT_SQL = compile_statement(_ADMIT)
+_LOCK_ADMISSION_SQL = compile_statement(_LOCK_ADMISSION)
+
+
+def _admission_values(job: Job) -> dict:
+    """The new row's values, each also set on `job` (every column loaded: nothing left for the
+    ORM to fetch later)."""
+    values = {c.key: getattr(job, c.key) for c in _ADMITTED_COLUMNS}
+    for key, value in values.items():
+        setattr(job, key, value)
+    return values
+
+
 def admit(session: Session, job: Job, max_queued: int) -> bool:
     """Take the admission lock, then insert the new job's row (every column set in `job`) in
     one statement that admits it only while fewer than `max_queued` jobs are queued and its
     idempotency key (if any) is new. The lock serialises admissions until the transaction
-    ends, so the count stays true until the row is committed; the statement is built before
-    the lock is taken, so little more than the two statements and the commit happen under it.
+    ends, so the count stays true until the row is committed.
     True: inserted, and `job` is now the session's persistent row (with the server's
     timestamps). False: the queue is full, or the key was committed concurrently."""
-    values = {c.key: (c, getattr(job, c.key)) for c in Job.__table__.columns if c.server_default is None}
-    queued = select(func.count()).select_from(
-        select(Job.id).where(Job.status == JobStatus.QUEUED).limit(max_queued).subquery()
-    )
-    row = select(*(literal(value, c.type) for c, value in values.values())).where(queued.scalar_subquery() < max_queued)
-    stmt = (
-        pg_insert(Job)
-        .from_select(list(values), row)
-        .on_conflict_do_nothing(index_elements=[Job.idempotency_key])
-        .returning(Job.created_at, Job.updated_at)
-    )
-    for key, (_, value) in values.items():
-        setattr(job, key, value)  # every column loaded, none left to fetch later
+    values = _admission_values(job)
     lock_admission(session)
-    inserted = session.execute(stmt).one_or_none()
+    inserted = session.execute(_ADMIT, {**values, "max_queued": max_queued}).one_or_none()
     if inserted is None:
         return False
     job.created_at, job.updated_at = inserted
@@ -105,10 +134,27 @@ def admit(session: Session, job: Job, max_queued: int) -> bool:
     return True
 
 
+async def admit_from_loop(conn: AsyncConnection, job: Job, max_queued: int) -> bool:
+    """`admit` and its commit on an autocommit connection of the event loop, in one round trip:
+    BEGIN, the lock, the insert and COMMIT go out together in pipeline mode, so the lock is held
+    for the server's work alone, never across a round trip to the API. True: the row is
+    committed (and `job` has the server's timestamps); False as for `admit`. A failure raises
+    with nothing committed."""
+    values = _admission_values(job)
+    async with conn.pipeline(), conn.transaction():
+        await conn.execute(_LOCK_ADMISSION_SQL.sql, _LOCK_ADMISSION_SQL.params())
+        cursor = await conn.execute(_ADMIT_SQL.sql, _ADMIT_SQL.params(**values, max_queued=max_queued))
+    inserted = await cursor.fetchone()
+    if inserted is None:
+        return False
+    job.created_at, job.updated_at = inserted
+    return True
+
+
 def lock_admission(session: Session) -> None:
     """Serialise admissions until this transaction ends, so a count of queued jobs stays true
     until the new row is committed."""
-    session.execute(select(func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
+    session.execute(_LOCK_ADMISSION)
 
 
 def owned(job_id: uuid.UUID, attempt_id: int):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy.orm import Session
 
 from app.engine import candles as engine_candles
@@ -92,20 +93,27 @@ def check_request(session: Session, params: dict[str, Any], *, max_bars: int) ->
     """Mirrors `load` (stored bars at the timeframe, else resampled 1m bars) and the engine's
     minimum; the job process checks again, as data can change after submit. Also counts the
     bars `load` would read, up to `max_bars` + 1 (enough to tell whether the bound is passed)."""
-    symbol, timeframe = params["symbol"], params["timeframe"]
-    start, end = _time(params.get("start")), _time(params.get("end"))
-    found = candles_repo.coverage_of(
-        session,
-        symbol,
-        timeframe,
-        start,
-        end,
-        step_ms=engine_candles.TIMEFRAMES[timeframe],
-        timeframes=list(engine_candles.TIMEFRAMES),
-        cap=MIN_BARS,
-        count_up_to=max_bars + 1,
-    )
+    symbol, timeframe, start, end, how = _request(params, max_bars)
+    found = candles_repo.coverage_of(session, symbol, timeframe, start, end, **how)
     return RequestCheck(_problem(found, symbol, timeframe, start), found.bars_to_load)
+
+
+async def check_request_from_loop(conn: AsyncConnection, params: dict[str, Any], *, max_bars: int) -> RequestCheck:
+    """`check_request` on a connection of the event loop (the API's start)."""
+    symbol, timeframe, start, end, how = _request(params, max_bars)
+    found = await candles_repo.coverage_from_loop(conn, symbol, timeframe, start, end, **how)
+    return RequestCheck(_problem(found, symbol, timeframe, start), found.bars_to_load)
+
+
+def _request(params: dict[str, Any], max_bars: int) -> tuple[str, str, datetime | None, datetime | None, dict]:
+    timeframe = params["timeframe"]
+    how = {
+        "step_ms": engine_candles.TIMEFRAMES[timeframe],
+        "timeframes": list(engine_candles.TIMEFRAMES),
+        "cap": MIN_BARS,
+        "count_up_to": max_bars + 1,
+    }
+    return params["symbol"], timeframe, _time(params.get("start")), _time(params.get("end")), how
 
 
 def _problem(

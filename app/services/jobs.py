@@ -4,6 +4,7 @@ they take a Session and leave the commit to the caller: `dispatch.commit_and_sen
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -14,6 +15,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from sqlalchemy.orm import Session
 
+from app.db import transaction
 from app.kinds import get_kind, limits
 from app.models import Job
 from app.repositories import attempts as attempts_repo
@@ -99,6 +101,48 @@ def start(
         return _replay(existing, digest)
     if kind == "training":
         _check_candles(session, settings, params)
+    job = _new_job(settings, kind, priority, params, idempotency_key, digest)
+    if jobs_repo.admit(session, job, settings.max_queued_jobs):
+        dispatch.send_after_commit(session, job)
+        return StartResult(job, created=True)
+    if idempotency_key and (existing := jobs_repo.get_with_configuration_by_key(session, idempotency_key)):
+        return _replay(existing, digest)  # the same key, committed concurrently
+    raise _queue_full(settings)
+
+
+async def start_from_loop(
+    conn: AsyncConnection,
+    settings: Settings,
+    *,
+    kind: str,
+    priority: str,
+    params: dict[str, Any],
+    idempotency_key: str | None,
+) -> StartResult:
+    """`start` on an autocommit connection of the event loop (the API's start), committed when
+    it returns: the candle check, then the admission in one round trip (`admit_from_loop`).
+    The caller sends the dispatch of a created job (`dispatch.send`); until it does, or if it
+    cannot, the reconciler will."""
+    digest = request_hash(kind, priority, params)
+    if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
+        return _replay_row(row, digest)
+    if kind == "training":
+        check = await candles_service.check_request_from_loop(conn, params, max_bars=settings.max_bars_per_job)
+        if check.problem or check.bars_to_load > settings.max_bars_per_job:
+            # Rare, and the message needs an exact count: the ORM path, in a thread.
+            await asyncio.to_thread(_check_candles_in_session, settings, params)
+    job = _new_job(settings, kind, priority, params, idempotency_key, digest)
+    if await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs):
+        return StartResult(job, created=True)
+    if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
+        return _replay_row(row, digest)  # the same key, committed concurrently
+    raise _queue_full(settings)
+
+
+def _new_job(
+    settings: Settings, kind: str, priority: str, params: dict[str, Any], idempotency_key: str | None, digest: str
+) -> Job:
+    """A new queued job with its first dispatch id, not yet written."""
     job = Job(
         id=uuid.uuid4(),
         kind=kind,
@@ -114,12 +158,7 @@ def start(
         message="waiting for a worker",
     )
     dispatch.assign(job)
-    if jobs_repo.admit(session, job, settings.max_queued_jobs):
-        dispatch.send_after_commit(session, job)
-        return StartResult(job, created=True)
-    if idempotency_key and (existing := jobs_repo.get_with_configuration_by_key(session, idempotency_key)):
-        return _replay(existing, digest)  # the same key, committed concurrently
-    raise _queue_full(settings)
+    return job
 
 
 def start_smoke(session: Session, settings: Settings, *, priority: str = "high", **params: Any) -> Job:
@@ -151,6 +190,11 @@ def _check_candles(session: Session, settings: Settings, params: dict[str, Any])
         )
 
 
+def _check_candles_in_session(settings: Settings, params: dict[str, Any]) -> None:
+    with transaction(settings.database_url) as session:
+        _check_candles(session, settings, params)
+
+
 def _queue_full(settings: Settings) -> QueueFull:
     return QueueFull(f"the queue holds {settings.max_queued_jobs} jobs already; try again later", retry_after_s=30)
 
@@ -168,6 +212,13 @@ def _replay(existing: jobs_repo.JobWithConfiguration, digest: str) -> StartResul
     if job.request_hash != digest:
         raise JobConflict("Idempotency-Key was already used with a different request body")
     return StartResult(job, created=False, configuration_id=configuration_id, counted_attempts=counted)
+
+
+def _replay_row(row, digest: str) -> StartResult:
+    """`_replay` for a row of `job_reads.read_by_key`."""
+    if row.request_hash != digest:
+        raise JobConflict("Idempotency-Key was already used with a different request body")
+    return StartResult(row, created=False, configuration_id=row.configuration_id, counted_attempts=row.counted_attempts)
 
 
 def get(session: Session, job_id: uuid.UUID) -> Job:

@@ -1,13 +1,15 @@
-"""A few autocommit PostgreSQL connections for one-statement reads on the event loop.
+"""A few autocommit PostgreSQL connections used straight from the event loop.
 
-The progress read, the follow hub's re-reads and the list of jobs are the API's hottest paths.
-Through the threadpool and the ORM a progress read cost about a millisecond of the API's CPU;
-here it is one statement sent by the driver from the event loop: no thread, no session, no
-statement built per request (compiled once, see `app/repositories/job_reads.py`).
+The progress read, the follow hub's re-reads, the list of jobs and the start are the API's
+hottest paths. Through the threadpool and the ORM a progress read cost about a millisecond of
+the API's CPU and a start about ten; here each is a statement or two sent by the driver from the
+event loop: no thread, no session, no statement built per request (compiled once, see
+`app/repositories/compiled.py`). The API keeps two pools: reads, and starts (a start can wait on
+the admission lock, and must not hold up the reads while it does).
 
 Hand-written rather than psycopg_pool's `AsyncConnectionPool`: while PostgreSQL is down that pool
 holds each request for its whole timeout and retries in the background, where the API must
-answer 503 at once. Here a read that finds no idle connection connects, and a failed connect
+answer 503 at once. Here a request that finds no idle connection connects, and a failed connect
 fails that request now, as the SQLAlchemy pool of the other routes does. A connection is checked
 when it is taken with the SQLAlchemy pool's own checkout check (`app.db.is_closing`: a poll of
 its socket, no round trip), and one that saw any error is closed rather than reused.
@@ -29,12 +31,12 @@ from app.db import is_closing, libpq_url
 log = logging.getLogger(__name__)
 
 
-class ReadPoolTimeout(Exception):
+class LoopPoolTimeout(Exception):
     """No connection came free within the pool's timeout (PostgreSQL hung, or the API is
     flooded): the API answers 503."""
 
 
-class ReadPool:
+class LoopPool:
     def __init__(self, database_url: str, size: int, *, timeout_s: float = 30.0, connect_timeout_s: int = 5) -> None:
         self._conninfo = libpq_url(database_url)
         self._size = size
@@ -51,7 +53,7 @@ class ReadPool:
         try:
             await asyncio.wait_for(slots.acquire(), self._timeout_s)
         except TimeoutError:
-            raise ReadPoolTimeout(f"no PostgreSQL connection free within {self._timeout_s:g}s") from None
+            raise LoopPoolTimeout(f"no PostgreSQL connection free within {self._timeout_s:g}s") from None
         try:
             conn = await self._take_idle() or await self._connect()
             try:
