@@ -1,11 +1,12 @@
-"""Benchmark the HTTP API on loopback against two bare baselines measured in the same run.
+"""Benchmark the HTTP API on loopback against bare baselines measured in the same run.
 
     .venv/bin/python bench/api.py [--duration 5] [--connections 1 8 32] [--followers 1000]
                                   [--fanout-s 15] [--api-env API_PROCESSES=2 ...]
 
 Brings up the stack `make dev` runs (throwaway PostgreSQL and Redis, migrations, the API as
-`python -m app.api`, one worker for the fan-out) plus `bench/bare_ping.py` (bare FastAPI `/ping`)
-and `bench/bare_pg.py` (bare FastAPI + one PostgreSQL read). Load comes from `wrk`
+`python -m app.api`, one worker for the fan-out) plus `bench/bare_ping.py` (bare FastAPI `/ping`),
+`bench/bare_pg.py` (bare FastAPI + one PostgreSQL read) and `bench/bare_start.py` (bare FastAPI +
+one committed INSERT + a plain RQ enqueue). Load comes from `wrk`
 (`apt-get install wrk`), bounded by `--duration` per run. Prints requests/s and p50/p99 at each
 connection count for healthz, progress, list and start, the ratios to the baselines, then a
 fan-out: `--followers` NDJSON streams on one running training job for `--fanout-s` seconds with
@@ -199,7 +200,7 @@ def main() -> int:
     parser.add_argument("--fanout-only", action="store_true", help="skip the wrk runs")
     parser.add_argument("--api-env", nargs="*", default=[], help="extra KEY=VALUE settings for the API")
     parser.add_argument(
-        "--only", nargs="+", choices=["healthz", "progress", "list", "start"], help="only these (and the baselines)"
+        "--only", nargs="+", choices=["healthz", "progress", "list", "start"], help="only these (and their baselines)"
     )
     args = parser.parse_args()
 
@@ -210,7 +211,7 @@ def main() -> int:
                 generate_synthetic(session, "BTCUSDT", "1m", 60_000, seed=2)
                 generate_synthetic(session, "BTCUSDT", "1h", 2_000, seed=3)
             token = secrets.token_urlsafe(24)
-            port, ping_port, pg_port = free_port(), free_port(), free_port()
+            port, ping_port, pg_port, start_port = free_port(), free_port(), free_port(), free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "API_"))}
             env.update(
                 DATABASE_URL=pg.url,
@@ -226,7 +227,9 @@ def main() -> int:
             procs.append(api_proc)
             procs.append(spawn([sys.executable, "bench/bare_ping.py", str(ping_port)], env, base / "ping.log"))
             procs.append(spawn([sys.executable, "bench/bare_pg.py", str(pg_port), pg.url], env, base / "pg.log"))
-            for p, proc in ((port, api_proc), (ping_port, procs[1]), (pg_port, procs[2])):
+            bare_start = [sys.executable, "bench/bare_start.py", str(start_port), pg.url, rs.url]
+            procs.append(spawn(bare_start, env, base / "start.log"))
+            for p, proc in ((port, api_proc), (ping_port, procs[1]), (pg_port, procs[2]), (start_port, procs[3])):
                 wait_for_port(p, 60, proc)
             api = f"http://127.0.0.1:{port}"
             http = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -242,6 +245,7 @@ def main() -> int:
             targets = {
                 "bare /ping": (f"http://127.0.0.1:{ping_port}/ping", None),
                 "bare + PG read": (f"http://127.0.0.1:{pg_port}/jobs/{job_id}", None),
+                "bare start": (f"http://127.0.0.1:{start_port}/start", script),
                 "healthz": (f"{api}/healthz", None),
                 "progress": (f"{api}/api/v2/training/jobs/{job_id}/progress", None),
                 "list (50)": (f"{api}/api/v2/training/jobs?limit=50", None),
@@ -250,13 +254,20 @@ def main() -> int:
             print(f"API settings: {' '.join(args.api_env) or 'defaults'}; wrk {args.duration:g} s per run")
             print(f"{'request':<16}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs bare':>9}")
             results: dict[tuple[str, int], dict] = {}
-            chosen = [n for n in targets if n.startswith("bare") or not args.only or n.split()[0] in args.only]
+            baselines = {"bare /ping": ("healthz",), "bare + PG read": ("progress", "list"), "bare start": ("start",)}
+            chosen = [
+                n
+                for n in targets
+                if not args.only or n.split()[0] in args.only or set(baselines.get(n, ())) & set(args.only)
+            ]
             for name in chosen if not args.fanout_only else ():
                 url, lua = targets[name]
                 for c in args.connections:
                     r = results[name, c] = wrk(url, c, args.duration, token, lua)
-                    anchor = "bare + PG read" if name in ("progress", "list (50)", "start") else "bare /ping"
-                    ratio = r["rps"] / results[anchor, c]["rps"] if name not in ("bare /ping", "bare + PG read") else 1
+                    anchor = {"progress": "bare + PG read", "list (50)": "bare + PG read", "start": "bare start"}.get(
+                        name, "bare /ping"
+                    )
+                    ratio = r["rps"] / results[anchor, c]["rps"] if name not in baselines else 1
                     print(
                         f"{name:<16}{c:>6}{r['rps']:>10.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
                         f"{r['non_2xx'] + r['socket_errors']:>9}{ratio:>8.2f}x"

@@ -1,6 +1,6 @@
 """What the hot paths cost in round trips, counted on the suite's real PostgreSQL and Redis:
 a start is two PostgreSQL round trips from the event loop (the candle check, then BEGIN, the
-admission lock, the insert and COMMIT in one pipeline; one more, the key lookup, with an
+admission lock, the insert and COMMIT as one query string; one more, the key lookup, with an
 Idempotency-Key) and one Redis round trip; a replay and a progress read are one statement and
 no Redis; no path pings a pooled
 connection, and a connection the server closed (as a PostgreSQL restart closes them all) is
@@ -32,10 +32,9 @@ pytestmark = pytest.mark.usefixtures("candles_1h")
 @contextmanager
 def round_trips(settings, monkeypatch) -> Iterator[Counter]:
     """Count, in this process, SQL statements, pre-use pings, commits and rollbacks on the
-    app's engine; statements sent from the event loop (`loop_sql`: on a connection of
-    `app.loop_pool`), how many of them went out in a pipeline (`loop_pipelined`) and the
-    pipelines (`loop_pipelines`: one round trip each); and Redis round trips (one per packet of
-    commands sent: a pipeline is one)."""
+    app's engine; query strings sent from the event loop (`loop_sql`: on a connection of
+    `app.loop_pool`, one round trip each); and Redis round trips (one per packet of commands
+    sent: a pipeline is one)."""
     engine = get_engine(settings.database_url)
     seen: Counter = Counter()
 
@@ -49,7 +48,6 @@ def round_trips(settings, monkeypatch) -> Iterator[Counter]:
         seen["rollback"] += 1
 
     ping, send, read = engine.dialect.do_ping, AbstractConnection.send_packed_command, psycopg.AsyncCursor.execute
-    pipeline = psycopg.AsyncConnection.pipeline
 
     def counted_ping(dbapi_connection):
         seen["ping"] += 1
@@ -61,18 +59,10 @@ def round_trips(settings, monkeypatch) -> Iterator[Counter]:
 
     async def counted_read(self, query, params=None, **kwargs):
         seen["loop_sql"] += 1
-        if self.connection._pipeline is not None:
-            seen["loop_pipelined"] += 1
         return await read(self, query, params, **kwargs)
-
-    def counted_pipeline(self):
-        if self._pipeline is None:  # psycopg nests its own inside a pipeline
-            seen["loop_pipelines"] += 1
-        return pipeline(self)
 
     monkeypatch.setattr(engine.dialect, "do_ping", counted_ping)
     monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted_read)
-    monkeypatch.setattr(psycopg.AsyncConnection, "pipeline", counted_pipeline)
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counted_send)
     hooks = (("before_cursor_execute", statement), ("commit", commit), ("rollback", rollback))
     for name, fn in hooks:
@@ -90,8 +80,8 @@ def test_start_is_two_postgresql_round_trips_and_one_redis_round_trip(client, cl
     with round_trips(clean, monkeypatch) as seen:
         resp = client.post("/api/v2/training/start", json=GOOD)
     assert resp.status_code == 202, resp.text
-    assert dict(seen) == {"loop_sql": 3, "loop_pipelined": 2, "loop_pipelines": 1, "redis": 1}, (
-        "the candle check; the admission lock and the insert in one pipeline; one pipelined enqueue"
+    assert dict(seen) == {"loop_sql": 2, "redis": 1}, (
+        "the candle check; BEGIN, the admission lock, the insert and COMMIT; one pipelined enqueue"
     )
     body = resp.json()
     assert body["status"] == "queued" and body["counted_attempts"] == 0 and body["configuration_id"] is None
@@ -104,7 +94,7 @@ def test_start_with_a_key_adds_only_the_lookup_and_a_replay_touches_no_redis(cli
     with round_trips(clean, monkeypatch) as first:
         created = client.post("/api/v2/training/start", json=GOOD, headers=headers)
     assert created.status_code == 202, created.text
-    assert dict(first) == {"loop_sql": 4, "loop_pipelined": 2, "loop_pipelines": 1, "redis": 1}
+    assert dict(first) == {"loop_sql": 3, "redis": 1}
     with round_trips(clean, monkeypatch) as again:
         replay = client.post("/api/v2/training/start", json=GOOD, headers=headers)
     assert replay.status_code == 200 and replay.json()["job_id"] == created.json()["job_id"]

@@ -7,13 +7,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from psycopg import AsyncConnection
+from psycopg import AsyncClientCursor, AsyncConnection
 from sqlalchemy import Integer, bindparam, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.models import Attempt, Job, TrainedConfiguration
-from app.repositories.compiled import compile_statement
+from app.repositories.compiled import Compiled, compile_statement
 from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
 
 ADMISSION_LOCK_KEY = 0x7472_6164_0001  # serialises admission against max_queued_jobs
@@ -102,9 +102,21 @@ def _admit_statement():
 
 _ADMIT = _admit_statement()
 _LOCK_ADMISSION = select(func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY))
-# The same two statements for the event loop (`admit_from_loop`).
-_ADMIT_SQL = compile_statement(_ADMIT)
-_LOCK_ADMISSION_SQL = compile_statement(_LOCK_ADMISSION)
+
+
+def _admission_transaction() -> Compiled:
+    """BEGIN, the lock, the insert and COMMIT as one query string for the event loop
+    (`admit_from_loop`): the same two statements, compiled once."""
+    lock, insert = compile_statement(_LOCK_ADMISSION), compile_statement(_ADMIT)
+    assert not lock.constants.keys() & insert.constants.keys()
+    return Compiled(
+        f"BEGIN; {lock.sql}; {insert.sql}; COMMIT",
+        {**lock.constants, **insert.constants},
+        {**lock.processors, **insert.processors},
+    )
+
+
+_ADMISSION_TRANSACTION = _admission_transaction()
 
 
 def _admission_values(job: Job) -> dict:
@@ -136,15 +148,20 @@ def admit(session: Session, job: Job, max_queued: int) -> bool:
 
 async def admit_from_loop(conn: AsyncConnection, job: Job, max_queued: int) -> bool:
     """`admit` and its commit on an autocommit connection of the event loop, in one round trip:
-    BEGIN, the lock, the insert and COMMIT go out together in pipeline mode, so the lock is held
-    for the server's work alone, never across a round trip to the API. True: the row is
-    committed (and `job` has the server's timestamps); False as for `admit`. A failure raises
-    with nothing committed."""
+    BEGIN, the lock, the insert and COMMIT go to the server as one query string (parameters
+    bound by the driver on the client, as the protocol allows several statements only in a
+    simple query), so the lock is held for the server's work alone, never while the API gets
+    round to sending the next statement. Each statement still takes its own snapshot, so the
+    count under the lock sees every admission committed before it. True: the row is committed
+    (and `job` has the server's timestamps); False as for `admit`. A failure raises with
+    nothing committed (and the connection in a failed transaction: the pool closes it)."""
     values = _admission_values(job)
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute(_LOCK_ADMISSION_SQL.sql, _LOCK_ADMISSION_SQL.params())
-        cursor = await conn.execute(_ADMIT_SQL.sql, _ADMIT_SQL.params(**values, max_queued=max_queued))
-    inserted = await cursor.fetchone()
+    async with AsyncClientCursor(conn) as cursor:
+        await cursor.execute(_ADMISSION_TRANSACTION.sql, _ADMISSION_TRANSACTION.params(**values, max_queued=max_queued))
+        cursor.nextset()  # BEGIN's result, then the lock's
+        cursor.nextset()
+        assert (cursor.statusmessage or "").startswith("INSERT"), cursor.statusmessage
+        inserted = await cursor.fetchone()
     if inserted is None:
         return False
     job.created_at, job.updated_at = inserted
