@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -208,6 +209,17 @@ class Candle(Base):
     close: Mapped[float] = mapped_column(Float)
     volume: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(32), default="import")
+
+
+class CandleRevision(Base):
+    """One row (id 1): a number that a trigger on `candles` raises in the same transaction as
+    every statement that changes candles (migration 0005). A check of a job's candles made at
+    one revision still holds while the revision is unchanged."""
+
+    __tablename__ = "candle_revision"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 MISFIRE_POLICIES = ("run_once", "skip")

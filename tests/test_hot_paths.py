@@ -1,7 +1,8 @@
 """What the hot paths cost in round trips, counted on the suite's real PostgreSQL and Redis:
 a start is two PostgreSQL round trips from the event loop (the candle check, then BEGIN, the
 admission lock, the insert and COMMIT as one query string; one more, the key lookup, with an
-Idempotency-Key) and one Redis round trip; a replay and a progress read are one statement and
+Idempotency-Key; one fewer once the API keeps a check of the same candles, see
+test_kept_candle_checks.py) and one Redis round trip; a replay and a progress read are one statement and
 no Redis; no path pings a pooled
 connection, and a connection the server closed (as a PostgreSQL restart closes them all) is
 replaced before use instead of failing the request. In a job process, a progress report is one
@@ -23,6 +24,7 @@ from app.execution.context import JobContext
 from app.execution.errors import Fenced
 from app.models import Job, ProgressEvent
 from app.services import lifecycle
+from app.services.candles import KeptChecks
 from tests.support import submit_smoke, wait_until
 
 GOOD = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
@@ -77,6 +79,7 @@ def round_trips(settings, monkeypatch) -> Iterator[Counter]:
 def test_start_is_two_postgresql_round_trips_and_one_redis_round_trip(client, clean, redis, monkeypatch):
     # The first start of a process also asks Redis its version once (RQ keeps it per queue).
     assert client.post("/api/v2/training/start", json={**GOOD, "seed": 0}).status_code == 202
+    client.app.state.candle_checks = KeptChecks()  # a start whose candles were not checked yet
     with round_trips(clean, monkeypatch) as seen:
         resp = client.post("/api/v2/training/start", json=GOOD)
     assert resp.status_code == 202, resp.text
@@ -91,6 +94,7 @@ def test_start_is_two_postgresql_round_trips_and_one_redis_round_trip(client, cl
 def test_start_with_a_key_adds_only_the_lookup_and_a_replay_touches_no_redis(client, clean, redis, monkeypatch):
     assert client.post("/api/v2/training/start", json={**GOOD, "seed": 0}).status_code == 202
     headers = {"Idempotency-Key": "hot-path-1"}
+    client.app.state.candle_checks = KeptChecks()
     with round_trips(clean, monkeypatch) as first:
         created = client.post("/api/v2/training/start", json=GOOD, headers=headers)
     assert created.status_code == 202, created.text

@@ -20,6 +20,7 @@ from app.api.routes import configurations, dashboard, health, metrics, results, 
 from app.db import configure_pool
 from app.loop_pool import LoopPool
 from app.queue import redis_connection
+from app.services.candles import KeptChecks
 from app.services.maintenance import MaintenanceLoop
 from app.settings import Settings
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     configure_pool(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_pre_ping)
     app.state.read_pool = LoopPool(settings.database_url, settings.db_read_pool_size)
     app.state.start_pool = LoopPool(settings.database_url, settings.db_start_pool_size)
+    app.state.candle_checks = KeptChecks()
     app.state.follow_hub = FollowHub(settings, partial(training.read_progress, app.state.read_pool))
     app.include_router(health.router)
     app.include_router(metrics.router)

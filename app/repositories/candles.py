@@ -147,6 +147,7 @@ class Coverage:
     own_bars: int  # bars stored at the timeframe inside the range
     resampled_bars: int  # distinct timeframe buckets among the 1m bars in range (0 when own_bars > 0)
     bars_to_load: int  # bars a job would read (at the timeframe, else 1m), counted up to `count_up_to`
+    revision: int  # the candle revision (`CandleRevision`) the query saw, in the same snapshot
 
 
 _COVERAGE = text(
@@ -185,7 +186,8 @@ SELECT tf, first, last,
                                 AND NOT EXISTS (SELECT 1 FROM candles
                                                 WHERE symbol = :symbol AND timeframe = :timeframe
                                                   AND open_time >= :lo AND open_time < :hi)
-                              LIMIT :count_up_to) base)
+                              LIMIT :count_up_to) base),
+       COALESCE((SELECT revision FROM candle_revision WHERE id = 1), 0)
 FROM stored
 """
 )
@@ -256,10 +258,11 @@ def _coverage_params(
 
 
 def _coverage(rows, cap: int) -> Coverage:
-    own, resampled, base = rows[0][3:6] if rows else (0, 0, 0)
+    own, resampled, base, revision = rows[0][3:7] if rows else (0, 0, 0, 0)
     return Coverage(
         stored={r[0]: (r[1], r[2]) for r in rows if r[1] is not None},
         own_bars=min(own, cap),
         resampled_bars=resampled,
         bars_to_load=own or base,
+        revision=revision,
     )

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from psycopg import AsyncClientCursor, AsyncConnection
-from sqlalchemy import Integer, bindparam, exists, func, select, update
+from sqlalchemy import BigInteger, Integer, bindparam, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from app.models import Attempt, Job, TrainedConfiguration
+from app.models import Attempt, CandleRevision, Job, TrainedConfiguration
 from app.repositories.compiled import Compiled, compile_statement
 from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
 
@@ -83,13 +83,18 @@ _ADMITTED_COLUMNS = [c for c in Job.__table__.columns if c.server_default is Non
 
 def _admit_statement():
     """Insert one job's row (every column a parameter) only while fewer than `max_queued` jobs
-    are queued and its idempotency key (if any) is new; return the server's timestamps."""
+    are queued, its idempotency key (if any) is new and, when `candle_revision` is given, the
+    candles are still at that revision; return the server's timestamps."""
     max_queued = bindparam("max_queued", type_=Integer)
     queued = select(func.count()).select_from(
         select(Job.id).where(Job.status == JobStatus.QUEUED).limit(max_queued).subquery()
     )
+    # A start on a kept candle check gives the revision it was made at; any other passes None.
+    candle_revision = bindparam("candle_revision", type_=BigInteger)
+    current_revision = func.coalesce(select(CandleRevision.revision).where(CandleRevision.id == 1).scalar_subquery(), 0)
     row = select(*(bindparam(c.key, type_=c.type) for c in _ADMITTED_COLUMNS)).where(
-        queued.scalar_subquery() < max_queued
+        queued.scalar_subquery() < max_queued,
+        candle_revision.is_(None) | (current_revision == candle_revision),
     )
     table = Job.__table__  # a Core insert: the ORM would take a dict of parameters as a bulk insert
     return (
@@ -137,7 +142,7 @@ def admit(session: Session, job: Job, max_queued: int) -> bool:
     timestamps). False: the queue is full, or the key was committed concurrently."""
     values = _admission_values(job)
     lock_admission(session)
-    inserted = session.execute(_ADMIT, {**values, "max_queued": max_queued}).one_or_none()
+    inserted = session.execute(_ADMIT, {**values, "max_queued": max_queued, "candle_revision": None}).one_or_none()
     if inserted is None:
         return False
     job.created_at, job.updated_at = inserted
@@ -146,18 +151,25 @@ def admit(session: Session, job: Job, max_queued: int) -> bool:
     return True
 
 
-async def admit_from_loop(conn: AsyncConnection, job: Job, max_queued: int) -> bool:
+async def admit_from_loop(
+    conn: AsyncConnection, job: Job, max_queued: int, *, candle_revision: int | None = None
+) -> bool:
     """`admit` and its commit on an autocommit connection of the event loop, in one round trip:
     BEGIN, the lock, the insert and COMMIT go to the server as one query string (parameters
     bound by the driver on the client, as the protocol allows several statements only in a
     simple query), so the lock is held for the server's work alone, never while the API gets
     round to sending the next statement. Each statement still takes its own snapshot, so the
-    count under the lock sees every admission committed before it. True: the row is committed
-    (and `job` has the server's timestamps); False as for `admit`. A failure raises with
-    nothing committed (and the connection in a failed transaction: the pool closes it)."""
+    count under the lock sees every admission committed before it. With `candle_revision` (a
+    kept candle check's) the row is written only while the candles are still at that revision.
+    True: the row is committed (and `job` has the server's timestamps); False as for `admit`, or
+    the candles changed. A failure raises with nothing committed (and the connection in a failed
+    transaction: the pool closes it)."""
     values = _admission_values(job)
     async with AsyncClientCursor(conn) as cursor:
-        await cursor.execute(_ADMISSION_TRANSACTION.sql, _ADMISSION_TRANSACTION.params(**values, max_queued=max_queued))
+        await cursor.execute(
+            _ADMISSION_TRANSACTION.sql,
+            _ADMISSION_TRANSACTION.params(**values, max_queued=max_queued, candle_revision=candle_revision),
+        )
         cursor.nextset()  # BEGIN's result, then the lock's
         cursor.nextset()
         assert (cursor.statusmessage or "").startswith("INSERT"), cursor.statusmessage

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,6 +82,7 @@ class RequestCheck:
 
     problem: tuple[str, str] | None  # (message, field) when the job could not get enough bars
     bars_to_load: int  # stored bars the job would read, counted only up to `max_bars` + 1
+    revision: int = 0  # the candle revision it was made at (`CandleRevision`)
 
 
 def coverage_problem(session: Session, params: dict[str, Any]) -> tuple[str, str] | None:
@@ -95,14 +97,47 @@ def check_request(session: Session, params: dict[str, Any], *, max_bars: int) ->
     bars `load` would read, up to `max_bars` + 1 (enough to tell whether the bound is passed)."""
     symbol, timeframe, start, end, how = _request(params, max_bars)
     found = candles_repo.coverage_of(session, symbol, timeframe, start, end, **how)
-    return RequestCheck(_problem(found, symbol, timeframe, start), found.bars_to_load)
+    return RequestCheck(_problem(found, symbol, timeframe, start), found.bars_to_load, found.revision)
 
 
 async def check_request_from_loop(conn: AsyncConnection, params: dict[str, Any], *, max_bars: int) -> RequestCheck:
     """`check_request` on a connection of the event loop (the API's start)."""
     symbol, timeframe, start, end, how = _request(params, max_bars)
     found = await candles_repo.coverage_from_loop(conn, symbol, timeframe, start, end, **how)
-    return RequestCheck(_problem(found, symbol, timeframe, start), found.bars_to_load)
+    return RequestCheck(_problem(found, symbol, timeframe, start), found.bars_to_load, found.revision)
+
+
+class KeptChecks:
+    """The API's candle checks that passed, by request, each with the candle revision it was made
+    at (at most `size`, the least recently used dropped first). A start on a kept check skips the
+    check's query (about 2 ms of PostgreSQL for a few thousand bars, 40 ms for a year of 1m bars:
+    it counts the bars a job would load) and is admitted only while that revision is still the
+    current one: the admitting insert compares it under the admission lock, so a change of
+    candles since (an import, a delete) sends the start back to a fresh check. Only checks that
+    found no problem are kept: a refusal is always made on current data."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._checks: OrderedDict[tuple, RequestCheck] = OrderedDict()
+
+    @staticmethod
+    def key(params: dict[str, Any], max_bars: int) -> tuple:
+        return (params["symbol"], params["timeframe"], params.get("start"), params.get("end"), max_bars)
+
+    def get(self, key: tuple) -> RequestCheck | None:
+        check = self._checks.get(key)
+        if check is not None:
+            self._checks.move_to_end(key)
+        return check
+
+    def keep(self, key: tuple, check: RequestCheck) -> None:
+        self._checks[key] = check
+        self._checks.move_to_end(key)
+        while len(self._checks) > self._size:
+            self._checks.popitem(last=False)
+
+    def drop(self, key: tuple) -> None:
+        self._checks.pop(key, None)
 
 
 def _request(params: dict[str, Any], max_bars: int) -> tuple[str, str, datetime | None, datetime | None, dict]:

@@ -113,6 +113,7 @@ def start(
 async def start_from_loop(
     conn: AsyncConnection,
     settings: Settings,
+    checks: candles_service.KeptChecks,
     *,
     kind: str,
     priority: str,
@@ -120,20 +121,32 @@ async def start_from_loop(
     idempotency_key: str | None,
 ) -> StartResult:
     """`start` on an autocommit connection of the event loop (the API's start), committed when
-    it returns: the candle check, then the admission in one round trip (`admit_from_loop`).
-    The caller sends the dispatch of a created job (`dispatch.send`); until it does, or if it
-    cannot, the reconciler will."""
+    it returns: the candle check (skipped when `checks` keeps one made at the current candle
+    revision), then the admission in one round trip (`admit_from_loop`). The caller sends the
+    dispatch of a created job (`dispatch.send`); until it does, or if it cannot, the reconciler
+    will."""
     digest = request_hash(kind, priority, params)
     if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
         return _replay_row(row, digest)
+    revision, kept = None, None
     if kind == "training":
-        check = await candles_service.check_request_from_loop(conn, params, max_bars=settings.max_bars_per_job)
-        if check.problem or check.bars_to_load > settings.max_bars_per_job:
-            # Rare, and the message needs an exact count: the ORM path, in a thread.
-            await asyncio.to_thread(_check_candles_in_session, settings, params)
+        key = checks.key(params, settings.max_bars_per_job)
+        check = kept = checks.get(key)
+        if check is None:
+            check = await candles_service.check_request_from_loop(conn, params, max_bars=settings.max_bars_per_job)
+            if check.problem or check.bars_to_load > settings.max_bars_per_job:
+                # Rare, and the message needs an exact count: the ORM path, in a thread.
+                await asyncio.to_thread(_check_candles_in_session, settings, params)
+            checks.keep(key, check)
+        revision = check.revision
     job = _new_job(settings, kind, priority, params, idempotency_key, digest)
-    if await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs):
+    if await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs, candle_revision=revision):
         return StartResult(job, created=True)
+    if kept is not None:  # the candles may have changed since the kept check: check them again
+        checks.drop(key)
+        return await start_from_loop(
+            conn, settings, checks, kind=kind, priority=priority, params=params, idempotency_key=idempotency_key
+        )
     if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
         return _replay_row(row, digest)  # the same key, committed concurrently
     raise _queue_full(settings)

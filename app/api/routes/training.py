@@ -71,6 +71,7 @@ async def start_training(
         result = await jobs_service.start_from_loop(
             conn,
             settings,
+            request.app.state.candle_checks,
             kind="training",
             priority=body.priority,
             params=body.job_params(),
