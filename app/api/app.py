@@ -21,6 +21,7 @@ from app.db import configure_pool
 from app.loop_pool import LoopPool
 from app.queue import redis_connection
 from app.services.candles import KeptChecks
+from app.services.dispatch import LoopSender
 from app.services.maintenance import MaintenanceLoop
 from app.settings import Settings
 
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.read_pool = LoopPool(settings.database_url, settings.db_read_pool_size)
     app.state.start_pool = LoopPool(settings.database_url, settings.db_start_pool_size)
     app.state.candle_checks = KeptChecks()
+    app.state.start_sender = LoopSender(redis_connection(settings.redis_url))
     app.state.follow_hub = FollowHub(settings, partial(training.read_progress, app.state.read_pool))
     app.include_router(health.router)
     app.include_router(metrics.router)

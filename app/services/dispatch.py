@@ -10,6 +10,7 @@ job that is not queued.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -148,3 +149,42 @@ def send(connection: Redis, jobs: list[Job], settings: Settings, *, at_front: li
             log.warning("enqueue deferred to the reconciler: %s", exc, extra={"job_id": str(job.id)})
         return False
     return True
+
+
+class LoopSender:
+    """`send` for the event loop's starts: the dispatches of requests that arrive while a send is
+    under way go out together in the next one (one thread hop and one MULTI … EXEC for all of
+    them), so under load a start costs a share of a round trip. Each caller still waits for its
+    own dispatch: True if it was sent, False if Redis was unreachable (the reconciler sends it)."""
+
+    def __init__(self, connection: Redis) -> None:
+        self._connection = connection
+        self._settings: Settings | None = None
+        self._pending: list[tuple[Job, asyncio.Future[bool]]] = []
+        self._task: asyncio.Task | None = None
+
+    async def send(self, job: Job, settings: Settings) -> bool:
+        future = asyncio.get_running_loop().create_future()
+        self._settings = settings  # the API's current settings (RQ's timeout is the kind's limit)
+        self._pending.append((job, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._send_pending())
+        return await future
+
+    async def _send_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                jobs, settings = [job for job, _ in batch], self._settings
+                assert settings is not None
+                ok = await asyncio.to_thread(send, self._connection, jobs, settings)
+            except BaseException as exc:  # not Redis (`send` absorbs that): each caller gets it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(ok)

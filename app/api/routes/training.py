@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from redis.exceptions import RedisError
 
 from app import queue
@@ -57,7 +56,6 @@ def _progress_url(request: Request, job_id: uuid.UUID) -> str:
 async def start_training(
     body: StartTraining,
     request: Request,
-    redis: RedisDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
@@ -66,7 +64,7 @@ async def start_training(
 
     On the event loop: the candle check, then BEGIN, the admission lock, the insert and COMMIT
     in one round trip (`jobs_service.start_from_loop`); then the enqueue, in a thread (a Redis
-    client that blocks must not block the loop)."""
+    client that blocks must not block the loop) together with those of concurrent starts."""
     async with request.app.state.start_pool.connection() as conn:
         result = await jobs_service.start_from_loop(
             conn,
@@ -78,7 +76,7 @@ async def start_training(
             idempotency_key=idempotency_key,
         )
     if result.created:
-        await run_in_threadpool(dispatch.send, redis, [result.job], settings)
+        await request.app.state.start_sender.send(result.job, settings)
     view = presenters.accepted(result.job, result.configuration_id, result.counted_attempts)
     accepted = StartAccepted(**view, progress_url=_progress_url(request, result.job.id))
     code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
