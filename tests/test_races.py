@@ -3,6 +3,7 @@ one lock order, admission under concurrency, and RQ's registry of dead execution
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -13,9 +14,11 @@ from sqlalchemy import func, select, text, update
 from app import queue
 from app.clock import utcnow
 from app.db import get_engine, session_factory
+from app.loop_pool import LoopPool
 from app.models import Attempt, Job
 from app.services import jobs as jobs_service
 from app.services import lifecycle, maintenance
+from app.services.candles import KeptChecks
 from app.services.jobs import QueueFull
 from app.status import JobStatus
 from tests.support import wait_until
@@ -107,6 +110,36 @@ def test_concurrent_starts_cannot_exceed_max_queued_jobs(clean):
         queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED))
     assert queued == limit, f"{queued} jobs admitted against a limit of {limit}"
     assert len(refused) == contenders - limit
+
+
+def test_concurrent_starts_on_the_event_loop_cannot_exceed_max_queued_jobs(clean):
+    """The API's start: lock, count and insert go to the server as one query string each; twelve
+    sent at once, on twelve connections, against a limit of three."""
+    limit, contenders = 3, 12
+    settings = clean.model_copy(update={"max_queued_jobs": limit})
+
+    async def main() -> list[bool]:
+        pool, checks = LoopPool(settings.database_url, contenders), KeptChecks()
+
+        async def start(i: int) -> bool:
+            async with pool.connection() as conn:
+                try:
+                    await jobs_service.start_from_loop(
+                        conn, settings, checks, kind="smoke", priority="normal", params={"n": i}, idempotency_key=None
+                    )
+                except QueueFull:
+                    return False
+                return True
+
+        try:
+            return await asyncio.gather(*(start(i) for i in range(contenders)))
+        finally:
+            await pool.close()
+
+    admitted = asyncio.run(main())
+    with session_factory(settings.database_url)() as session:
+        queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED))
+    assert queued == limit == admitted.count(True), f"{queued} jobs admitted against a limit of {limit}"
 
 
 def test_expired_started_registry_entries_do_not_count_as_present(redis, clean):
