@@ -5,6 +5,8 @@ start back to a fresh check: the kept check never outlives the candles it looked
 
 from __future__ import annotations
 
+import dataclasses
+
 import psycopg
 import pytest
 from sqlalchemy import func, select, text
@@ -87,3 +89,21 @@ def test_the_kept_checks_are_bounded_and_drop_the_least_recently_used():
     assert kept.get(keys[0]) is check  # A is now the most recently used
     kept.keep(keys[2], check)
     assert kept.get(keys[1]) is None and kept.get(keys[0]) is check and kept.get(keys[2]) is check
+
+
+def test_candles_changed_between_a_check_and_the_insert_check_again_and_admit(client, db, monkeypatch):
+    """The insert finds the candles at another revision than the check it was given (a change
+    committed in between): the start is checked again and admitted, not refused as a full queue."""
+    real = candles_service.check_request_from_loop
+    calls = []
+
+    async def check_seen_before_a_change(conn, params, *, max_bars):
+        check = await real(conn, params, max_bars=max_bars)
+        calls.append(check.revision)
+        return dataclasses.replace(check, revision=check.revision - 1) if len(calls) == 1 else check
+
+    monkeypatch.setattr(candles_service, "check_request_from_loop", check_seen_before_a_change)
+    resp = client.post("/api/v2/training/start", json=GOOD)
+    assert resp.status_code == 202, resp.text
+    assert len(calls) == 2, "checked, refused by the revision, checked again"
+    assert db.scalar(select(func.count()).select_from(Job)) == 1

@@ -119,33 +119,47 @@ async def start_from_loop(
     priority: str,
     params: dict[str, Any],
     idempotency_key: str | None,
+    _again: bool = False,
 ) -> StartResult:
     """`start` on an autocommit connection of the event loop (the API's start), committed when
-    it returns: the candle check (skipped when `checks` keeps one made at the current candle
-    revision), then the admission in one round trip (`admit_from_loop`). The caller sends the
-    dispatch of a created job (`dispatch.send`); until it does, or if it cannot, the reconciler
-    will."""
+    it returns: the candle check (skipped when `checks` keeps one), then the admission in one
+    round trip (`admit_from_loop`), which writes the job only while the candles are at the
+    revision the check saw. If they are not, or the admission was refused for another reason,
+    the start is tried once more on a fresh check admitted as `start` admits (no revision to
+    compare). The caller sends the dispatch of a created job (`dispatch.send`); until it does,
+    or if it cannot, the reconciler will."""
     digest = request_hash(kind, priority, params)
     if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
         return _replay_row(row, digest)
-    revision, kept = None, None
+    revision = None
     if kind == "training":
         key = checks.key(params, settings.max_bars_per_job)
-        check = kept = checks.get(key)
-        if check is None:
+        check = None if _again else checks.get(key)
+        if check is not None:
+            revision = check.revision
+        else:
             check = await candles_service.check_request_from_loop(conn, params, max_bars=settings.max_bars_per_job)
             if check.problem or check.bars_to_load > settings.max_bars_per_job:
-                # Rare, and the message needs an exact count: the ORM path, in a thread.
+                # Rare, and the message needs an exact count: the ORM path, in a thread. If the
+                # candles changed meanwhile and it passes, the job is admitted on that check.
                 await asyncio.to_thread(_check_candles_in_session, settings, params)
-            checks.keep(key, check)
-        revision = check.revision
+            else:
+                checks.keep(key, check)
+                revision = None if _again else check.revision
     job = _new_job(settings, kind, priority, params, idempotency_key, digest)
     if await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs, candle_revision=revision):
         return StartResult(job, created=True)
-    if kept is not None:  # the candles may have changed since the kept check: check them again
+    if revision is not None:  # the candles may have changed since the check: check them again
         checks.drop(key)
         return await start_from_loop(
-            conn, settings, checks, kind=kind, priority=priority, params=params, idempotency_key=idempotency_key
+            conn,
+            settings,
+            checks,
+            kind=kind,
+            priority=priority,
+            params=params,
+            idempotency_key=idempotency_key,
+            _again=True,
         )
     if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
         return _replay_row(row, digest)  # the same key, committed concurrently
