@@ -193,8 +193,7 @@ FROM stored
 )
 
 
-def coverage_of(
-    session: Session,
+def coverage_params(
     symbol: str,
     timeframe: str,
     start: datetime | None,
@@ -204,47 +203,11 @@ def coverage_of(
     timeframes: list[str],
     cap: int,
     count_up_to: int = 0,
-) -> Coverage:
-    """One query, every part of it a walk of the primary key (symbol, timeframe, open_time):
-    first/last bar per timeframe, bars in range at `timeframe`, and 1m buckets of `step_ms`
-    in range, counted by jumping from one bucket to the next (at most `cap` index probes),
-    and the bars a job would load, counted up to `count_up_to` (at least `cap`)."""
-    params = _coverage_params(symbol, timeframe, start, end, step_ms, timeframes, cap, count_up_to)
-    return _coverage(session.execute(_COVERAGE, params).all(), cap)
-
-
-_COVERAGE_SQL = compile_statement(_COVERAGE)
-
-
-async def coverage_from_loop(
-    conn: AsyncConnection,
-    symbol: str,
-    timeframe: str,
-    start: datetime | None,
-    end: datetime | None,
-    *,
-    step_ms: int,
-    timeframes: list[str],
-    cap: int,
-    count_up_to: int = 0,
-) -> Coverage:
-    """`coverage_of`, sent by the driver on a connection of the event loop (the start path)."""
-    params = _coverage_params(symbol, timeframe, start, end, step_ms, timeframes, cap, count_up_to)
-    async with conn.cursor(row_factory=tuple_row) as cursor:  # its columns are not all named
-        await cursor.execute(_COVERAGE_SQL.sql, _COVERAGE_SQL.params(**params))
-        return _coverage(await cursor.fetchall(), cap)
-
-
-def _coverage_params(
-    symbol: str,
-    timeframe: str,
-    start: datetime | None,
-    end: datetime | None,
-    step_ms: int,
-    timeframes: list[str],
-    cap: int,
-    count_up_to: int,
 ) -> dict:
+    """The parameters of the coverage query (`coverage_of`, `coverage_from_loop`): first/last bar
+    per timeframe, bars in range at `timeframe`, and 1m buckets of `step_ms` in range, counted by
+    jumping from one bucket to the next (at most `cap` index probes), and the bars a job would
+    load, counted up to `count_up_to` (at least `cap`)."""
     return {
         "symbol": symbol,
         "timeframe": timeframe,
@@ -255,6 +218,22 @@ def _coverage_params(
         "cap": cap,
         "count_up_to": max(count_up_to, cap),
     }
+
+
+def coverage_of(session: Session, params: dict) -> Coverage:
+    """One query (`coverage_params`), every part of it a walk of the primary key (symbol,
+    timeframe, open_time)."""
+    return _coverage(session.execute(_COVERAGE, params).all(), params["cap"])
+
+
+_COVERAGE_SQL = compile_statement(_COVERAGE)
+
+
+async def coverage_from_loop(conn: AsyncConnection, params: dict) -> Coverage:
+    """`coverage_of`, sent by the driver on a connection of the event loop (the start path)."""
+    async with conn.cursor(row_factory=tuple_row) as cursor:  # its columns are not all named
+        await cursor.execute(_COVERAGE_SQL.sql, _COVERAGE_SQL.params(**params))
+        return _coverage(await cursor.fetchall(), params["cap"])
 
 
 def _coverage(rows, cap: int) -> Coverage:

@@ -95,16 +95,14 @@ def check_request(session: Session, params: dict[str, Any], *, max_bars: int) ->
     """Mirrors `load` (stored bars at the timeframe, else resampled 1m bars) and the engine's
     minimum; the job process checks again, as data can change after submit. Also counts the
     bars `load` would read, up to `max_bars` + 1 (enough to tell whether the bound is passed)."""
-    symbol, timeframe, start, end, how = _request(params, max_bars)
-    found = candles_repo.coverage_of(session, symbol, timeframe, start, end, **how)
-    return RequestCheck(_problem(found, symbol, timeframe, start), found.bars_to_load, found.revision)
+    found = candles_repo.coverage_of(session, _coverage_params(params, max_bars))
+    return _check(found, params)
 
 
 async def check_request_from_loop(conn: AsyncConnection, params: dict[str, Any], *, max_bars: int) -> RequestCheck:
     """`check_request` on a connection of the event loop (the API's start)."""
-    symbol, timeframe, start, end, how = _request(params, max_bars)
-    found = await candles_repo.coverage_from_loop(conn, symbol, timeframe, start, end, **how)
-    return RequestCheck(_problem(found, symbol, timeframe, start), found.bars_to_load, found.revision)
+    found = await candles_repo.coverage_from_loop(conn, _coverage_params(params, max_bars))
+    return _check(found, params)
 
 
 class KeptChecks:
@@ -140,15 +138,23 @@ class KeptChecks:
         self._checks.pop(key, None)
 
 
-def _request(params: dict[str, Any], max_bars: int) -> tuple[str, str, datetime | None, datetime | None, dict]:
+def _coverage_params(params: dict[str, Any], max_bars: int) -> dict:
     timeframe = params["timeframe"]
-    how = {
-        "step_ms": engine_candles.TIMEFRAMES[timeframe],
-        "timeframes": list(engine_candles.TIMEFRAMES),
-        "cap": MIN_BARS,
-        "count_up_to": max_bars + 1,
-    }
-    return params["symbol"], timeframe, _time(params.get("start")), _time(params.get("end")), how
+    return candles_repo.coverage_params(
+        params["symbol"],
+        timeframe,
+        _time(params.get("start")),
+        _time(params.get("end")),
+        step_ms=engine_candles.TIMEFRAMES[timeframe],
+        timeframes=list(engine_candles.TIMEFRAMES),
+        cap=MIN_BARS,
+        count_up_to=max_bars + 1,
+    )
+
+
+def _check(found: candles_repo.Coverage, params: dict[str, Any]) -> RequestCheck:
+    problem = _problem(found, params["symbol"], params["timeframe"], _time(params.get("start")))
+    return RequestCheck(problem, found.bars_to_load, found.revision)
 
 
 def _problem(

@@ -242,10 +242,8 @@ def _replay(existing: jobs_repo.JobWithConfiguration, digest: str) -> StartResul
 
 
 def _replay_row(row, digest: str) -> StartResult:
-    """`_replay` for a row of `job_reads.read_by_key`."""
-    if row.request_hash != digest:
-        raise JobConflict("Idempotency-Key was already used with a different request body")
-    return StartResult(row, created=False, configuration_id=row.configuration_id, counted_attempts=row.counted_attempts)
+    """`_replay` for a row of `job_reads.read_by_key` (it has the fields of a job it reads)."""
+    return _replay((row, row.configuration_id, row.counted_attempts), digest)
 
 
 def get(session: Session, job_id: uuid.UUID) -> Job:
