@@ -13,8 +13,9 @@ from sqlalchemy import func, select
 
 from app.engine.backtest import Costs, backtest
 from app.engine.candles import synthetic
+from app.engine.ranges import for_strategy
 from app.engine.strategies import get_strategy
-from app.engine.validate import split
+from app.engine.validate import split_at
 from app.models import Candle, TrainedConfiguration
 from app.services import candles as candles_service
 from app.status import JobStatus
@@ -137,8 +138,9 @@ def test_training_on_imported_candles_is_reproducible(clean, db, client, workers
     assert final["status"] == JobStatus.SUCCEEDED, final["message"]
     config = db.scalars(select(TrainedConfiguration).where(TrainedConfiguration.job_id == job_id)).one()
     candles = candles_service.load(db, "BTCUSDT", "15m", None, None)  # resampled from the imported 1m bars
-    _, holdout = split(candles, 0.2)
-    again = backtest(holdout, get_strategy("bollinger_breakout").signals(holdout, config.params), Costs())
+    strategy = get_strategy("bollinger_breakout")
+    holdout = for_strategy(candles, split_at(len(candles), 0.2), len(candles), strategy)  # warmed on training bars
+    again = backtest(holdout.bars, holdout.positions(strategy, config.params), Costs())
     assert again.metrics == config.validation_metrics
     shown = trad(clean, "jobs", "show", job_id)
     assert shown.returncode == 0 and '"status": "succeeded"' in shown.stdout

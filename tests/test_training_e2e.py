@@ -8,8 +8,9 @@ import json
 from sqlalchemy import func, select, text
 
 from app.engine.backtest import Costs, backtest
+from app.engine.ranges import for_strategy
 from app.engine.strategies import get_strategy
-from app.engine.validate import split
+from app.engine.validate import split_at
 from app.models import ProgressEvent, TrainedConfiguration
 from app.services import candles as candles_service
 from app.status import JobStatus
@@ -59,9 +60,9 @@ def test_job_runs_through_four_phases_and_saves_one_configuration(client, db, wo
 
     # Re-running the backtest with the saved parameters reproduces the saved validation metrics.
     candles = candles_service.load(db, "BTCUSDT", "5m", None, None)
-    _, holdout = split(candles, 0.2)
     strategy = get_strategy("sma_crossover")
-    again = backtest(holdout, strategy.signals(holdout, config.params), Costs())
+    holdout = for_strategy(candles, split_at(len(candles), 0.2), len(candles), strategy)  # warmed on training bars
+    again = backtest(holdout.bars, holdout.positions(strategy, config.params), Costs())
     assert again.metrics == config.validation_metrics
 
 

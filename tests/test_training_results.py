@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 
 from app.api.schemas import ConfigurationDetail, Progress
 from app.engine.backtest import Costs, backtest
+from app.engine.ranges import for_strategy
 from app.engine.strategies import get_strategy
-from app.engine.walkforward import out_of_sample_positions, windows
+from app.engine.walkforward import windows
 from app.models import TrainedConfiguration, Trial
 from app.services import candles as candles_service
 from tests.support import wait_until
@@ -79,7 +80,8 @@ def test_demo_rsi_reversion_saves_no_degenerate_winner(client, db, workers):
     assert detail["validation_mode"] == "holdout" and detail["windows"] == []
     stats = detail["statistics"]
     assert stats["n_trials"] == 300 and 0.0 <= stats["deflated_sharpe"] <= 1.0 and 0.0 <= stats["pbo"] <= 1.0
-    assert stats["verdict"] and stats["overfit"] == (stats["reason"] is not None) == detail["overfit"]
+    assert stats["verdict"] and stats["overfit"] == (stats["kind"] == "does_not_survive") == detail["overfit"]
+    assert (stats["reason"] is None) == (stats["kind"] == "worth_a_closer_look")
     assert set(detail["benchmark_metrics"]) == {"train", "validation"}
     assert set(detail["excess"]["validation"]) == {"total_return", "sharpe"}
     curve = detail["equity_curve"]
@@ -141,7 +143,9 @@ def test_walk_forward_job_stitches_out_of_sample_windows(client, db, workers):
     strategy = get_strategy("sma_crossover")
     plan = windows(len(data), 3, anchored=False)
     chosen = [row["params"] for row in detail["windows"]]
-    positions = [out_of_sample_positions(data, strategy, p, w) for p, w in zip(chosen, plan, strict=True)]
+    positions = [
+        for_strategy(data, *w.out_of_sample, strategy).positions(strategy, p) for p, w in zip(chosen, plan, strict=True)
+    ]
 
     oos = data[plan[0].out_of_sample[0] :]
     again = backtest(oos, np.concatenate(positions), Costs())

@@ -22,6 +22,7 @@ from app.engine import stats
 from app.engine.backtest import Costs, backtest
 from app.engine.candles import Candles
 from app.engine.errors import InvalidParams
+from app.engine.ranges import ScoredRange, as_range
 from app.engine.strategies import Strategy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -82,7 +83,18 @@ def score_of(metrics: dict[str, Any], objective: str) -> float | None:
     return _defined(metrics.get(objective))
 
 
+def ruined(metrics: dict[str, Any]) -> bool:
+    """The account was wiped out (total return −100 %)."""
+    total = metrics.get("total_return")
+    return total is not None and total <= -1.0
+
+
 def infeasibility(metrics: dict[str, Any], objective: str, min_trades: int) -> str | None:
+    """Why a result cannot be chosen, or None. A ruined run is never chosen: whatever the
+    objective says of it (a Sharpe ratio of a wiped-out account can beat a heavy loser's), it
+    ranks below every run that kept its capital."""
+    if ruined(metrics):
+        return "ruined: equity reached zero"
     n_trades = int(metrics.get("n_trades") or 0)
     if n_trades < min_trades:
         return f"{n_trades} trades, fewer than the minimum of {min_trades}"
@@ -92,9 +104,16 @@ def infeasibility(metrics: dict[str, Any], objective: str, min_trades: int) -> s
 
 
 def evaluate(
-    candles: Candles, strategy: Strategy, params: dict[str, Any], costs: Costs, objective: str, min_trades: int = 1
+    scored: ScoredRange | Candles,
+    strategy: Strategy,
+    params: dict[str, Any],
+    costs: Costs,
+    objective: str,
+    min_trades: int = 1,
 ) -> Evaluation:
-    result = backtest(candles, strategy.signals(candles, params), costs)
+    """Backtest `params` on the range's bars, with signals warmed on the history in front."""
+    scored = as_range(scored)
+    result = backtest(scored.bars, scored.positions(strategy, params), costs)
     returns = stats.bar_returns(result.equity)
     reason = infeasibility(result.metrics, objective, min_trades)
     return Evaluation(
@@ -158,7 +177,7 @@ def importances(study: optuna.Study) -> dict[str, float]:
 
 
 def optimise(
-    train: Candles,
+    train: ScoredRange | Candles,
     strategy: Strategy,
     *,
     n_iterations: int,
@@ -177,6 +196,7 @@ def optimise(
     numbers start at `first_number` (walk-forward windows number their trials consecutively)."""
     if objective not in OBJECTIVES:
         raise InvalidParams(f"unknown objective {objective!r}")
+    train = as_range(train)
     sampler = optuna.samplers.TPESampler(seed=seed + window * 7919 + len(completed))
     study = optuna.create_study(direction="maximize", sampler=sampler)
     distributions = _distributions(strategy)
@@ -218,7 +238,7 @@ def optimise(
 
 
 def trial_sharpes(trials: list[TrialRecord]) -> list[float]:
-    """Per-bar Sharpe ratios of the feasible trials (the N and the variance of the DSR)."""
+    """Per-bar Sharpe ratios of the feasible trials: the variance of the DSR (its N is every trial run)."""
     return [float(t.stats["bar_sharpe"]) for t in trials if t.feasible and t.stats.get("bar_sharpe") is not None]
 
 

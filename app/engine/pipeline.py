@@ -1,9 +1,11 @@
 """A whole training run: data preparation, optimisation, validation. The caller saves the
 result (the fourth phase) and supplies hooks for progress, trial persistence and stopping.
 
-Two validation modes: `holdout` (optimise on the head, choose among the best trials on the
-held-out tail) and `walk_forward` (each window re-optimised on its in-sample range and run on
-the out-of-sample range after it; the stitched out-of-sample result is the answer)."""
+Two validation modes: `holdout` (optimise and choose on the head; the held-out tail scores the
+one chosen configuration once) and `walk_forward` (each window re-optimised on its in-sample
+range and run on the out-of-sample range after it; the stitched out-of-sample result is the
+answer). Every range is scored with the strategy's warm-up of history in front (`ranges`), so
+no evaluation starts with cold indicators."""
 
 from __future__ import annotations
 
@@ -28,10 +30,11 @@ from app.engine.optimise import (
     score_of,
     trial_sharpes,
 )
-from app.engine.report import equity_curve, judge, stitch, trade_list
+from app.engine.ranges import ScoredRange, for_strategy
+from app.engine.report import Evidence, equity_curve, judge, stitch, trade_list
 from app.engine.strategies import Strategy, get_strategy
-from app.engine.validate import TOP_K, scaled_min_trades, split, validate
-from app.engine.walkforward import Window, out_of_sample_positions, windows
+from app.engine.validate import TOP_K, choose, scaled_min_trades, split_at
+from app.engine.walkforward import Window, windows
 from app.release import current_code_version
 
 MIN_BARS = 200
@@ -144,8 +147,8 @@ def thin_evidence(metrics: dict[str, Any], needed: int) -> str | None:
 
 
 def _search_statistics(result: OptimisationResult, returns: np.ndarray) -> tuple[float | None, float | None]:
-    """(DSR of the selected returns among the feasible trials, PBO by CSCV of those trials)."""
-    dsr = stats.deflated_sharpe_of(returns, trial_sharpes(result.trials))
+    """(DSR of the selected returns allowing for every trial run, PBO by CSCV of the feasible ones)."""
+    dsr = stats.deflated_sharpe_of(returns, trial_sharpes(result.trials), len(result.trials))
     matrix = block_matrix(result.trials)
     found = stats.pbo(matrix) if matrix is not None else None
     return dsr, (found.pbo if found else None)
@@ -184,7 +187,7 @@ class _Run:
         self.done = len(self.completed)
         self.best = max((t.score for t in self.completed if t.score is not None), default=None)
 
-    def search(self, train: Candles, window: int, label: str) -> OptimisationResult:
+    def search(self, train: ScoredRange, window: int, label: str) -> OptimisationResult:
         spec, total = self.spec, self.spec.total_iterations
         mine = [t for t in self.completed if t.window == window]
 
@@ -231,71 +234,75 @@ class _Run:
         outcome.validation_mode = self.spec.validation_mode
         return outcome
 
+    def scored(self, first: int, end: int) -> ScoredRange:
+        return for_strategy(self.data, first, end, self.strategy)
+
+    def run(self, scored: ScoredRange, params: dict[str, Any]):
+        return backtest(scored.bars, scored.positions(self.strategy, params), self.costs)
+
     def holdout(self) -> TrainingOutcome:
-        spec, hooks = self.spec, self.hooks
-        train, holdout = split(self.data, spec.holdout_fraction)
+        spec, hooks, data = self.spec, self.hooks, self.data
+        cut = split_at(len(data), spec.holdout_fraction)
+        train, holdout = self.scored(0, cut), self.scored(cut, len(data))
         hooks.progress("data_preparation", 1.0, f"{len(train)} training and {len(holdout)} validation bars")
         hooks.check()
         result = self.search(train, 0, "")
 
         hooks.check()
-        hooks.progress("validation", 0.0, "validating the best trials out of sample")
-        needed = scaled_min_trades(self.min_trades, len(holdout), len(train))
-        top = result.top(TOP_K)
-        checked = validate(
-            holdout,
+        hooks.progress("validation", 0.0, "scoring the chosen configuration on the holdout")
+        chosen = choose(
+            data,
+            cut,
             self.strategy,
-            top,
+            result.top(TOP_K),
             objective=spec.objective,
             costs=self.costs,
             folds=spec.folds,
             should_stop=hooks.check,
         )
-        if checked is None:
-            raise NoViableConfiguration(self._validation_failure(top, holdout))
-        train_bt = backtest(train, self.strategy.signals(train, checked.params), self.costs)
-        val_bt = backtest(holdout, self.strategy.signals(holdout, checked.params), self.costs)
-        bench_train, bench_val = buy_and_hold(train, self.costs), buy_and_hold(holdout, self.costs)
+        hooks.check()
+        train_bt, val_bt = self.run(train, chosen.params), self.run(holdout, chosen.params)
+        bench_train, bench_val = buy_and_hold(train.bars, self.costs), buy_and_hold(holdout.bars, self.costs)
         dsr, pbo = _search_statistics(result, stats.bar_returns(train_bt.equity))
         verdict = judge(
-            len(result.trials), len(result.feasible()), dsr, pbo, thin=thin_evidence(val_bt.metrics, needed)
+            Evidence(
+                train=train_bt.metrics,
+                train_benchmark=bench_train.metrics,
+                validation=val_bt.metrics,
+                validation_benchmark=bench_val.metrics,
+                n_trials=len(result.trials),
+                n_feasible=len(result.feasible()),
+                deflated_sharpe=dsr,
+                dsr_trials=len(result.trials),
+                pbo=pbo,
+                thin=thin_evidence(val_bt.metrics, scaled_min_trades(self.min_trades, len(holdout), len(train))),
+            )
         )
-        hooks.progress("validation", 1.0, "overfitting suspected" if verdict.overfit else "validated")
+        hooks.progress("validation", 1.0, verdict.verdict.split(":", 1)[0])
         return self.common(
             TrainingOutcome(
-                params=checked.params,
-                score=checked.validation_score,
+                params=chosen.params,
+                score=score_of(val_bt.metrics, spec.objective),
                 train_metrics=train_bt.metrics,
                 validation_metrics=val_bt.metrics,
                 overfit=verdict.overfit,
                 overfit_reason=verdict.reason,
                 n_bars=0,
                 n_trials=len(result.trials),
-                folds={"k": spec.folds, "scores": checked.fold_scores, "candidates": checked.candidates},
-                train_range_ms=[int(train.open_time[0]), int(train.open_time[-1])],
-                validation_range_ms=[int(holdout.open_time[0]), int(holdout.open_time[-1])],
+                folds={"k": spec.folds, "scores": chosen.fold_scores, "candidates": chosen.candidates},
+                train_range_ms=[int(train.bars.open_time[0]), int(train.bars.open_time[-1])],
+                validation_range_ms=[int(holdout.bars.open_time[0]), int(holdout.bars.open_time[-1])],
                 data_start_ms=0,
                 data_end_ms=0,
                 **_evidence(
-                    self.data.open_time,
+                    data.open_time,
                     (train_bt, val_bt),
                     (bench_train, bench_val),
-                    int(holdout.open_time[0]),
+                    int(holdout.bars.open_time[0]),
                     verdict,
                     result.importances,
                 ),
             )
-        )
-
-    def _validation_failure(self, top: list[TrialRecord], holdout: Candles) -> str:
-        counts = [
-            int(backtest(holdout, self.strategy.signals(holdout, t.params), self.costs).metrics.get("n_trades") or 0)
-            for t in top
-        ]
-        return (
-            f"no viable configuration out of sample: none of the best {len(top)} training configurations "
-            f"made a trade with a defined {self.spec.objective} on the {len(holdout)} "
-            f"validation bars (they made {', '.join(map(str, counts))})"
         )
 
     def walk_forward(self) -> TrainingOutcome:
@@ -307,28 +314,29 @@ class _Run:
         rows: list[dict[str, Any]] = []
         positions: list[np.ndarray] = []
         last: tuple[OptimisationResult, TrialRecord, Window] | None = None
-        pbos, all_trials = [], 0
+        pbos, all_trials, all_feasible = [], 0, 0
         for w in plan:
             hooks.check()
-            train = data[w.in_sample[0] : w.in_sample[1]]
+            train = self.scored(*w.in_sample)
             result = self.search(train, w.index, f"window {w.index + 1} of {spec.windows}: ")
             best = result.top(1)[0]
-            oos_positions = out_of_sample_positions(data, self.strategy, best.params, w)
-            oos = data[w.out_of_sample[0] : w.out_of_sample[1]]
-            oos_bt = backtest(oos, oos_positions, self.costs)
-            is_bt = backtest(train, self.strategy.signals(train, best.params), self.costs)
+            oos = self.scored(*w.out_of_sample)
+            oos_positions = oos.positions(self.strategy, best.params)
+            oos_bt = backtest(oos.bars, oos_positions, self.costs)
+            is_bt = self.run(train, best.params)
             dsr, pbo = _search_statistics(result, stats.bar_returns(is_bt.equity))
             if pbo is not None:
                 pbos.append(pbo)
             all_trials += len(result.trials)
+            all_feasible += len(result.feasible())
             positions.append(oos_positions)
             rows.append(
                 {
                     "index": w.index,
                     "in_sample_start": int(data.open_time[w.in_sample[0]]),
                     "in_sample_end": int(data.open_time[w.in_sample[1] - 1]),
-                    "out_of_sample_start": int(oos.open_time[0]),
-                    "out_of_sample_end": int(oos.open_time[-1]),
+                    "out_of_sample_start": int(oos.bars.open_time[0]),
+                    "out_of_sample_end": int(oos.bars.open_time[-1]),
                     "params": best.params,
                     "in_sample_score": best.score,
                     "out_of_sample_score": score_of(oos_bt.metrics, spec.objective),
@@ -346,21 +354,34 @@ class _Run:
         first_oos, end = plan[0].out_of_sample[0], plan[-1].out_of_sample[1]
         oos_all = data[first_oos:end]
         oos_bt = backtest(oos_all, np.concatenate(positions), self.costs)
-        head = data[:first_oos]
-        head_bt = backtest(head, self.strategy.signals(head, rows[0]["params"]), self.costs)
-        last_is = data[w_last.in_sample[0] : w_last.in_sample[1]]
-        last_is_bt = backtest(last_is, self.strategy.signals(last_is, best.params), self.costs)
-        bench_train, bench_oos = buy_and_hold(head, self.costs), buy_and_hold(oos_all, self.costs)
+        head = self.scored(0, first_oos)
+        head_bt = self.run(head, rows[0]["params"])
+        last_is = self.scored(*w_last.in_sample)
+        last_is_bt = self.run(last_is, best.params)
+        bench_train, bench_oos = buy_and_hold(head.bars, self.costs), buy_and_hold(oos_all, self.costs)
         is_scores = [r["in_sample_score"] for r in rows]
         oos_scores = [r["out_of_sample_score"] for r in rows]
         wfe = None
         if all(s is not None for s in oos_scores) and float(np.mean(is_scores)) > 0:
             wfe = float(np.mean(oos_scores)) / float(np.mean(is_scores))
         pbo = float(np.mean(pbos)) if pbos else None
-        needed = scaled_min_trades(self.min_trades, len(oos_all), plan[-1].in_sample[1] - plan[-1].in_sample[0])
-        thin = thin_evidence(oos_bt.metrics, needed)
-        verdict = judge(all_trials, len(result.feasible()), rows[-1]["deflated_sharpe"], pbo, wfe, thin=thin)
-        hooks.progress("validation", 1.0, "overfitting suspected" if verdict.overfit else "validated")
+        needed = scaled_min_trades(self.min_trades, len(oos_all), len(last_is))
+        verdict = judge(
+            Evidence(
+                train=last_is_bt.metrics,
+                train_benchmark=buy_and_hold(last_is.bars, self.costs).metrics,
+                validation=oos_bt.metrics,
+                validation_benchmark=bench_oos.metrics,
+                n_trials=all_trials,
+                n_feasible=all_feasible,
+                deflated_sharpe=rows[-1]["deflated_sharpe"],
+                dsr_trials=len(result.trials),
+                pbo=pbo,
+                wfe=wfe,
+                thin=thin_evidence(oos_bt.metrics, needed),
+            )
+        )
+        hooks.progress("validation", 1.0, verdict.verdict.split(":", 1)[0])
         return self.common(
             TrainingOutcome(
                 params=best.params,
@@ -372,7 +393,7 @@ class _Run:
                 n_bars=0,
                 n_trials=all_trials,
                 folds={"k": 0, "scores": [], "candidates": []},
-                train_range_ms=[int(last_is.open_time[0]), int(last_is.open_time[-1])],
+                train_range_ms=[int(last_is.bars.open_time[0]), int(last_is.bars.open_time[-1])],
                 validation_range_ms=[int(oos_all.open_time[0]), int(oos_all.open_time[-1])],
                 data_start_ms=0,
                 data_end_ms=0,

@@ -98,14 +98,17 @@ def moments(returns: np.ndarray) -> tuple[float, float] | None:
     return float(np.mean(z**3)), float(np.mean(z**4))
 
 
-def deflated_sharpe_of(returns: np.ndarray, trial_sharpes: list[float]) -> float | None:
-    """DSR of the selected strategy's per-bar returns among the Sharpe ratios of all trials."""
+def deflated_sharpe_of(returns: np.ndarray, trial_sharpes: list[float], n_trials: int | None = None) -> float | None:
+    """DSR of the selected strategy's per-bar returns. N is `n_trials`, every trial run (an
+    infeasible trial was still tried: leaving it out would understate the search), defaulting
+    to the number of Sharpe ratios given; their variance is that of the trials that have one."""
     sr = sharpe(returns)
     m = moments(returns)
     if sr is None or m is None or not trial_sharpes:
         return None
     variance = float(np.var(trial_sharpes, ddof=1)) if len(trial_sharpes) > 1 else 0.0
-    return deflated_sharpe(sr, len(returns), m[0], m[1], len(trial_sharpes), variance)
+    n = max(len(trial_sharpes), n_trials or 0)
+    return deflated_sharpe(sr, len(returns), m[0], m[1], n, variance)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,17 @@
 """Strategies: each a typed parameter space and a function from candles to desired positions.
 
-`signals(candles, params)` returns an int8 array in {-1, 0, +1}: the position wanted from the
-next bar's open, decided on bar t's close with data up to bar t only (no look-ahead).
+`signals(candles, params, start)` returns an int8 array in {-1, 0, +1}: the position wanted
+from the next bar's open, decided on bar t's close with data up to bar t only (no look-ahead).
 Comparisons that decide a signal treat differences within rounding (`indicators.sign`) as
 ties, so equal prices never trade.
+
+Warm-up: every strategy declares, for given parameters, how many bars of history its
+indicators need before the first bar it may trade (`warmup`). The bars before `start` are
+history only: the strategy is flat there, and a strategy that holds a state between events
+(band entries held until an exit, a sweep held until its stop) begins that state flat at
+`start`, acting only on events from `start` on, as a live run started there would. So the
+positions on `[start, end)` are the same whatever history lies in front, once it is at least
+the warm-up (`range_positions` gives exactly that history; tests check more changes nothing).
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ class ParamSpec:
 class Strategy:
     name: str
     space: tuple[ParamSpec, ...]
-    compute: Callable[[Candles, dict[str, Any]], np.ndarray]
+    compute: Callable[[Candles, dict[str, Any], int], np.ndarray]
+    warmup: Callable[[dict[str, Any]], int]  # bars of history needed before the first traded bar
     constraint: Callable[[dict[str, Any]], str | None] = lambda p: None
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -61,24 +70,39 @@ class Strategy:
             raise InvalidParams(problem)
         return clean
 
-    def signals(self, candles: Candles, params: dict[str, Any]) -> np.ndarray:
-        return self.compute(candles.validate(), params).astype(np.int8)
+    def signals(self, candles: Candles, params: dict[str, Any], start: int = 0) -> np.ndarray:
+        """Positions for every bar; the bars before `start` are history only (flat)."""
+        out = self.compute(candles.validate(), params, start).astype(np.int8)
+        out[:start] = 0
+        return out
+
+    @property
+    def max_warmup(self) -> int:
+        """The longest warm-up anywhere in the space (warm-ups grow with their parameters)."""
+        return int(self.warmup({s.name: s.high for s in self.space}))
+
+    def range_positions(self, data: Candles, params: dict[str, Any], first: int, end: int) -> np.ndarray:
+        """Positions on `data[first:end]`, computed with the declared warm-up of history in front
+        (as much of it as `data` has before `first`)."""
+        history = min(first, int(self.warmup(params)))
+        return self.signals(data[first - history : end], params, history)[history:]
 
 
 def _rolling_close(c: Candles) -> ind.Rolling:
     return c.memo("rolling_close", lambda: ind.Rolling(c.close))
 
 
-def _sma_crossover(c: Candles, p: dict[str, Any]) -> np.ndarray:
+def _sma_crossover(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
     close = _rolling_close(c)
     fast, slow = close.mean(p["fast"]), close.mean(p["slow"])
     return np.nan_to_num(ind.sign(fast - slow, slow))
 
 
 def _band_events(
-    close: np.ndarray, upper: np.ndarray, lower: np.ndarray, mid: np.ndarray, breakout: bool
+    close: np.ndarray, upper: np.ndarray, lower: np.ndarray, mid: np.ndarray, breakout: bool, start: int
 ) -> np.ndarray:
-    """Entry events at band crossings, exit events when price crosses `mid`, held in between."""
+    """Entry events at band crossings, exit events when price crosses `mid`, held in between;
+    the state starts flat at `start` and only events from there on count."""
     events = np.full(len(close), np.nan)
     side = ind.sign(close - mid, mid)
     crossed_mid = side != ind.shift(side)
@@ -87,22 +111,24 @@ def _band_events(
     long_entry, short_entry = (above, below) if breakout else (below, above)
     events[long_entry] = 1.0
     events[short_entry] = -1.0
-    return ind.hold_states(events)
+    out = np.zeros(len(close))
+    out[start:] = ind.hold_states(events[start:])
+    return out
 
 
-def _bollinger_breakout(c: Candles, p: dict[str, Any]) -> np.ndarray:
+def _bollinger_breakout(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
     close = _rolling_close(c)
     mid, sd = close.mean(p["window"]), close.std(p["window"])
-    return _band_events(c.close, mid + p["k"] * sd, mid - p["k"] * sd, mid, breakout=True)
+    return _band_events(c.close, mid + p["k"] * sd, mid - p["k"] * sd, mid, breakout=True, start=start)
 
 
-def _rsi_reversion(c: Candles, p: dict[str, Any]) -> np.ndarray:
+def _rsi_reversion(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
     r = ind.rsi(c.close, p["period"], c.memo("gains_and_losses", lambda: ind.gains_and_losses(c.close)))
     fifty = np.where(np.isnan(r), np.nan, 50.0)
-    return _band_events(r, np.full(len(r), p["upper"]), np.full(len(r), p["lower"]), fifty, breakout=False)
+    return _band_events(r, np.full(len(r), p["upper"]), np.full(len(r), p["lower"]), fifty, False, start)
 
 
-def _liquidity_sweep(c: Candles, p: dict[str, Any]) -> np.ndarray:
+def _liquidity_sweep(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
     """A bar trades beyond the prior `lookback`-bar high (low) and closes back inside: take the
     reversal. Exit at a stop `stop_pct` beyond the sweep bar's extreme (checked on closes'
     bars' highs/lows, filled next open like any signal) or after `max_hold` bars."""
@@ -112,6 +138,7 @@ def _liquidity_sweep(c: Candles, p: dict[str, Any]) -> np.ndarray:
         short_sweep = (c.high > prior_high) & (c.close < prior_high)
         long_sweep = (c.low < prior_low) & (c.close > prior_low)
     entries = np.flatnonzero(short_sweep | long_sweep)
+    entries = entries[entries >= start]
     pos = np.zeros(len(c), dtype=np.int8)
     n, busy_until = len(c), -1
     for t in entries:
@@ -137,6 +164,7 @@ STRATEGIES: dict[str, Strategy] = {
             "sma_crossover",
             (ParamSpec("fast", "int", 2, 200), ParamSpec("slow", "int", 5, 1000)),
             _sma_crossover,
+            lambda p: int(p["slow"]),  # the slow mean needs slow − 1 bars before the first
             lambda p: None if p["fast"] < p["slow"] else "fast must be less than slow",
         ),
         Strategy(
@@ -147,11 +175,13 @@ STRATEGIES: dict[str, Strategy] = {
                 ParamSpec("upper", "float", 55, 95),
             ),
             _rsi_reversion,
+            lambda p: int(p["period"]) + 1,  # period moves need period + 1 closes; the mid cross one more
         ),
         Strategy(
             "bollinger_breakout",
             (ParamSpec("window", "int", 5, 500), ParamSpec("k", "float", 0.5, 4.0)),
             _bollinger_breakout,
+            lambda p: int(p["window"]),  # the band needs window − 1 bars; the mid cross one more
         ),
         Strategy(
             "liquidity_sweep",
@@ -161,6 +191,7 @@ STRATEGIES: dict[str, Strategy] = {
                 ParamSpec("max_hold", "int", 1, 1000),
             ),
             _liquidity_sweep,
+            lambda p: int(p["lookback"]),  # the prior lookback-bar extreme
         ),
     )
 }

@@ -1,5 +1,12 @@
-"""Holdout validation: choose among the best feasible training trials by their score on data the
-optimiser never saw. A candidate must trade out of sample with a defined score to be chosen."""
+"""Holdout validation, with the holdout touched once.
+
+The configuration is chosen on the training range alone: the best training trial, or with
+`folds` > 1 the one of the best `TOP_K` training trials whose mean score over that many
+consecutive slices of the training range is highest (a preference for parameters that work
+across the whole training period over ones that won on one stretch of it). The holdout then
+scores that one configuration, once, and that score is the out-of-sample figure reported. No
+choice is ever made on the holdout, so its figure is not flattered by selection.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +21,19 @@ import numpy as np
 from app.engine.backtest import Costs
 from app.engine.candles import Candles
 from app.engine.optimise import TrialRecord, evaluate
+from app.engine.ranges import for_strategy
 from app.engine.strategies import Strategy
 
 TOP_K = 5
 
 
+def split_at(n_bars: int, holdout_fraction: float) -> int:
+    """The first holdout bar's index."""
+    return round(n_bars * (1.0 - holdout_fraction))
+
+
 def split(candles: Candles, holdout_fraction: float) -> tuple[Candles, Candles]:
-    cut = round(len(candles) * (1.0 - holdout_fraction))
+    cut = split_at(len(candles), holdout_fraction)
     return candles[:cut], candles[cut:]
 
 
@@ -30,70 +43,50 @@ def scaled_min_trades(min_trades: int, bars: int, training_bars: int) -> int:
 
 
 @dataclass
-class Validation:
-    params: dict[str, Any]
-    train_score: float | None
-    validation_score: float | None
-    train_metrics: dict[str, Any]
-    validation_metrics: dict[str, Any]
+class Choice:
+    trial: TrialRecord
     fold_scores: list[float | None]
     candidates: list[dict[str, Any]]
-    trial: TrialRecord
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.trial.params
 
 
-def validate(
-    holdout: Candles,
+def choose(
+    data: Candles,
+    train_end: int,
     strategy: Strategy,
     top: list[TrialRecord],
     *,
     objective: str,
     costs: Costs,
     folds: int = 0,
-    min_trades: int = 1,
     should_stop: Callable[[], None] | None = None,
-) -> Validation | None:
-    """Score each of the top training trials on the holdout (and, with `folds` > 1, on that many
-    consecutive slices of it; their mean decides). Only candidates with at least `min_trades`
-    holdout trades and a defined score qualify; highest wins, ties go to the better training
-    score. None when no candidate qualifies. `should_stop` is called before each candidate (it
-    raises to stop), so a stop waits for one candidate's backtests at most."""
-    slices = [holdout[a:b] for a, b in _fold_bounds(len(holdout), folds)] if folds > 1 else []
-    candidates = []
+) -> Choice:
+    """The configuration to validate, chosen on the training bars `data[:train_end]` only.
+    `top` is the feasible training trials, best first. Without folds the best one wins; with
+    `folds` > 1 each of the first `TOP_K` is scored on every fold (each warmed on the training
+    bars before it) and the highest mean of its defined fold scores wins, ties going to the
+    better training score. `should_stop` is called before each candidate (it raises to stop)."""
+    if folds <= 1:
+        best = top[0]
+        return Choice(best, [], [{"trial": best.number, "train_score": best.score, "fold_mean": None}])
+    ranges = [for_strategy(data, a, b, strategy) for a, b in fold_bounds(train_end, folds)]
+    scored = []
     for record in top[:TOP_K]:
         if should_stop is not None:
             should_stop()
-        checked = evaluate(holdout, strategy, record.params, costs, objective, min_trades)
-        fold_scores = [evaluate(s, strategy, record.params, costs, objective).score for s in slices]
+        fold_scores = [evaluate(r, strategy, record.params, costs, objective).score for r in ranges]
         defined = [s for s in fold_scores if s is not None]
-        decide = float(np.mean(defined)) if slices and defined else checked.score
-        candidates.append((decide, record, checked, fold_scores))
-    summary = [
-        {
-            "trial": c[1].number,
-            "train_score": c[1].score,
-            "validation_score": c[2].score,
-            "validation_trades": int(c[2].metrics.get("n_trades") or 0),
-            "reason": c[2].reason,
-        }
-        for c in candidates
-    ]
-    qualified = [c for c in candidates if c[0] is not None and c[2].reason is None]
-    if not qualified:
-        return None
-    qualified.sort(key=lambda c: (-c[0], -(c[1].score or 0.0), c[1].number))
-    _, best, checked, fold_scores = qualified[0]
-    return Validation(
-        params=best.params,
-        train_score=best.score,
-        validation_score=checked.score,
-        train_metrics=best.metrics,
-        validation_metrics=checked.metrics,
-        fold_scores=fold_scores,
-        candidates=summary,
-        trial=best,
-    )
+        mean = float(np.mean(defined)) if defined else None
+        scored.append((mean, record, fold_scores))
+    ranked = sorted(scored, key=lambda c: (c[0] is None, -(c[0] or 0.0), -(c[1].score or 0.0), c[1].number))
+    mean, best, fold_scores = ranked[0]
+    summary = [{"trial": r.number, "train_score": r.score, "fold_mean": m} for m, r, _ in scored]
+    return Choice(best, fold_scores, summary)
 
 
-def _fold_bounds(n: int, folds: int) -> list[tuple[int, int]]:
+def fold_bounds(n: int, folds: int) -> list[tuple[int, int]]:
     edges = np.linspace(0, n, folds + 1).astype(int)
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b - a >= 2]
