@@ -258,7 +258,7 @@ def test_walk_forward_results_with_benchmark_windows_trades_and_statistics(
     for name in ("train", "validation"):
         assert shown[f"excess_{name}"] == config["excess"][name]["total_return"]
     verdict = browser.evaluate("(v => ({text: v.textContent, cls: v.className, tags: v.children.length}))(verdict)")
-    assert verdict == {"text": s["verdict"], "cls": "overfit" if s["overfit"] else "", "tags": 0}
+    assert verdict == {"text": s["verdict"], "cls": "kind-" + s["kind"], "tags": 0}
 
     windows = browser.evaluate(
         "[...document.querySelectorAll('#windows tr[data-window]')].map(tr => [+tr.dataset.window, "

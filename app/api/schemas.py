@@ -245,6 +245,13 @@ class Statistics(BaseModel):
     verdict: str = ""
     overfit: bool = False
     reason: str | None = None
+    kind: Literal["no_edge", "does_not_survive", "worth_a_closer_look"] | None = Field(
+        None,
+        description="no_edge: no edge even in training; does_not_survive: an edge in training that does not "
+        "survive out of sample or the statistics of the search; worth_a_closer_look: it survives them "
+        "(null for configurations saved before verdicts had kinds)",
+    )
+    n_feasible: int | None = Field(None, description="trials that were eligible (enough trades, defined score)")
 
 
 class ConfigurationDetail(Configuration):

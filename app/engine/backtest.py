@@ -14,6 +14,10 @@ a quantity; docs/backtesting.md explains it):
   the final close-out). Over a trade entered with equity E at price p0, equity at price p is
   E·(1 − c + side·(p/p0 − 1)); the trade's return is E_after_exit / E_before_entry − 1, so
   compounding the trades' returns (flat periods earn nothing) gives the final equity exactly.
+- Stops: `exits[i]`, where finite, is a price within bar i's range at which the position held
+  during bar i was closed within that bar (a resting stop order). The trade then ends at that
+  price instead of the next open, equity at bar i's close is after that exit, and the position
+  decided on bar i's close must differ from the one held during it.
 - Ruin: equity is marked at every open and close of a trade's bars and after each fill. The
   first mark at or below 0 ends the run: that trade is closed there with a return of −100 %,
   equity is 0 from that bar on, and later positions are ignored.
@@ -89,6 +93,29 @@ def checked_positions(positions: Any, n: int) -> np.ndarray:
     return p.astype(np.float64)
 
 
+def checked_exits(exits: Any, candles: Candles, positions: np.ndarray, held: np.ndarray) -> np.ndarray | None:
+    """Stop exits as float64 (NaN: none), or InvalidPositions naming the first bad one."""
+    if exits is None:
+        return None
+    x = np.asarray(exits, dtype=np.float64)
+    if x.shape != positions.shape:
+        raise InvalidPositions(f"exit prices must be one value per candle: got shape {x.shape}")
+    at = np.flatnonzero(~np.isnan(x))
+    if not len(at):
+        return None
+    with np.errstate(invalid="ignore"):
+        bad = ~((x[at] >= candles.low[at]) & (x[at] <= candles.high[at]))
+    bad |= held[at] == 0
+    bad |= positions[at] == held[at]
+    if bad.any():
+        i = int(at[np.argmax(bad)])
+        raise InvalidPositions(
+            f"exit price at bar {i} is {x[i]!r}: a stop exit must lie within the bar's low and high, close a "
+            "position held during the bar, and be followed by a different position"
+        )
+    return x
+
+
 def held_positions(positions: np.ndarray) -> np.ndarray:
     held = np.zeros(len(positions), dtype=np.float64)
     held[1:] = positions[:-1]
@@ -104,7 +131,9 @@ def _marks(price: np.ndarray, p0: np.ndarray, held: np.ndarray, c: float, out: n
     return m
 
 
-def simulate(candles: Candles, held: np.ndarray, costs: Costs) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def simulate(
+    candles: Candles, held: np.ndarray, costs: Costs, exits: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Equity at every close, the held positions (zero after ruin) and the trades."""
     n, c = len(held), costs.per_side
     edges = np.flatnonzero(np.diff(held, prepend=0.0, append=0.0))  # where the held side changes, in [0, n]
@@ -114,6 +143,11 @@ def simulate(candles: Candles, held: np.ndarray, costs: Costs) -> tuple[np.ndarr
     entry = candles.open[starts]
     exit_price = candles.open[np.minimum(ends, n - 1)]
     exit_price = np.where(ends < n, exit_price, candles.close[-1])
+    stopped = np.zeros(len(starts), dtype=bool)
+    if exits is not None and len(starts):
+        stop = exits[ends - 1]  # at the trade's last bar
+        stopped = ~np.isnan(stop)
+        exit_price = np.where(stopped, stop, exit_price)
     ratio = exit_price / entry
     ret = side * (ratio - 1.0) - c * (1.0 + ratio)
     growth = np.r_[1.0, np.cumprod(1.0 + ret)]  # equity before trade k is growth[k]
@@ -126,9 +160,14 @@ def simulate(candles: Candles, held: np.ndarray, costs: Costs) -> tuple[np.ndarr
         this = np.maximum(k - 1, 0)
         p0 = entry[this]
         mark_close = _marks(candles.close, p0, held, c)
+        last = ends[stopped] - 1
+        if len(last):  # a stopped bar is marked at its stop, and closes flat after the exit
+            mark_close[last] = _marks(exit_price[stopped], p0[last], held[last], c)
         mark_open = _marks(candles.open, p0, held, c, out=p0)
         equity = growth[k]
         np.multiply(growth[this], mark_close, out=equity, where=in_trade)
+        if len(last):
+            equity[last] = growth[k[last]]
     else:
         equity = np.ones(n)
     if len(starts) and ends[-1] == n:
@@ -143,20 +182,33 @@ def simulate(candles: Candles, held: np.ndarray, costs: Costs) -> tuple[np.ndarr
         bad_exit = np.flatnonzero(1.0 + ret <= 0)
         if len(bad_exit):
             b = int(ends[bad_exit[0]])
-            ruin.append((2 * b if b < n else 2 * n - 1, int(bad_exit[0])))
+            key = 2 * b - 1 if stopped[bad_exit[0]] else (2 * b if b < n else 2 * n - 1)  # a stop: in its bar
+            ruin.append((key, int(bad_exit[0])))
     if ruin:
         key, ruined = min(ruin)
         bar, exit_at = key // 2, key // 2 + key % 2
+        at_its_stop = bool(stopped[ruined]) and key == 2 * int(ends[ruined]) - 1
         equity[bar:] = 0.0
         held = held.copy()
         held[exit_at:] = 0.0
         keep = slice(0, ruined + 1)
         starts, side, entry = starts[keep], side[keep], entry[keep]
         ends, exit_price, ret = ends[keep].copy(), exit_price[keep].copy(), ret[keep].copy()
+        stopped = stopped[keep].copy()
+        stopped[-1] = False
         ends[-1] = exit_at
-        exit_price[-1] = candles.close[bar] if exit_at > bar else candles.open[bar]
+        if not at_its_stop:
+            exit_price[-1] = candles.close[bar] if exit_at > bar else candles.open[bar]
         ret[-1] = -1.0
-    trades = {"entry": starts, "exit": ends, "side": side, "entry_price": entry, "exit_price": exit_price, "ret": ret}
+    trades = {
+        "entry": starts,
+        "exit": ends,
+        "side": side,
+        "entry_price": entry,
+        "exit_price": exit_price,
+        "ret": ret,
+        "stopped": stopped[: len(starts)],
+    }
     return equity, held, trades
 
 
@@ -190,13 +242,16 @@ def metrics_of(candles: Candles, equity: np.ndarray, held: np.ndarray, trade_ret
     }
 
 
-def backtest(candles: Candles, positions: np.ndarray, costs: Costs = Costs()) -> BacktestResult:
-    """Validate the candles and positions, then simulate (see the module docstring)."""
+def backtest(
+    candles: Candles, positions: np.ndarray, costs: Costs = Costs(), exits: np.ndarray | None = None
+) -> BacktestResult:
+    """Validate the candles, positions and stop exits, then simulate (see the module docstring)."""
     n = len(candles)
     if n == 0:
         raise InvalidPositions("no candles to backtest")
     candles.validate()
-    held = held_positions(checked_positions(positions, n))
-    equity, held, trades = simulate(candles, held, costs)
+    wanted = checked_positions(positions, n)
+    held = held_positions(wanted)
+    equity, held, trades = simulate(candles, held, costs, checked_exits(exits, candles, wanted, held))
     metrics = metrics_of(candles, equity, held, trades["ret"])
     return BacktestResult(metrics=metrics, equity=equity, open_time=candles.open_time, trades=trades)

@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 
 from app.engine import stats
-from app.engine.backtest import Costs, backtest
+from app.engine.backtest import Costs
 from app.engine.candles import Candles
 from app.engine.errors import InvalidParams
 from app.engine.ranges import ScoredRange, as_range
@@ -112,8 +112,7 @@ def evaluate(
     min_trades: int = 1,
 ) -> Evaluation:
     """Backtest `params` on the range's bars, with signals warmed on the history in front."""
-    scored = as_range(scored)
-    result = backtest(scored.bars, scored.positions(strategy, params), costs)
+    result = as_range(scored).backtest(strategy, params, costs)
     returns = stats.bar_returns(result.equity)
     reason = infeasibility(result.metrics, objective, min_trades)
     return Evaluation(

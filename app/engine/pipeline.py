@@ -238,7 +238,7 @@ class _Run:
         return for_strategy(self.data, first, end, self.strategy)
 
     def run(self, scored: ScoredRange, params: dict[str, Any]):
-        return backtest(scored.bars, scored.positions(self.strategy, params), self.costs)
+        return scored.backtest(self.strategy, params, self.costs)
 
     def holdout(self) -> TrainingOutcome:
         spec, hooks, data = self.spec, self.hooks, self.data
@@ -313,6 +313,7 @@ class _Run:
         hooks.progress("data_preparation", 1.0, f"{len(data)} bars in {spec.windows} walk-forward windows")
         rows: list[dict[str, Any]] = []
         positions: list[np.ndarray] = []
+        exits: list[np.ndarray] = []
         last: tuple[OptimisationResult, TrialRecord, Window] | None = None
         pbos, all_trials, all_feasible = [], 0, 0
         for w in plan:
@@ -321,8 +322,9 @@ class _Run:
             result = self.search(train, w.index, f"window {w.index + 1} of {spec.windows}: ")
             best = result.top(1)[0]
             oos = self.scored(*w.out_of_sample)
-            oos_positions = oos.positions(self.strategy, best.params)
-            oos_bt = backtest(oos.bars, oos_positions, self.costs)
+            oos_positions, oos_exits = oos.orders(self.strategy, best.params)
+            oos_exits = np.full(len(oos), np.nan) if oos_exits is None else oos_exits
+            oos_bt = backtest(oos.bars, oos_positions, self.costs, oos_exits)
             is_bt = self.run(train, best.params)
             dsr, pbo = _search_statistics(result, stats.bar_returns(is_bt.equity))
             if pbo is not None:
@@ -330,6 +332,7 @@ class _Run:
             all_trials += len(result.trials)
             all_feasible += len(result.feasible())
             positions.append(oos_positions)
+            exits.append(oos_exits)
             rows.append(
                 {
                     "index": w.index,
@@ -353,7 +356,7 @@ class _Run:
         result, best, w_last = last
         first_oos, end = plan[0].out_of_sample[0], plan[-1].out_of_sample[1]
         oos_all = data[first_oos:end]
-        oos_bt = backtest(oos_all, np.concatenate(positions), self.costs)
+        oos_bt = backtest(oos_all, np.concatenate(positions), self.costs, np.concatenate(exits))
         head = self.scored(0, first_oos)
         head_bt = self.run(head, rows[0]["params"])
         last_is = self.scored(*w_last.in_sample)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from app.engine.backtest import BacktestResult, Costs, backtest
 from app.engine.candles import Candles
 from app.engine.strategies import Strategy
 
@@ -34,7 +35,16 @@ class ScoredRange:
         return len(self.context) - self.history
 
     def positions(self, strategy: Strategy, params: dict[str, Any]) -> np.ndarray:
-        return strategy.signals(self.context, params, self.history)[self.history :]
+        return self.orders(strategy, params)[0]
+
+    def orders(self, strategy: Strategy, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The scored bars' positions and stop exits (see `Strategy.orders`)."""
+        positions, exits = strategy.orders(self.context, params, self.history)
+        return positions[self.history :], None if exits is None else exits[self.history :]
+
+    def backtest(self, strategy: Strategy, params: dict[str, Any], costs: Costs) -> BacktestResult:
+        positions, exits = self.orders(strategy, params)
+        return backtest(self.bars, positions, costs, exits)
 
 
 def scored_range(data: Candles, first: int, end: int, history: int) -> ScoredRange:

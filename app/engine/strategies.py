@@ -70,11 +70,21 @@ class Strategy:
             raise InvalidParams(problem)
         return clean
 
+    def orders(self, candles: Candles, params: dict[str, Any], start: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """Positions for every bar (the bars before `start` are history only: flat), and the
+        price at which a stop closed the position within a bar (NaN elsewhere), or None for a
+        strategy without stops (see `backtest`)."""
+        made = self.compute(candles.validate(), params, start)
+        positions, exits = made if isinstance(made, tuple) else (made, None)
+        positions = positions.astype(np.int8)
+        positions[:start] = 0
+        if exits is not None:
+            exits[:start] = np.nan
+        return positions, exits
+
     def signals(self, candles: Candles, params: dict[str, Any], start: int = 0) -> np.ndarray:
         """Positions for every bar; the bars before `start` are history only (flat)."""
-        out = self.compute(candles.validate(), params, start).astype(np.int8)
-        out[:start] = 0
-        return out
+        return self.orders(candles, params, start)[0]
 
     @property
     def max_warmup(self) -> int:
@@ -128,10 +138,12 @@ def _rsi_reversion(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
     return _band_events(r, np.full(len(r), p["upper"]), np.full(len(r), p["lower"]), fifty, False, start)
 
 
-def _liquidity_sweep(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
+def _liquidity_sweep(c: Candles, p: dict[str, Any], start: int) -> tuple[np.ndarray, np.ndarray]:
     """A bar trades beyond the prior `lookback`-bar high (low) and closes back inside: take the
-    reversal. Exit at a stop `stop_pct` beyond the sweep bar's extreme (checked on closes'
-    bars' highs/lows, filled next open like any signal) or after `max_hold` bars."""
+    reversal at the next open. A stop rests `stop_pct` beyond the entry price: the trade is
+    closed within the first bar whose high (low) reaches it, at the stop, or at that bar's open
+    if the bar opened beyond it (a gap fills at the open, the worse price). Otherwise the trade
+    is closed at the open after `max_hold` bars. Only sweeps from `start` on are traded."""
     lookback, stop, max_hold = p["lookback"], p["stop_pct"] / 100.0, p["max_hold"]
     prior_high, prior_low = ind.shift(ind.rolling_max(c.high, lookback)), ind.shift(ind.rolling_min(c.low, lookback))
     with np.errstate(invalid="ignore"):
@@ -139,22 +151,34 @@ def _liquidity_sweep(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
         long_sweep = (c.low < prior_low) & (c.close > prior_low)
     entries = np.flatnonzero(short_sweep | long_sweep)
     entries = entries[entries >= start]
-    pos = np.zeros(len(c), dtype=np.int8)
-    n, busy_until = len(c), -1
+    n = len(c)
+    pos = np.zeros(n, dtype=np.int8)
+    exits = np.full(n, np.nan)
+    busy_until = -1
     for t in entries:
         if t <= busy_until:
             continue
+        if t + 1 >= n:  # no bar left to enter on
+            break
         side = -1 if short_sweep[t] else 1
+        entry = c.open[t + 1]
         end = min(t + max_hold, n - 1)
         window = slice(t + 1, end + 1)
         if side == -1:
-            hits = np.flatnonzero(c.high[window] >= c.high[t] * (1 + stop))
+            level = entry * (1 + stop)
+            hits = np.flatnonzero(c.high[window] >= level)
         else:
-            hits = np.flatnonzero(c.low[window] <= c.low[t] * (1 - stop))
-        exit_bar = t + 1 + hits[0] if len(hits) else end
-        pos[t:exit_bar] = side
-        busy_until = exit_bar
-    return pos
+            level = entry * (1 - stop)
+            hits = np.flatnonzero(c.low[window] <= level)
+        if len(hits):
+            hit = t + 1 + int(hits[0])
+            pos[t:hit] = side
+            exits[hit] = max(level, c.open[hit]) if side == -1 else min(level, c.open[hit])
+            busy_until = hit
+        else:
+            pos[t:end] = side
+            busy_until = end
+    return pos, exits
 
 
 STRATEGIES: dict[str, Strategy] = {

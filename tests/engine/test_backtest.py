@@ -73,6 +73,78 @@ def test_matches_reference_loop(data, fee, slip):
     assert result.metrics["n_trades"] == len(trades)
 
 
+def stop_exits(candles: Candles, positions: np.ndarray, seed: int, share: float) -> np.ndarray:
+    """Stop exits at random prices within the bar, on a share of the bars where they are allowed."""
+    rng = np.random.default_rng(seed)
+    held = np.r_[0, positions[:-1]]
+    exits = np.full(len(positions), np.nan)
+    where = np.flatnonzero((held != 0) & (positions != held) & (rng.random(len(positions)) < share))
+    exits[where] = candles.low[where] + rng.random(len(where)) * (candles.high[where] - candles.low[where])
+    return exits
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=market(), fee=st.floats(0, 50), seed=st.integers(0, 10_000), share=st.sampled_from([0.3, 1.0]))
+def test_stop_exits_match_reference_loop(data, fee, seed, share):
+    candles, positions = data
+    exits = stop_exits(candles, positions, seed, share)
+    costs = Costs(fee, 2)
+    result = backtest(candles, positions, costs, exits)
+    equity, trades = reference_backtest(candles, positions, costs, exits)
+    np.testing.assert_allclose(result.equity, equity, rtol=1e-9, atol=1e-12)
+    got = list(
+        zip(result.trades["entry"], result.trades["exit"], result.trades["side"], result.trades["ret"], strict=True)
+    )
+    assert len(got) == len(trades)
+    for (ge, gx, gs, gr), (re_, rx, rs, rr) in zip(got, trades, strict=True):
+        assert (ge, gx, gs) == (re_, rx, rs)
+        assert gr == pytest.approx(rr, rel=1e-9, abs=1e-12)
+    assert np.prod(1.0 + result.trades["ret"]) == pytest.approx(result.equity[-1], rel=1e-9, abs=1e-12)
+
+
+def test_a_stop_fills_within_its_bar():
+    """Long at 100 (bar 1's open), stopped at 97 inside bar 2: the trade returns −3 %, and the
+    equity at bar 2's close is after the exit, whatever the close."""
+    t = 1_700_000_000_000 + 60_000 * np.arange(4, dtype=np.int64)
+    c = Candles(
+        "1m",
+        t,
+        np.array([100.0, 100, 99, 90]),
+        np.array([100.0, 101, 99, 91]),
+        np.array([100.0, 99, 90, 89]),
+        np.array([100.0, 99, 91, 90]),
+        np.ones(4),
+    )
+    exits = np.array([np.nan, np.nan, 97.0, np.nan])
+    result = backtest(c, np.array([1, 1, 0, 0], dtype=np.int8), Costs(0, 0), exits)
+    assert list(result.trades["ret"]) == pytest.approx([-0.03])
+    assert list(result.trades["exit_price"]) == [97.0] and list(result.trades["stopped"]) == [True]
+    assert list(result.equity) == pytest.approx([1.0, 0.99, 0.97, 0.97])
+
+
+@pytest.mark.parametrize(
+    ("exits", "positions"),
+    [
+        ([np.nan, np.nan, 120.0, np.nan], [1, 1, 0, 0]),  # above the bar's high
+        ([np.nan, 99.5, np.nan, np.nan], [0, 0, 0, 0]),  # no position held during the bar
+        ([np.nan, np.nan, 97.0, np.nan], [1, 1, 1, 0]),  # the position does not change after it
+    ],
+)
+def test_a_bad_stop_exit_is_refused(exits, positions):
+    t = 1_700_000_000_000 + 60_000 * np.arange(4, dtype=np.int64)
+    c = Candles(
+        "1m",
+        t,
+        np.array([100.0, 100, 99, 90]),
+        np.array([100.0, 101, 99, 91]),
+        np.array([100.0, 99, 90, 89]),
+        np.array([100.0, 99, 91, 90]),
+        np.ones(4),
+    )
+    with pytest.raises(InvalidPositions, match="exit price at bar"):
+        backtest(c, np.array(positions, dtype=np.int8), Costs(0, 0), np.array(exits))
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=market(), fee=st.floats(0, 50))
 def test_trade_returns_compound_to_the_equity_curve(data, fee):

@@ -53,7 +53,7 @@ function renderStatus(job) {
   $("bar").value = job.percent;
   setText("percent", job.percent.toFixed(1) + " %");
   setText("iteration", job.iteration === null ? null : job.iteration + " / " + (job.n_iterations ?? "?"));
-  setText("best", num(job.best_score));
+  renderScore(job);
   setText("eta", job.eta_seconds === null ? null : duration(job.eta_seconds));
   setText("attempts-count", job.attempts);
   setText("created", when(job.created_at));
@@ -83,6 +83,14 @@ function renderStatus(job) {
     setText("error-message", job.error.message);
     setText("error-hint", HINTS[job.error.type] || DEFAULT_HINT);
   }
+}
+
+// The headline score: the saved configuration's own (its out-of-sample score) once there is one,
+// never the best training trial's beside it.
+function renderScore(job) {
+  const cfg = page.configuration;
+  setText("best-label", cfg ? "Out-of-sample score" : "Best training score");
+  setText("best", num(cfg ? cfg.score : job.best_score));
 }
 
 function renderHeader(job) {
@@ -273,7 +281,7 @@ function renderStatistics(cfg) {
     ? stats.verdict
     : overfit ? "Overfitting suspected" + (reason ? ": " + reason : ".")
               : "No overfitting detected by the validation check.";
-  $("verdict").className = overfit ? "overfit" : "";
+  $("verdict").className = stats && stats.kind ? "kind-" + stats.kind : overfit ? "overfit" : "";
   setText("verdict", verdict);
   const excess = field(cfg, "excess");
   const nTrials = stats ? stats.n_trials : field(cfg, "n_trials");
@@ -367,6 +375,7 @@ async function loadResults(job) {
     api("GET", "/api/v2/training/configurations/" + encodeURIComponent(job.configuration_id)), loadTrials(),
   ]);
   page.configuration = cfg;
+  renderScore(job);
   $("results").hidden = false;
   renderEquity(cfg);
   renderTrials(trials);
