@@ -111,6 +111,10 @@ def test_succeeded_job_page_shows_the_api_numbers(api_url, http, db, workers, br
     assert params == config["params"]
     verdict = browser.evaluate("document.getElementById('verdict').textContent")
     assert verdict == config["statistics"]["verdict"] and verdict
+    # The headline is the saved configuration's own score, not the best training trial's.
+    assert browser.evaluate("document.getElementById('best-label').textContent") == "Out-of-sample score"
+    shown_score = browser.evaluate("document.getElementById('best').textContent")
+    assert shown_score == ("–" if config["score"] is None else f"{config['score']:.3f}")
     dsr = browser.evaluate("document.querySelector('#stats tr[data-stat=deflated_sharpe] td.num').dataset.value")
     assert float(dsr) == config["statistics"]["deflated_sharpe"]
     assert browser.evaluate("document.getElementById('windows-panel').hidden") is True  # a holdout has none
