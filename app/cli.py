@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from redis.exceptions import RedisError
@@ -159,11 +161,35 @@ def cmd_follow(args: argparse.Namespace, settings: Settings) -> int:
         progress_line.snapshot(settings, args.job_id)
     except JobError as exc:
         raise CliError(exc.message) from None
+    stopped = _stop_on_signals()
     try:
         return progress_line.follow(lambda: progress_line.snapshot(settings, args.job_id), sys.stdout, args.interval)
-    except KeyboardInterrupt:
+    except _Stopped as stop:
         print("\nstopped following; the job carries on", file=sys.stderr)
-        return 130
+        return 128 + stop.signum
+    finally:
+        stopped()
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def _stop_on_signals() -> Callable[[], None]:
+    """SIGINT and SIGTERM stop following, also where SIGINT came in ignored (a script's
+    background command, CI) and without a terminal. Returns what puts the old handlers back."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:

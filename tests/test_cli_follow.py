@@ -4,8 +4,11 @@ settings read from systemd's credentials directory."""
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 import sys
+
+import pytest
 
 from app import progress_line
 from app.models import Job
@@ -91,3 +94,29 @@ def test_secrets_come_from_the_credentials_directory(clean, tmp_path):
     (creds / "database_url").write_text("postgresql+psycopg://trad@127.0.0.1:1/trad")
     down = trad(clean, "jobs", "list", env={**env_without, "CREDENTIALS_DIRECTORY": str(creds)})
     assert down.returncode == 3 and "PostgreSQL is unreachable" in down.stderr
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_follow_stops_on_a_signal_without_a_terminal(clean, db, signum, status):
+    """From a script or under `timeout`: no terminal, and SIGINT inherited as ignored (as a
+    non-interactive shell leaves it for a background command). Following still stops."""
+    job = submit_smoke(db, clean)  # queued, no worker: it would be followed forever
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "jobs", "follow", str(job.id), "--interval", "0.2"],
+        cwd=ROOT,
+        env=process_env(clean),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert follower.stdout.readline().startswith("queued")  # it is following
+        follower.send_signal(signum)
+        out, err = follower.communicate(timeout=10)
+    finally:
+        follower.kill()
+    assert follower.returncode == status, (out, err)
+    assert "stopped following; the job carries on" in err
+    assert db.get(Job, job.id).status == "queued"
