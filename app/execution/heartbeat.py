@@ -3,6 +3,7 @@ few seconds. The reaper declares an attempt lost when this stops."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import signal
@@ -32,12 +33,16 @@ class Heartbeat(threading.Thread):
         self.stall_timeout_s = stall_timeout_s
         self._last_progress = last_progress  # callable → monotonic time of the last progress report
         self._began = time.monotonic()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.reason: str | None = None
         self._last_beat = 0.0
+        self._context = contextvars.copy_context()  # the job's: its lines carry the job id
 
     def run(self) -> None:
-        while not self._stop.wait(min(self._settings.heartbeat_interval_s, 1.0)):
+        self._context.run(self._run)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(min(self._settings.heartbeat_interval_s, 1.0)):
             now = time.monotonic()
             if now - self._last_beat >= self._settings.heartbeat_interval_s:
                 self.beat()
@@ -62,4 +67,4 @@ class Heartbeat(threading.Thread):
             log.warning("heartbeat not written: %s", exc)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
