@@ -2,11 +2,14 @@
 
 A deployed release has no git checkout: the deploy script writes the commit into a `RELEASE`
 file at the root of the release. A checkout asks git. Failing both, the package version alone.
+The package version is the one in the `pyproject.toml` beside the running code (a release is not
+installed into its virtualenv as a package), else the installed package's metadata.
 """
 
 from __future__ import annotations
 
 import subprocess
+import tomllib
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -15,7 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RELEASE_FILE = ROOT / "RELEASE"
 
 
-def package_version() -> str:
+def package_version(root: Path = ROOT) -> str:
+    try:
+        version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+        if isinstance(version, str) and version:
+            return version
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        pass
     try:
         return metadata.version("trad")
     except metadata.PackageNotFoundError:
@@ -44,8 +53,8 @@ def _commit(root: Path) -> str | None:
 
 def code_version(root: Path = ROOT) -> str:
     """`<package version>+<commit>` (e.g. `0.1.0+3f2a9c1b7d4e`), or the package version alone."""
-    commit = _commit(root)
-    return f"{package_version()}+{commit}" if commit else package_version()
+    commit, version = _commit(root), package_version(root)
+    return f"{version}+{commit}" if commit else version
 
 
 @lru_cache(maxsize=1)
