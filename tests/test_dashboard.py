@@ -47,3 +47,16 @@ def test_dashboard_reports_a_wrong_token(api_url, tmp_path):
     dom = render(f"{api_url}/dashboard#token=wrong", tmp_path)
     assert "401 missing or invalid bearer token" in dom
     assert "data-job-id" not in dom
+
+
+def test_api_docs_render_from_this_server_alone(api_url, tmp_path):
+    """Swagger UI is vendored: the page loads nothing from elsewhere, keeps the dashboard's CSP
+    and renders this API's routes in a browser with no internet. No /redoc (it needs a CDN)."""
+    page = httpx.get(api_url + "/docs")
+    assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
+    sources = [line for line in page.text.splitlines() if "src=" in line or "href=" in line]
+    assert sources and all('"/dashboard/static/' in line for line in sources), sources
+    assert httpx.get(api_url + "/redoc").status_code == 404
+    assert httpx.get(api_url + "/openapi.json").json()["info"]["title"] == "trad"  # no token: not a secret
+    dom = render(f"{api_url}/docs", tmp_path)
+    assert "/api/v2/training/start" in dom and "/api/v2/training/jobs/{job_id}/progress" in dom

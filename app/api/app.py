@@ -83,7 +83,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="trad", version="2", summary="Training jobs for trading strategies", lifespan=lifespan)
+    # /docs is served by the dashboard router from vendored assets (no CDN); no /redoc.
+    app = FastAPI(
+        title="trad",
+        version="2",
+        summary="Training jobs for trading strategies",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     configure_pool(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_pre_ping)
     app.state.read_pool = LoopPool(settings.database_url, settings.db_read_pool_size)

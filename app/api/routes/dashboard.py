@@ -38,6 +38,14 @@ def dashboard() -> HTMLResponse:
     return HTMLResponse(_page("dashboard.html"), headers=HEADERS)
 
 
+@router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+def docs() -> HTMLResponse:
+    """The API reference (Swagger UI, vendored) for /openapi.json. Both are served without a
+    token: the schema describes the routes and holds no data, and every route it describes still
+    needs the token (Swagger UI's Authorize button takes it)."""
+    return HTMLResponse(_page("docs.html"), headers=HEADERS)
+
+
 @router.get("/dashboard/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
 def job_page(job_id: uuid.UUID) -> HTMLResponse:
     """One job: the page reads the job id from its own path and everything else from the API."""
