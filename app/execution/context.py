@@ -16,6 +16,7 @@ from app.clock import utcnow
 from app.db import autocommit_session_factory, transaction
 from app.execution import signals
 from app.execution.errors import TRANSIENT_DB_ERRORS, Canceled, Fenced, Preempted, WorkerLost
+from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
 from app.retry import retry_until
 from app.services import lifecycle
@@ -145,9 +146,14 @@ class JobContext:
         self.last_progress_monotonic = time.monotonic()
 
     def set_resumed_from(self, iteration: int) -> None:
-        self.run(
-            lambda s: jobs_repo.update_if_owned(s, self.job_id, self.attempt_id, {"resumed_from_iteration": iteration})
-        )
+        """The attempt resumes after `iteration` persisted trials: on the job, and on the attempt
+        (its "from trial" in the attempt history)."""
+
+        def write(session) -> None:
+            if jobs_repo.update_if_owned(session, self.job_id, self.attempt_id, {"resumed_from_iteration": iteration}):
+                attempts_repo.set_start_iteration(session, self.attempt_id, iteration)
+
+        self.run(write)
 
 
 def _sleep_unless_stopped(seconds: float) -> None:

@@ -51,6 +51,10 @@ def is_stale(attempt: Attempt, heartbeat_before: datetime) -> bool:
     return attempt.status == AttemptStatus.RUNNING and attempt.heartbeat_at < heartbeat_before
 
 
+def set_start_iteration(session: Session, attempt_id: int, iteration: int) -> None:
+    session.execute(update(Attempt).where(Attempt.id == attempt_id).values(start_iteration=iteration))
+
+
 def touch_heartbeat(session: Session, attempt_id: int, now: datetime) -> None:
     session.execute(
         update(Attempt)

@@ -49,6 +49,7 @@ def test_sigterm_checkpoints_and_resumes_without_using_an_attempt(client, db, lo
     history = attempts(db, job_id)
     assert [a.status for a in history] == [AttemptStatus.PREEMPTED, AttemptStatus.SUCCEEDED]
     assert final.resumed_from_iteration == done_at_stop >= before
+    assert [a.start_iteration for a in history] == [0, done_at_stop]  # the job page's "from trial"
     assert trial_numbers(db, job_id) == list(range(300)), "trials continue, not restart"
     assert config_count(db, job_id) == 1
     print(f"\nSIGTERM: {before} trials seen before the signal, {done_at_stop} kept; work lost ≤ 1 iteration")
