@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, MAX_COST_BPS
 from app.kinds import smoke, training
 from app.kinds.limits import Limits
 
@@ -96,6 +97,9 @@ class Settings(BaseSettings):
     # straight into arrays, with a stop check between chunks; and an optional address-space
     # limit for each job process (0 = none; the units' MemoryMax is the production bound).
     max_bars_per_job: int = Field(2_000_000, ge=1)
+    # The costs of a training job that names none, in basis points of each fill's notional.
+    default_fee_bps: float = Field(DEFAULT_FEE_BPS, ge=0, le=MAX_COST_BPS, allow_inf_nan=False)
+    default_slippage_bps: float = Field(DEFAULT_SLIPPAGE_BPS, ge=0, le=MAX_COST_BPS, allow_inf_nan=False)
     candle_chunk_bars: int = Field(50_000, ge=100)
     job_memory_limit_mb: int = Field(0, ge=0)
 

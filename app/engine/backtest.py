@@ -44,30 +44,12 @@ from typing import Any
 import numpy as np
 
 from app.engine.candles import YEAR_MS, Candles
-from app.engine.errors import InvalidCosts, InvalidPositions
+from app.engine.costs import Costs
+from app.engine.errors import InvalidPositions
+
+__all__ = ["Costs", "BacktestResult", "backtest"]
 
 MIN_ANNUALISED_DAYS = 90  # CAGR and Calmar need at least this calendar span
-DEFAULT_FEE_BPS = 10.0
-DEFAULT_SLIPPAGE_BPS = 2.0
-MAX_COST_BPS = 1000.0  # the most a job may ask for each of fee and slippage (10 % of a fill)
-
-
-@dataclass(frozen=True)
-class Costs:
-    fee_bps: float = DEFAULT_FEE_BPS
-    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
-
-    def __post_init__(self) -> None:
-        for name in ("fee_bps", "slippage_bps"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise InvalidCosts(f"{name} must be a finite number ≥ 0, got {value!r}")
-        if self.per_side >= 1:
-            raise InvalidCosts("fee_bps + slippage_bps must be below 10000 (100 % of a fill)")
-
-    @property
-    def per_side(self) -> float:
-        return (self.fee_bps + self.slippage_bps) / 10_000.0
 
 
 @dataclass

@@ -20,6 +20,7 @@ from app.engine import stats
 from app.engine.backtest import Costs, backtest
 from app.engine.benchmark import buy_and_hold, excess
 from app.engine.candles import TIMEFRAMES, Candles, resample
+from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS
 from app.engine.errors import NoViableConfiguration, TrainingInputError
 from app.engine.optimise import (
     OBJECTIVES,
@@ -55,8 +56,8 @@ class TrainingSpec:
     objective: str = "sharpe"
     holdout_fraction: float = 0.2
     folds: int = 0
-    fee_bps: float = 10.0
-    slippage_bps: float = 2.0
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     min_trades: int | None = None
     validation_mode: str = "holdout"
     windows: int = 5

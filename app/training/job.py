@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS
 from app.engine.errors import NoViableConfiguration as EngineNoViableConfiguration
 from app.engine.errors import TrainingInputError
 from app.engine.optimise import TrialRecord
@@ -118,6 +119,9 @@ def spec_from_params(params: dict) -> TrainingSpec:
         holdout_fraction=float(params.get("holdout_fraction", 0.2)),
         folds=int(params.get("folds", 0)),
         min_trades=params.get("min_trades"),
+        # A job accepted before costs could be named was run at the engine's defaults.
+        fee_bps=float(params.get("fee_bps", DEFAULT_FEE_BPS)),
+        slippage_bps=float(params.get("slippage_bps", DEFAULT_SLIPPAGE_BPS)),
         validation_mode=validation.get("mode", "holdout"),
         windows=int(validation.get("windows", 5)),
         anchored=bool(validation.get("anchored", False)),
