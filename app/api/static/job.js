@@ -280,7 +280,7 @@ function renderMetrics(cfg) {
     ? "CAGR and Calmar are yearly figures, given only over 90 days or more: compounded to a year, a few days' " +
       "return would read as a large yearly one. Total return is what happened."
     : days !== null && days < 365
-      ? "CAGR and Calmar annualise: over a validation range of " + Math.round(days) +
+      ? "CAGR and Calmar annualise: over a validation range of " + (days < 2 ? days.toFixed(1) : Math.round(days)) +
         " days a small return becomes a large yearly figure. Total return is what happened."
       : "");
 }
