@@ -47,7 +47,7 @@ from app.engine.candles import YEAR_MS, Candles
 from app.engine.costs import Costs
 from app.engine.errors import InvalidPositions
 
-__all__ = ["Costs", "BacktestResult", "backtest"]
+__all__ = ["BacktestResult", "Costs", "backtest"]
 
 MIN_ANNUALISED_DAYS = 90  # CAGR and Calmar need at least this calendar span
 
