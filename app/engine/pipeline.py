@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.engine import stats
-from app.engine.backtest import Costs, backtest
+from app.engine.backtest import MIN_ANNUALISED_DAYS, Costs, backtest
 from app.engine.benchmark import buy_and_hold, excess
 from app.engine.candles import TIMEFRAMES, Candles, resample
 from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS
@@ -190,6 +190,13 @@ class _Run:
 
     def search(self, train: ScoredRange, window: int, label: str) -> OptimisationResult:
         spec, total = self.spec, self.spec.total_iterations
+        days = train.bars.span_years * 365.25
+        if spec.objective == "calmar" and days < MIN_ANNUALISED_DAYS:
+            where = f"window {window + 1}'s in-sample range" if label else "the training range"
+            raise TrainingInputError(
+                f"the calmar objective needs at least {MIN_ANNUALISED_DAYS} days to annualise, and {where} spans "
+                f"{days:.1f} days: use sharpe or total_return, or a longer range"
+            )
         mine = [t for t in self.completed if t.window == window]
 
         def on_trial(trial: TrialRecord) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from app.engine.backtest import Costs, backtest
 from app.engine.candles import TIMEFRAMES, YEAR_MS, Candles, synthetic
+from app.engine.errors import TrainingInputError
 from app.engine.pipeline import TrainingSpec, run_training
 from app.engine.ranges import for_strategy
 from app.engine.strategies import get_strategy
@@ -169,3 +170,20 @@ def test_the_jobs_costs_price_its_holdout_as_the_reference_loop_does(fee_bps, sl
     gross = {c: o.benchmark_metrics["validation"]["total_return"] for c, o in outcomes.items()}
     for costs, total in gross.items():
         assert total == pytest.approx(ratio - 1.0 - costs.per_side * (1.0 + ratio), rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["holdout", "walk_forward"])
+def test_the_calmar_objective_on_a_short_range_fails_at_once_saying_why(mode):
+    """Calmar is undefined under 90 days, so every trial would be infeasible: the job says so
+    before running any."""
+    hooks = Hooks()
+    spec = TrainingSpec("sma_crossover", "X", "1h", 5, seed=1, objective="calmar", validation_mode=mode)
+    with pytest.raises(TrainingInputError, match="calmar objective needs at least 90 days"):
+        run_training(spec, synthetic(24 * 60, 1, timeframe="1h"), hooks)
+    assert hooks.saved == []
+    long = run_training(
+        TrainingSpec("sma_crossover", "X", "1h", 3, seed=1, objective="calmar", min_trades=1),
+        synthetic(24 * 150, 1, timeframe="1h"),
+        Hooks(),
+    )
+    assert long.train_metrics["calmar"] is not None
