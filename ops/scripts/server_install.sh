@@ -367,7 +367,7 @@ ensure_tls() {
 }
 
 ensure_proxy() {
-  local tmp changed=0
+  local tmp sized line changed=0
   tmp=$(mktemp)
   sed -e "s|@API_PORT@|$(api_port)|g" -e "s|@TLS_DIR@|$TLS_DIR|g" "$SOURCE/ops/nginx/trad.conf" > "$tmp"
   if ! cmp -s "$tmp" "$NGINX_SITE"; then
@@ -381,6 +381,12 @@ ensure_proxy() {
   fi
   if [ -L /etc/nginx/sites-enabled/default ]; then
     rm -f /etc/nginx/sites-enabled/default
+    changed=1
+  fi
+  # Connections and open files for the API's progress streams; one line per change.
+  sized=$(bash "$SOURCE/ops/scripts/size_nginx.sh" /etc/nginx/nginx.conf)
+  if [ -n "$sized" ]; then
+    while read -r line; do log "nginx.conf: $line"; done <<<"$sized"
     changed=1
   fi
   nginx -t -q || die "nginx rejects its configuration; see: nginx -t"
