@@ -5,18 +5,26 @@
 # worker) and no `worker_rlimit_nofile` (a worker then has systemd's soft limit: 1,024 files).
 # Sized so that one worker alone carries the API's FOLLOW_MAX_STREAMS (10,000), whatever the
 # number of workers and however unevenly they share connections:
+#   worker_rlimit_nofile 65536   open files per worker (set by nginx itself, as root)
 #   worker_connections   24576   2 x 10,000 streams, and 4,576 for every other request
-#   worker_rlimit_nofile 65536   open files per worker (the master sets it, as root)
-# It only raises: larger values an operator set are kept. It edits nginx.conf in place, line by
-# line, and prints one line per change (nothing when nothing changed); it fails if the file has
-# no events block.
+# A worker cannot be given more files than the hard limit nginx runs under (MAX_FILES: a
+# container's, or a unit's LimitNOFILE=, may be lower): the limit is then MAX_FILES and the
+# connections 1,024 fewer. It only raises: larger values an operator set are kept. It edits
+# nginx.conf in place, line by line, and prints one line per change (nothing when nothing
+# changed); it fails if the file has no events block.
 #
-# Usage: size_nginx.sh [NGINX_CONF]   (default /etc/nginx/nginx.conf)
+# Usage: size_nginx.sh NGINX_CONF [MAX_FILES]
 set -Eeuo pipefail
 
-CONF=${1:-/etc/nginx/nginx.conf}
-WORKER_CONNECTIONS=24576
+CONF=$1
+MAX_FILES=${2:-65536}
 RLIMIT_NOFILE=65536
+WORKER_CONNECTIONS=24576
+[[ "$MAX_FILES" =~ ^[0-9]+$ ]] || MAX_FILES=$RLIMIT_NOFILE  # "unlimited"
+if [ "$MAX_FILES" -lt "$RLIMIT_NOFILE" ]; then
+  RLIMIT_NOFILE=$MAX_FILES
+  WORKER_CONNECTIONS=$((MAX_FILES - 1024))
+fi
 
 die() { printf '[server] error: %s\n' "$*" >&2; exit 1; }
 

@@ -139,9 +139,9 @@ http {
 """
 
 
-def size_nginx(conf: Path) -> str:
+def size_nginx(conf: Path, *max_files: str) -> str:
     script = ROOT / "ops/scripts/size_nginx.sh"
-    result = subprocess.run(["bash", str(script), str(conf)], capture_output=True, text=True)
+    result = subprocess.run(["bash", str(script), str(conf), *max_files], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -176,6 +176,24 @@ def test_nginx_is_sized_for_the_apis_streams_once_and_never_lowered(tmp_path: Pa
         conf.read_text()
         == "worker_processes 2;\nworker_rlimit_nofile 65536;\nevents {\n\tworker_connections 24576;\n}\nhttp {\n}\n"
     )
+
+
+def test_nginx_is_sized_within_the_open_files_it_may_have(tmp_path: Path):
+    """Under a lower hard limit (a container's), the workers get that limit and 1,024 fewer
+    connections: a limit nginx cannot set would leave them at 1,024 files."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(DEBIAN_NGINX_CONF)
+    assert size_nginx(conf, "20000").splitlines() == [
+        "worker_connections 18976 (was 768)",
+        "worker_rlimit_nofile 20000 (was unset)",
+    ]
+    assert size_nginx(conf, "20000") == ""
+    # The same server with a higher limit later: raised to the full size.
+    assert size_nginx(conf, "524288").splitlines() == [
+        "worker_connections 24576 (was 18976)",
+        "worker_rlimit_nofile 65536 (was 20000)",
+    ]
+    assert size_nginx(conf, "unlimited") == ""
 
 
 def test_nginx_without_an_events_block_is_refused(tmp_path: Path):
