@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, MAX_COST_BPS
@@ -38,6 +39,12 @@ class Settings(BaseSettings):
     api_token: SecretStr = SecretStr("")
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # The reverse proxy in front of the API (nginx on loopback when deployed): only a connection
+    # from one of these addresses or networks may name the client (X-Forwarded-For) and the
+    # scheme (X-Forwarded-Proto); anyone else is taken at its own address. Empty: nobody.
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1", description="comma-separated addresses or networks of trusted reverse proxies"
+    )
     log_level: str = "INFO"
     # `make dev` only: the ports of the throwaway PostgreSQL and Redis it starts.
     dev_postgres_port: int = 55432
@@ -111,6 +118,21 @@ class Settings(BaseSettings):
     smoke_max_attempts: int = Field(smoke.DEFAULT_LIMITS.max_attempts, ge=1, le=100)
     smoke_timeout_s: int = Field(smoke.DEFAULT_LIMITS.timeout_s, ge=10)
     smoke_stall_timeout_s: int = Field(smoke.DEFAULT_LIMITS.stall_timeout_s, ge=1)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        """Addresses or networks only: a host name or `*` would let any client name itself."""
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(f"FORWARDED_ALLOW_IPS: {item!r} is not an IP address or network") from None
+        return value
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return [part.strip() for part in self.forwarded_allow_ips.split(",") if part.strip()]
 
     @model_validator(mode="after")
     def _liveness_bounds(self) -> Settings:
