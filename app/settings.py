@@ -11,8 +11,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, MAX_COST_BPS
-from app.kinds import smoke, training
-from app.kinds.limits import Limits
 
 DEFAULT_ENV_FILE = "/etc/trad/trad.env"
 
@@ -110,14 +108,14 @@ class Settings(BaseSettings):
     candle_chunk_bars: int = Field(50_000, ge=100)
     job_memory_limit_mb: int = Field(0, ge=0)
 
-    # Per job kind (defaults are the kind's own): attempts before failing, hard timeout of one
+    # Per job kind (each kind reads its own in `app.kinds`): attempts before failing, hard timeout of one
     # attempt, and the longest time without progress before an attempt counts as stalled.
-    training_max_attempts: int = Field(training.DEFAULT_LIMITS.max_attempts, ge=1, le=100)
-    training_timeout_s: int = Field(training.DEFAULT_LIMITS.timeout_s, ge=10)
-    training_stall_timeout_s: int = Field(training.DEFAULT_LIMITS.stall_timeout_s, ge=1)
-    smoke_max_attempts: int = Field(smoke.DEFAULT_LIMITS.max_attempts, ge=1, le=100)
-    smoke_timeout_s: int = Field(smoke.DEFAULT_LIMITS.timeout_s, ge=10)
-    smoke_stall_timeout_s: int = Field(smoke.DEFAULT_LIMITS.stall_timeout_s, ge=1)
+    training_max_attempts: int = Field(3, ge=1, le=100)
+    training_timeout_s: int = Field(30 * 60, ge=10)
+    training_stall_timeout_s: int = Field(5 * 60, ge=1)
+    smoke_max_attempts: int = Field(2, ge=1, le=100)
+    smoke_timeout_s: int = Field(120, ge=10)
+    smoke_stall_timeout_s: int = Field(60, ge=1)
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -144,14 +142,6 @@ class Settings(BaseSettings):
     @property
     def api_token_value(self) -> str:
         return self.api_token.get_secret_value()
-
-    @property
-    def kind_limits(self) -> dict[str, Limits]:
-        """The limits of each job kind, by kind name: the one mapping from settings to kinds."""
-        return {
-            training.NAME: Limits(self.training_max_attempts, self.training_timeout_s, self.training_stall_timeout_s),
-            smoke.NAME: Limits(self.smoke_max_attempts, self.smoke_timeout_s, self.smoke_stall_timeout_s),
-        }
 
 
 @lru_cache(maxsize=1)
