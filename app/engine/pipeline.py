@@ -36,7 +36,6 @@ from app.engine.report import Evidence, equity_curve, judge, stitch, trade_list
 from app.engine.strategies import Strategy, get_strategy
 from app.engine.validate import TOP_K, choose, scaled_min_trades, split_at
 from app.engine.walkforward import Window, windows
-from app.release import current_code_version
 
 MIN_BARS = 200
 VALIDATION_MODES = ("holdout", "walk_forward")
@@ -116,7 +115,6 @@ class TrainingOutcome:
     excess: dict[str, Any] = field(default_factory=dict)
     statistics: dict[str, Any] = field(default_factory=dict)
     param_importances: dict[str, float] = field(default_factory=dict)
-    code_version: str = field(default_factory=current_code_version)
 
 
 def no_viable(trials: list[TrialRecord], min_trades: int, where: str) -> NoViableConfiguration:

@@ -20,6 +20,7 @@ from app.engine.pipeline import TrainingOutcome, TrainingSpec, run_training
 from app.engine.report import json_safe
 from app.execution.context import JobContext
 from app.execution.errors import Fenced, JobInputError
+from app.release import current_code_version
 from app.repositories import configurations as configurations_repo
 from app.repositories import trials as trials_repo
 from app.services import candles as candles_service
@@ -210,7 +211,7 @@ def _writer(job_id: uuid.UUID, spec: TrainingSpec, outcome: TrainingOutcome):
             data_start=_ms(outcome.data_start_ms),
             data_end=_ms(outcome.data_end_ms),
             seed=spec.seed,
-            code_version=outcome.code_version,
+            code_version=current_code_version(),
         )
 
     return write
