@@ -227,10 +227,6 @@ def oldest_queued_age_s(session: Session) -> float:
     return float(age or 0)
 
 
-def set_dispatch(session: Session, job_id: uuid.UUID, rq_job_id: str, now: datetime) -> None:
-    session.execute(update(Job).where(Job.id == job_id).values(rq_job_id=rq_job_id, enqueued_at=now))
-
-
 def due_queued(session: Session, now: datetime, enqueued_before: datetime, limit: int = 500) -> Sequence[Job]:
     """Queued rows a worker may take now that were dispatched long enough ago (or never)."""
     stmt = (
