@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 TIME_NAMES = ("timestamp", "time", "date", "datetime", "open_time")
@@ -115,7 +115,7 @@ def _header(fields: list[str], line: int) -> Layout:
     """The layout a header names; an error for a header that is not one of ours."""
     names = [f.lower() for f in fields]
     if names == KLINE_HEADER:
-        return Layout(KLINE_COLUMNS, 0, 1, 2, 3, 4, 5, "open_time")
+        return replace(KLINE, from_header=True)
     time: int | None = None
     where: dict[str, int] = {}
     for i, (raw, name) in enumerate(zip(fields, names, strict=True)):
@@ -151,6 +151,8 @@ def _header(fields: list[str], line: int) -> Layout:
 def _layout(fields: list[str], line: int) -> Layout:
     """The layout of a file from its first line: a header, or the first row of a kline dump."""
     first = fields[0]
+    if len(fields) == 1 and (separator := next((c for c in ";\t|" if c in first), None)):
+        raise CandleParseError(line, f"columns must be separated by commas, not {separator!r}")
     if first.isascii() and first.isdigit():
         if len(fields) == KLINE_COLUMNS:
             return KLINE

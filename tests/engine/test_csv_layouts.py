@@ -181,6 +181,7 @@ ROW = "2024-01-01,1,2,0.5,1.5,3\n"
         ("Date,Open,open,High,Low,Close\n" + ROW, 1, "column 'open' appears twice"),
         ("Date,Open,,High,Low,Close\n" + ROW, 1, "column 3 has no name"),
         ("2024-01-01,1,2,0.5,1.5,3\n", 1, "expected a header"),
+        ("Date;Open;High;Low;Close\n2024-01-01;1;2;0.5;1.5\n", 1, "separated by commas, not ';'"),
         (HEADER + ROW + "2024-01-02,1,2,0.5\n", 3, "expected 6 columns as in the header, got 4"),
         (HEADER + ROW + "01/02/2024,1,2,0.5,1.5,3\n", 3, "date is not an ISO-8601 date or datetime, or epoch"),
         (HEADER + ROW + ",1,2,0.5,1.5,3\n", 3, "date is empty"),
