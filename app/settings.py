@@ -23,10 +23,23 @@ def _credentials_dir() -> Path | None:
     return path if path is not None and path.is_dir() else None
 
 
+# Written by `make dev` in this checkout while its stack is up (its DATABASE_URL, REDIS_URL and
+# API_TOKEN), so `trad` run from the checkout reaches that stack with nothing exported.
+DEV_ENV_FILE = Path(__file__).resolve().parents[1] / "var" / "dev.env"
+
+
+def _readable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
+
+
 def _env_file() -> Path | None:
-    """The env file named by TRAD_ENV_FILE (default /etc/trad/trad.env), if it can be read."""
+    """The env file named by TRAD_ENV_FILE (default /etc/trad/trad.env), if it can be read; else
+    the dev stack's file in this checkout, if it is up. A deployed server, which has the
+    former, never reads the latter."""
     path = Path(os.environ.get("TRAD_ENV_FILE", DEFAULT_ENV_FILE))
-    return path if path.is_file() and os.access(path, os.R_OK) else None
+    if _readable(path):
+        return path
+    return DEV_ENV_FILE if _readable(DEV_ENV_FILE) else None
 
 
 class Settings(BaseSettings):
@@ -146,6 +159,6 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Settings from the environment, then the env file, then systemd credentials (the first
-    source that names a setting wins)."""
+    """Settings from the environment, then the env file (or, without one, `make dev`'s file in
+    this checkout), then systemd credentials (the first source that names a setting wins)."""
     return Settings(_env_file=_env_file(), _secrets_dir=_credentials_dir())
