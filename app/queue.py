@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from functools import lru_cache
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
@@ -25,7 +26,11 @@ log = logging.getLogger(__name__)
 # Strict priority order: a worker always drains the first queue before the next.
 QUEUE_NAMES: dict[str, str] = {"high": "training-high", "normal": "training", "low": "training-low"}
 ENTRYPOINT = "app.jobs.run"  # stored in Redis with every job: public API, never rename
+# What a worker may run: every job kind is dispatched through the one entrypoint, which looks
+# the kind up in PostgreSQL (app.kinds). A queue entry naming anything else is refused.
+ENTRYPOINTS = frozenset({ENTRYPOINT})
 RESULT_TTL_S = 60  # RQ's own record is disposable; the truth is in PostgreSQL
+FAILURE_TTL_S = 24 * 3600  # how long RQ keeps a failed (or refused) entry for `rq info`
 
 
 @lru_cache(maxsize=8)
@@ -67,12 +72,57 @@ def enqueue(connection: Redis, dispatches: list[Dispatch]) -> None:
                 job_id=d.rq_job_id,
                 timeout=d.timeout_s,
                 result_ttl=RESULT_TTL_S,
-                failure_ttl=24 * 3600,
+                failure_ttl=FAILURE_TTL_S,
                 at_front=d.at_front,
                 description=f"job {d.job_id}",
                 pipeline=pipe,
             )
         pipe.execute()
+
+
+def refusal(job: RQJob) -> str | None:
+    """Why a dequeued entry is not one `enqueue` wrote, or None when it is: data (the
+    entrypoint, one job id, nothing else), never code. Read from the entry's fields as RQ
+    restored them, without resolving any of them: `job.func` and the callback properties
+    import what they name, which is what this check exists to prevent."""
+    try:
+        func_name, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
+    except DeserializationError:
+        return "refused: its data is not JSON of a function call"
+    if not isinstance(func_name, str) or func_name not in ENTRYPOINTS:
+        allowed = ", ".join(sorted(ENTRYPOINTS))
+        return f"refused: function {_short(func_name)} is not a job kind's entrypoint ({allowed})"
+    callbacks = {
+        "on_success": job._success_callback_name,
+        "on_failure": job._failure_callback_name,
+        "on_stopped": job._stopped_callback_name,
+    }
+    named = {k: v for k, v in callbacks.items() if v}
+    if named:
+        return f"refused: {func_name} with callback(s) {_short(named)}"
+    if instance is not None:
+        return f"refused: {func_name} called on an object"
+    if job._dependency_ids:
+        return f"refused: {func_name} with dependencies {_short(job._dependency_ids)}"
+    if job.webhooks:
+        return f"refused: {func_name} with webhooks"
+    if not (isinstance(args, list) and len(args) == 1 and _is_job_id(args[0])) or kwargs:
+        return f"refused: {func_name} takes one job id, not args={_short(args)} kwargs={_short(kwargs)}"
+    return None
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _is_job_id(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def remove(connection: Redis, rq_job_id: str, priority: str) -> None:
