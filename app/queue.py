@@ -33,6 +33,29 @@ RESULT_TTL_S = 60  # RQ's own record is disposable; the truth is in PostgreSQL
 FAILURE_TTL_S = 24 * 3600  # how long RQ keeps a failed (or refused) entry for `rq info`
 
 
+class TradJob(RQJob):
+    """RQ's job as trad's queues and workers read it. Whatever an entry in Redis says, only
+    the job entrypoint can ever be resolved, and no callback or webhook ever runs: RQ reaches
+    these from more places than the job process (the worker's stopped-job handling, and its
+    registry cleanup, which calls an abandoned job's failure callback in the worker itself)."""
+
+    @property
+    def func(self):
+        reason = refusal(self)
+        if reason is not None:
+            raise RefusedEntry(reason)
+        return super().func
+
+    success_callback = failure_callback = stopped_callback = property(lambda self: None)
+
+    def send_webhooks(self, status, *, exc_string=None) -> None:
+        return None
+
+
+class RefusedEntry(Exception):
+    """A queue entry that is not trad's was about to be resolved."""
+
+
 @lru_cache(maxsize=8)
 def redis_connection(url: str) -> Redis:
     return Redis.from_url(url, socket_connect_timeout=3, socket_timeout=30, health_check_interval=15)
@@ -42,7 +65,7 @@ def redis_connection(url: str) -> Redis:
 def get_queue(connection: Redis, priority: str) -> Queue:
     """One Queue object per client and priority: RQ asks the server for its version once per
     Queue object, so a fresh one per enqueue costs an extra round trip."""
-    return Queue(QUEUE_NAMES[priority], connection=connection, serializer=JSONSerializer)
+    return Queue(QUEUE_NAMES[priority], connection=connection, serializer=JSONSerializer, job_class=TradJob)
 
 
 def all_queues(connection: Redis) -> list[Queue]:
@@ -164,7 +187,7 @@ def forget_started(connection: Redis, rq_job_id: str, priority: str) -> None:
     """Take a dead dispatch out of RQ's started registry (its worker was lost), so `rq info`
     stays true. Gone already is fine."""
     try:
-        rq_job = RQJob.fetch(rq_job_id, connection=connection, serializer=JSONSerializer)
+        rq_job = TradJob.fetch(rq_job_id, connection=connection, serializer=JSONSerializer)
         get_queue(connection, priority).started_job_registry.remove_executions(rq_job)
     except (NoSuchJobError, RedisError) as exc:
         log.debug("started registry not cleaned for %s: %s", rq_job_id, exc)

@@ -63,6 +63,7 @@ class TradWorker(Worker):
             name=name,
             connection=connection,
             serializer=JSONSerializer,
+            job_class=queue_module.TradJob,
             job_monitoring_interval=1,
             worker_ttl=settings.worker_idle_wait_s + 15,  # RQ blocks for worker_ttl - 15 s
         )

@@ -79,3 +79,23 @@ def test_judging_an_entry_imports_nothing_it_names(redis):
     job = entry(redis, func=f"{name}.run", on_success=Callback(f"{name}.a"), on_stopped=Callback(f"{name}.b"))
     assert queue.refusal(job) is not None
     assert name not in sys.modules
+
+
+def test_a_trad_job_resolves_nothing_but_the_entrypoint_and_no_callback(redis):
+    """Wherever RQ resolves a job read through trad's queues (job process, stopped-job
+    handling, registry cleanup), nothing an entry names beyond the entrypoint is imported."""
+    name = "tests.never_imported_module"
+    planted = entry(redis, func=f"{name}.run", on_failure=Callback(f"{name}.a"), on_stopped=Callback(f"{name}.b"))
+    job = queue.TradJob.fetch(planted.id, connection=redis, serializer=JSONSerializer)
+    with pytest.raises(queue.RefusedEntry, match="is not a job kind's entrypoint"):
+        job.func  # noqa: B018 - the property is what RQ calls
+    assert (job.success_callback, job.failure_callback, job.stopped_callback) == (None, None, None)
+    assert name not in sys.modules
+    legit = queue.TradJob.fetch(entry(redis).id, connection=redis, serializer=JSONSerializer)
+    from app.jobs import run
+
+    assert legit.func is run
+
+
+def test_trad_queues_read_jobs_as_trad_jobs(redis):
+    assert all(q.job_class is queue.TradJob for q in queue.all_queues(redis))

@@ -157,3 +157,33 @@ def test_rqs_shutdown_command_does_not_stop_the_worker(acl, primary, db):
 
     still_runs_jobs(worker, settings, db)
     assert not acl.client("default").pubsub_numsub(f"rq:pubsub:{WORKER}")[0][1]
+
+
+def test_an_abandoned_entry_with_a_failure_callback_runs_nothing_in_the_workers_cleanup(acl, clean, db, tmp_path):
+    """RQ's registry cleanup (in the worker process, at start and then periodically) calls the
+    failure callback of any started entry whose execution expired: plant one, then start the
+    worker."""
+    admin, host = acl.client("default"), acl.client(HOST_USER)
+    canary = tmp_path / "made-by-a-cleanup"
+    planted = training_queue(host).enqueue_call(
+        "app.jobs.run",
+        args=[str(uuid.uuid4())],
+        meta={"canary": str(canary)},
+        on_failure=Callback("tests.faults.canary.ran"),
+    )
+    host.lrem("rq:queue:training", 0, planted.id)
+    host.hset(planted.key, "status", "started")
+    host.zadd("rq:wip:training", {f"{planted.id}:0123456789abcdef": 1})  # expired long ago
+
+    settings = clean.model_copy(update={"redis_url": acl.url("trad")})
+    worker = start_worker(process_env(settings), WORKER, tmp_path)
+    try:
+        wait_until(
+            lambda: worker.proc.poll() is not None or not admin.zcard("rq:wip:training"),
+            timeout=30,
+            what="RQ's cleanup of the started registry",
+        )
+        assert not canary.exists(), "the worker ran the failure callback of an abandoned entry"
+        still_runs_jobs(worker, settings, db)
+    finally:
+        worker.kill_all()
