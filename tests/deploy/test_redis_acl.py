@@ -8,6 +8,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from redis import Redis
 from redis.exceptions import NoPermissionError
@@ -23,7 +24,7 @@ from tests.redis_acl import (
     script_rules,
     start_acl_redis,
 )
-from tests.support import process_env, start_worker, submit_smoke, wait_until
+from tests.support import TOKEN, api_process, process_env, start_worker, submit_smoke, wait_until
 
 
 @pytest.fixture
@@ -121,3 +122,25 @@ def test_a_deploy_gives_users_of_earlier_worker_hosts_todays_rules(tmp_path):
     )
     lines = workers_conf.read_text().splitlines()
     assert lines == ["# Worker hosts' users", f"user {HOST_USER} on #{digest} {script_rules('WORKER_HOST_RULES')}"]
+
+
+def test_the_api_works_as_the_app_user(acl_redis, clean, candles_1h, tmp_path):
+    """Everything the API does with Redis (send, read depths and workers, withdraw a queued job
+    on cancel, its maintenance pass) stays within APP_RULES."""
+    settings: Settings = clean.model_copy(update={"redis_url": acl_redis.url("trad")})
+    log = tmp_path / "api.log"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with (
+        api_process(settings, log, MAINTENANCE_IN_API="true") as url,
+        httpx.Client(base_url=url, headers=headers, timeout=30) as http,
+    ):
+        assert http.get("/readyz").status_code == 200
+        body = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 5}
+        started = http.post("/api/v2/training/start", json=body)
+        assert started.status_code == 202, started.text
+        job_id = started.json()["job_id"]
+        wait_until(lambda: http.get("/api/v2/training/queue").json()["depth"]["normal"] == 1, what="the dispatch")
+        assert http.get("/metrics").status_code == 200
+        assert http.delete(f"/api/v2/training/jobs/{job_id}").status_code in (200, 202)
+        wait_until(lambda: http.get("/api/v2/training/queue").json()["depth"]["normal"] == 0, what="withdrawal")
+    assert "NOPERM" not in log.read_text(), log.read_text()[-3000:]
