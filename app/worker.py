@@ -8,8 +8,9 @@
   when it is due.
 - A stale Redis registration of the worker's own name (left by kill -9) is cleared at start.
 - Stops always stop: only database and Redis errors are caught around code a signal can
-  interrupt, so RQ's `StopRequested` (raised from the signal handler while idle) always reaches
-  the work loop. The stop path itself never waits on Redis.
+  interrupt (and RQ's error reading a popped entry, with `StopRequested` re-raised first), so
+  RQ's `StopRequested` (raised from the signal handler while idle) always reaches the work
+  loop. The stop path itself never waits on Redis.
 - A queue entry is data, never code: before forking, the worker refuses any entry that is not
   one `queue.enqueue` wrote (another function, callbacks, dependencies, other arguments), and
   any entry RQ cannot read, without importing what it names; it records the refusal in RQ's
