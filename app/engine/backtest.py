@@ -47,7 +47,7 @@ from app.engine.candles import YEAR_MS, Candles
 from app.engine.costs import Costs
 from app.engine.errors import InvalidPositions
 
-__all__ = ["BacktestResult", "Costs", "backtest"]
+__all__ = ["BacktestResult", "Costs", "backtest", "numpy_backtest"]
 
 MIN_ANNUALISED_DAYS = 90  # CAGR and Calmar need at least this calendar span
 
@@ -211,8 +211,39 @@ def _days(days: float) -> str:
 
 
 def metrics_of(candles: Candles, equity: np.ndarray, held: np.ndarray, trade_returns: np.ndarray) -> dict[str, Any]:
+    """The metrics from whole arrays (the reference the compiled kernel is tested against)."""
     n = len(equity)
-    final = float(equity[-1])
+    prev = np.r_[1.0, equity[:-1]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.where(prev > 0, equity / prev - 1.0, 0.0)  # nothing left after ruin: 0
+    sd = float(returns.std(ddof=1)) if n > 1 else 0.0
+    peak = np.maximum.accumulate(np.maximum(equity, 1.0))
+    return assembled_metrics(
+        candles,
+        final=float(equity[-1]),
+        mean=float(returns.mean()),
+        sd=sd,
+        max_dd=float(np.max(1.0 - equity / peak)),
+        n_trades=len(trade_returns),
+        win_rate=float(np.mean(trade_returns > 0)) if len(trade_returns) else None,
+        exposure=float(np.mean(held != 0)),
+    )
+
+
+def assembled_metrics(
+    candles: Candles,
+    *,
+    final: float,
+    mean: float,
+    sd: float,
+    max_dd: float,
+    n_trades: int,
+    win_rate: float | None,
+    exposure: float,
+) -> dict[str, Any]:
+    """The metrics dictionary (with `null_reasons`) from the sums of one backtest of `candles`:
+    final equity, mean and sample standard deviation of the per-bar returns, max drawdown."""
+    n = len(candles)
     reasons: dict[str, str] = {}
     days = candles.span_years * YEAR_MS / 86_400_000
     if days < MIN_ANNUALISED_DAYS:
@@ -225,14 +256,7 @@ def metrics_of(candles: Candles, equity: np.ndarray, held: np.ndarray, trade_ret
             cagr = _finite_or_none(float(np.float64(final) ** (1.0 / candles.span_years)) - 1.0)
         if cagr is None:
             reasons["cagr"] = "too large to represent"
-    prev = np.r_[1.0, equity[:-1]]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = np.where(prev > 0, equity / prev - 1.0, 0.0)  # nothing left after ruin: 0
-    sd = float(returns.std(ddof=1)) if n > 1 else 0.0
-    sharpe = _finite_or_none(float(returns.mean()) / sd * math.sqrt(candles.periods_per_year)) if sd > 0 else None
-    peak = np.maximum.accumulate(np.maximum(equity, 1.0))
-    max_dd = float(np.max(1.0 - equity / peak))
-    n_trades = len(trade_returns)
+    sharpe = _finite_or_none(mean / sd * math.sqrt(candles.periods_per_year)) if sd > 0 else None
     if sharpe is None:
         reasons["sharpe"] = "the returns do not vary" if sd == 0 else "too large to represent"
     if cagr is None:
@@ -247,18 +271,19 @@ def metrics_of(candles: Candles, equity: np.ndarray, held: np.ndarray, trade_ret
         "sharpe": sharpe,
         "max_drawdown": max_dd,
         "calmar": cagr / max_dd if cagr is not None and max_dd > 0 else None,
-        "win_rate": float(np.mean(trade_returns > 0)) if n_trades else None,
+        "win_rate": win_rate,
         "n_trades": int(n_trades),
-        "exposure": float(np.mean(held != 0)),
+        "exposure": exposure,
         "n_bars": int(n),
         "null_reasons": reasons,
     }
 
 
-def backtest(
+def numpy_backtest(
     candles: Candles, positions: np.ndarray, costs: Costs = Costs(), exits: np.ndarray | None = None
 ) -> BacktestResult:
-    """Validate the candles, positions and stop exits, then simulate (see the module docstring)."""
+    """`backtest` with whole-array NumPy operations (`simulate`, `metrics_of`): the reference
+    the compiled kernel is tested against, number for number."""
     n = len(candles)
     if n == 0:
         raise InvalidPositions("no candles to backtest")
@@ -267,4 +292,48 @@ def backtest(
     held = held_positions(wanted)
     equity, held, trades = simulate(candles, held, costs, checked_exits(exits, candles, wanted, held))
     metrics = metrics_of(candles, equity, held, trades["ret"])
+    return BacktestResult(metrics=metrics, equity=equity, open_time=candles.open_time, trades=trades)
+
+
+def _kernel_positions(positions: Any, n: int) -> np.ndarray:
+    """Positions as int8 or float64 arrays (the kernel checks their values), or InvalidPositions."""
+    p = np.asarray(positions)
+    if p.ndim != 1 or len(p) != n:
+        raise InvalidPositions(f"positions must be one value per candle: got shape {p.shape} for {n} candles")
+    if p.dtype.kind not in "iuf":
+        raise InvalidPositions(f"positions must be numbers in {{-1, 0, 1}}, got dtype {p.dtype}")
+    return p if p.dtype in (np.int8, np.float64) else p.astype(np.float64)
+
+
+def backtest(
+    candles: Candles, positions: np.ndarray, costs: Costs = Costs(), exits: np.ndarray | None = None
+) -> BacktestResult:
+    """Validate the candles, positions and stop exits, then simulate and measure in one compiled
+    pass (`kernel`; see the module docstring)."""
+    from app.engine import kernel  # numba loads on the first backtest, not with the settings
+
+    n = len(candles)
+    if n == 0:
+        raise InvalidPositions("no candles to backtest")
+    candles.validate()
+    p = _kernel_positions(positions, n)
+    if exits is not None:
+        wanted = checked_positions(p, n)
+        exits = checked_exits(exits, candles, wanted, held_positions(wanted))
+    bad, equity, trades, held_bars, wins, max_dd, mean, var = kernel.run(
+        candles.open, candles.close, p, exits, costs.per_side
+    )
+    if bad >= 0:
+        checked_positions(np.asarray(positions), n)  # raises, naming the bar
+    n_trades = len(trades["ret"])
+    metrics = assembled_metrics(
+        candles,
+        final=float(equity[-1]),
+        mean=mean,
+        sd=math.sqrt(var),
+        max_dd=max_dd,
+        n_trades=n_trades,
+        win_rate=wins / n_trades if n_trades else None,
+        exposure=held_bars / n,
+    )
     return BacktestResult(metrics=metrics, equity=equity, open_time=candles.open_time, trades=trades)

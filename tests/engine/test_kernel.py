@@ -1,0 +1,120 @@
+"""The compiled backtest (`backtest`, app/engine/kernel.py) against the whole-array NumPy path
+(`numpy_backtest`): the same equity, trades and metrics on random markets with ruin, flat
+prices, gaps in time and stop exits, and the same errors for bad positions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, seed, settings
+from hypothesis import strategies as st
+
+from app.engine.backtest import Costs, backtest, numpy_backtest
+from app.engine.candles import synthetic
+from app.engine.errors import InvalidPositions
+from app.engine.strategies import get_strategy
+from tests.engine.test_backtest import flat_candles, market, stop_exits
+
+SHARPE_RTOL = 1e-12  # compensated sums against NumPy's pairwise ones
+
+
+def assert_same(fused, reference) -> None:
+    np.testing.assert_array_equal(fused.equity, reference.equity)
+    assert fused.trades.keys() == reference.trades.keys()
+    for key, values in reference.trades.items():
+        assert fused.trades[key].dtype == values.dtype, key
+        np.testing.assert_array_equal(fused.trades[key], values, err_msg=key)
+    got, want = dict(fused.metrics), dict(reference.metrics)
+    sharpe, want_sharpe = got.pop("sharpe"), want.pop("sharpe")
+    assert got == want
+    if want_sharpe is None:
+        assert sharpe is None
+    else:
+        assert sharpe == pytest.approx(want_sharpe, rel=SHARPE_RTOL, abs=1e-300)
+
+
+@seed(27)
+@settings(max_examples=400, deadline=None)
+@given(data=market(), fee=st.floats(0, 50), slip=st.floats(0, 20), stops=st.sampled_from([None, 0.3, 1.0]))
+def test_kernel_matches_numpy_path(data, fee, slip, stops):
+    candles, positions = data
+    exits = None if stops is None else stop_exits(candles, positions, len(positions), stops)
+    costs = Costs(fee, slip)
+    assert_same(backtest(candles, positions, costs, exits), numpy_backtest(candles, positions, costs, exits))
+
+
+@seed(28)
+@settings(max_examples=100, deadline=None)
+@given(data=market(), as_float=st.booleans(), stops=st.sampled_from([None, 1.0]), cost=st.sampled_from([2500, 4900]))
+def test_kernel_matches_numpy_path_for_float_positions_and_heavy_costs(data, as_float, stops, cost):
+    """Costs of up to 50 % a fill: ruin by costs alone, at an exit or a stop."""
+    candles, positions = data
+    exits = None if stops is None else stop_exits(candles, positions, len(positions), stops)
+    p = positions.astype(np.float64) if as_float else positions.astype(np.int64)
+    costs = Costs(cost, 0)
+    assert_same(backtest(candles, p, costs, exits), numpy_backtest(candles, p, costs, exits))
+
+
+def test_flat_prices_never_vary():
+    c = flat_candles([100.0] * 500)
+    positions = np.zeros(500, dtype=np.int8)
+    fused, reference = backtest(c, positions, Costs()), numpy_backtest(c, positions, Costs())
+    assert_same(fused, reference)
+    assert fused.metrics["sharpe"] is None and fused.metrics["null_reasons"]["sharpe"] == "the returns do not vary"
+
+
+def test_a_long_run_of_a_built_in_strategy_matches():
+    """A year of 1-minute bars would be slow here; 50,000 bars of each built-in strategy."""
+    candles = synthetic(50_000, 3)
+    for name, params in (
+        ("sma_crossover", {"fast": 20, "slow": 200}),
+        ("bollinger_breakout", {"window": 100, "k": 2.0}),
+        ("rsi_reversion", {"period": 14, "lower": 30.0, "upper": 70.0}),
+        ("liquidity_sweep", {"lookback": 60, "stop_pct": 0.3, "max_hold": 120}),
+    ):
+        positions, exits = get_strategy(name).orders(candles, params)
+        fused = backtest(candles, positions, Costs(10, 0), exits)
+        assert_same(fused, numpy_backtest(candles, positions, Costs(10, 0), exits))
+        assert fused.metrics["n_trades"] > 10, name
+
+
+@pytest.mark.parametrize(
+    ("positions", "bar", "shown"),
+    [
+        (np.array([0, 1, 2, 0], dtype=np.int8), 2, "2"),
+        (np.array([0, 1, 0.5, 0]), 2, "0.5"),
+        (np.array([0, math.nan, 1, 0]), 1, "nan"),
+        (np.array([0, 7, 1, 0], dtype=np.int64), 1, "7"),
+    ],
+)
+def test_a_bad_position_is_named_as_before(positions, bar, shown):
+    c = flat_candles([100.0, 101.0, 102.0, 103.0])
+    with pytest.raises(InvalidPositions, match=f"position at bar {bar} is {shown}") as fused:
+        backtest(c, positions, Costs())
+    with pytest.raises(InvalidPositions) as reference:
+        numpy_backtest(c, positions, Costs())
+    assert str(fused.value) == str(reference.value)
+
+
+def test_a_short_almost_wiped_out_is_not_ruined():
+    """Short at 100, marked at 197: 3 % of the equity is left, not 0; then out at 150."""
+    c = flat_candles([100.0, 100.0, 197.0, 150.0, 150.0])
+    positions = np.array([-1, -1, -1, 0, 0], dtype=np.int8)
+    fused = backtest(c, positions, Costs(0, 0))
+    assert_same(fused, numpy_backtest(c, positions, Costs(0, 0)))
+    assert list(fused.equity) == pytest.approx([1.0, 1.0, 0.03, 0.5, 0.5])
+    assert fused.metrics["total_return"] == pytest.approx(-0.5)
+
+
+def test_a_bad_position_after_ruin_is_still_refused():
+    """A short through a +300 % bar is ruined; positions after that are ignored but checked."""
+    c = flat_candles([100.0, 100.0, 400.0, 400.0, 400.0])
+    positions = np.array([-1, -1, 0, 0, 3], dtype=np.int8)
+    with pytest.raises(InvalidPositions, match="position at bar 4 is 3"):
+        backtest(c, positions, Costs(0, 0))
+    positions[4] = 0
+    fused = backtest(c, positions, Costs(0, 0))
+    assert_same(fused, numpy_backtest(c, positions, Costs(0, 0)))
+    assert fused.metrics["total_return"] == -1.0 and list(fused.trades["ret"]) == [-1.0]
