@@ -100,6 +100,15 @@ def test_curl_starts_a_job_and_follows_its_progress(vm):
     assert lines[-1]["configuration_id"]
 
 
+def test_the_compiled_backtest_is_kept_in_the_workers_cache_directory(vm):
+    """The job above compiled the backtest kernel (numba) under ProtectSystem=strict into the
+    unit's CacheDirectory=, owned by trad: later job processes load it instead of compiling."""
+    listing = vm.ssh("find /var/cache/trad/numba -name '*.nbi' -printf '%u %f\\n'").stdout.split("\n")
+    owners = {line.split()[0] for line in listing if line.strip()}
+    assert owners == {"trad"}, listing
+    assert any("kernel" in line for line in listing), listing
+
+
 def test_restart_of_a_worker_mid_job_resumes_the_job(vm):
     job_id = start_job(vm, 1200, seed=2)
     unit = running_worker(vm, job_id, at_least=20)

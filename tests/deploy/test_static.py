@@ -63,6 +63,14 @@ def test_units_have_the_promised_settings():
     assert "WatchdogSec=60" in worker.splitlines()
 
 
+def test_the_worker_keeps_compiled_code_in_its_cache_directory():
+    """numba writes the compiled backtest where systemd lets the unit write under
+    ProtectSystem=strict: its own cache directory."""
+    lines = (ROOT / "ops/systemd/trad-worker@.service").read_text().splitlines()
+    assert "CacheDirectory=trad" in lines
+    assert "Environment=NUMBA_CACHE_DIR=%C/trad/numba" in lines
+
+
 def test_restarts_never_lock_a_unit_out_and_stopping_the_target_waits():
     for name in ("trad-api.service", "trad-worker@.service"):
         lines = (ROOT / "ops/systemd" / name).read_text().splitlines()

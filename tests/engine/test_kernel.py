@@ -4,7 +4,11 @@ prices, gaps in time and stop exits, and the same errors for bad positions."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -118,3 +122,28 @@ def test_a_bad_position_after_ruin_is_still_refused():
     fused = backtest(c, positions, Costs(0, 0))
     assert_same(fused, numpy_backtest(c, positions, Costs(0, 0)))
     assert fused.metrics["total_return"] == -1.0 and list(fused.trades["ret"]) == [-1.0]
+
+
+CACHE_PROBE = """
+import json, numpy as np
+from app.engine.backtest import Costs, backtest
+from app.engine.candles import synthetic
+from app.engine import kernel
+backtest(synthetic(2000, 1), np.ones(2000, dtype=np.int8), Costs())
+print(json.dumps({"hits": sum(kernel.fused.stats.cache_hits.values()),
+                  "misses": sum(kernel.fused.stats.cache_misses.values())}))
+"""
+
+
+def test_a_second_process_loads_the_compiled_kernel_from_the_cache_directory(tmp_path):
+    """NUMBA_CACHE_DIR (the worker unit sets it to its CacheDirectory=): the first process
+    compiles and writes there; the next one loads the machine code instead of compiling."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+
+    def probe() -> dict:
+        done = subprocess.run([sys.executable, "-c", CACHE_PROBE], env=env, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert probe() == {"hits": 0, "misses": 1}
+    assert list((tmp_path / "numba").rglob("*.nbi")), "the index was written to the cache directory"
+    assert probe() == {"hits": 1, "misses": 0}
