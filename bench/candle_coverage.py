@@ -1,7 +1,7 @@
 """Benchmark the candle-coverage check that `POST /training/start` makes before accepting a
 training job, on a year of 1-minute bars in a throwaway PostgreSQL started here.
 
-    .venv/bin/python bench/coverage.py [--bars 525600] [--repeat 20]
+    .venv/bin/python bench/candle_coverage.py [--bars 525600] [--repeat 20]
 
 Prints the mean time of one check per timeframe (stored 1m bars; 1h and 1d resampled from them).
 """
