@@ -4,6 +4,7 @@ prices, gaps in time and stop exits, and the same errors for bad positions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -15,9 +16,11 @@ import pytest
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
+from app.engine import benchmark, pipeline, ranges
 from app.engine.backtest import Costs, backtest, numpy_backtest
 from app.engine.candles import synthetic
 from app.engine.errors import InvalidPositions
+from app.engine.pipeline import TrainingSpec, run_training
 from app.engine.strategies import get_strategy
 from tests.engine.test_backtest import flat_candles, market, stop_exits
 
@@ -147,3 +150,53 @@ def test_a_second_process_loads_the_compiled_kernel_from_the_cache_directory(tmp
     assert probe() == {"hits": 0, "misses": 1}
     assert list((tmp_path / "numba").rglob("*.nbi")), "the index was written to the cache directory"
     assert probe() == {"hits": 1, "misses": 0}
+
+
+class _Trials:
+    def __init__(self) -> None:
+        self.saved: list[dict] = []
+
+    def progress(self, *args, **kwargs) -> None:
+        pass
+
+    def completed_trials(self) -> list:
+        return []
+
+    def save_trial(self, trial) -> None:
+        self.saved.append(dataclasses.asdict(trial) | {"duration_s": None})
+
+    def check(self) -> None:
+        pass
+
+
+def assert_close(got, want, path: str = "") -> None:
+    """Equal structure, strings, integers and None; floats within 1e-12 relative."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), path
+        for key in want:
+            assert_close(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list | tuple):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_close(g, w, f"{path}[{i}]")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-300), path
+    else:
+        assert got == want, path
+
+
+@pytest.mark.parametrize("strategy", ["sma_crossover", "liquidity_sweep"])
+def test_a_seeded_training_chooses_and_reports_the_same_with_either_path(strategy, monkeypatch):
+    """The same seed gives the same configuration, trials and metrics with the compiled kernel
+    as with the NumPy path (the engine's results did not change with it)."""
+    candles = synthetic(20_000, 7)
+    spec = TrainingSpec(strategy, "X", "1m", 12, 3)
+    fused_trials, reference_trials = _Trials(), _Trials()
+    fused = dataclasses.asdict(run_training(spec, candles, fused_trials))
+    for module in (pipeline, ranges, benchmark):
+        monkeypatch.setattr(module, "backtest", numpy_backtest)
+    reference = dataclasses.asdict(run_training(spec, candles, reference_trials))
+    assert fused["params"] == reference["params"]
+    assert [t["params"] for t in fused_trials.saved] == [t["params"] for t in reference_trials.saved]
+    assert_close(fused_trials.saved, reference_trials.saved)
+    assert_close(fused, reference)
