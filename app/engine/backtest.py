@@ -1,4 +1,6 @@
-"""The vectorised backtester: the hot loop of optimisation.
+"""The backtester: the hot loop of optimisation. `backtest` runs the model below in one compiled
+pass over the bars (`kernel`); `numpy_backtest` computes the same with whole-array NumPy
+operations (`simulate`, `metrics_of`), the reference the kernel is tested against.
 
 The position model (tests/engine/reference.py implements the same, bar by bar, with cash and
 a quantity; docs/backtesting.md explains it):
