@@ -64,6 +64,19 @@ class Rolling:
                 mean[flat] = self.x[window - 1 :][flat]
         return out
 
+    def crossover(self, fast: int, slow: int, rtol: float = SIGN_RTOL) -> np.ndarray:
+        """int8 signs of mean(fast) − mean(slow), 0 within `rtol` of mean(slow) or before the
+        slow window is full: `np.nan_to_num(sign(mean(fast) − mean(slow), mean(slow)))`, the
+        same numbers, in one compiled pass (`kernel.crossover`) with no array in between."""
+        from app.engine import kernel  # numba loads on the first use, not with the strategies
+
+        if not 1 <= fast <= slow:
+            raise ValueError(f"crossover needs 1 ≤ fast ≤ slow, got {fast} and {slow}")
+        out = np.empty(len(self.x), dtype=np.int8)
+        high, low = self._sums
+        kernel.crossover(self.x, high, low, self._changes, fast, slow, rtol, out)
+        return out
+
     def std(self, window: int) -> np.ndarray:
         """Population standard deviation. Sums are of deviations from the series' first value,
         so the variance does not drown in the square of the price level."""

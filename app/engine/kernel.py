@@ -199,3 +199,39 @@ def run(open_: np.ndarray, close: np.ndarray, positions: np.ndarray, exits: np.n
         "stopped": stopped[:k].copy(),
     }
     return bad, equity, trades, held_bars, wins, max_dd, mean, var
+
+
+def _crossover(x, high, low, changes, fast, slow, rtol, out):
+    """`out[t]` = the sign of mean(fast) − mean(slow) over the windows ending at bar t, 0 where
+    the difference is within `rtol`·|mean(slow)| or a window is not full: what
+    `np.nan_to_num(indicators.sign(mean(fast) − mean(slow), mean(slow)))` gives from
+    `indicators.Rolling`, in one pass over its prefix sums with no array in between."""
+    n = len(x)
+    for t in range(min(slow - 1, n)):
+        out[t] = 0
+    for t in range(slow - 1, n):
+        f = high[t + 1] - high[t + 1 - fast]
+        f += low[t + 1]
+        f -= low[t + 1 - fast]
+        f /= fast
+        if changes[t] == changes[t + 1 - fast]:
+            f = x[t]
+        s = high[t + 1] - high[t + 1 - slow]
+        s += low[t + 1]
+        s -= low[t + 1 - slow]
+        s /= slow
+        if changes[t] == changes[t + 1 - slow]:
+            s = x[t]
+        d = f - s
+        if abs(d) <= rtol * abs(s):
+            out[t] = 0
+        elif d > 0:
+            out[t] = 1
+        else:
+            out[t] = -1
+
+
+try:
+    crossover = numba.njit(cache=True, nogil=True)(_crossover)
+except RuntimeError:
+    crossover = numba.njit(nogil=True)(_crossover)

@@ -103,9 +103,7 @@ def _rolling_close(c: Candles) -> ind.Rolling:
 
 
 def _sma_crossover(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
-    close = _rolling_close(c)
-    fast, slow = close.mean(p["fast"]), close.mean(p["slow"])
-    return np.nan_to_num(ind.sign(fast - slow, slow))
+    return _rolling_close(c).crossover(p["fast"], p["slow"])
 
 
 def _band_events(

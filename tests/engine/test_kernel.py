@@ -1,6 +1,7 @@
 """The compiled backtest (`backtest`, app/engine/kernel.py) against the whole-array NumPy path
 (`numpy_backtest`): the same equity, trades and metrics on random markets with ruin, flat
-prices, gaps in time and stop exits, and the same errors for bad positions."""
+prices, gaps in time and stop exits, and the same errors for bad positions; the compiled
+crossover signal against the NumPy means and signs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 from app.engine import benchmark, pipeline, ranges
+from app.engine import indicators as ind
 from app.engine.backtest import Costs, backtest, numpy_backtest
 from app.engine.candles import synthetic
 from app.engine.errors import InvalidPositions
@@ -200,3 +202,36 @@ def test_a_seeded_training_chooses_and_reports_the_same_with_either_path(strateg
     assert [t["params"] for t in fused_trials.saved] == [t["params"] for t in reference_trials.saved]
     assert_close(fused_trials.saved, reference_trials.saved)
     assert_close(fused, reference)
+
+
+@st.composite
+def closes(draw):
+    """Random walks, constant stretches, and prices bouncing between two ticks (means equal in
+    exact arithmetic), at price levels from cents to millions."""
+    n = draw(st.integers(1, 400))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    level = draw(st.sampled_from([0.01, 1.0, 100.0, 3e6]))
+    kind = draw(st.sampled_from(["walk", "ticks", "flat"]))
+    if kind == "walk":
+        x = level * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    elif kind == "ticks":
+        x = level + 0.01 * rng.integers(0, 2, n)
+    else:
+        x = np.full(n, level)
+    if draw(st.booleans()):
+        a = int(rng.integers(0, n))
+        x[a : a + int(rng.integers(1, n + 1))] = x[a]  # a flat stretch
+    return x
+
+
+@seed(29)
+@settings(max_examples=300, deadline=None)
+@given(x=closes(), fast=st.integers(1, 60), extra=st.integers(0, 400))
+def test_the_compiled_crossover_equals_the_numpy_signs(x, fast, extra):
+    rolling = ind.Rolling(x)
+    slow = fast + extra
+    fast_mean, slow_mean = rolling.mean(fast), rolling.mean(slow)
+    want = np.nan_to_num(ind.sign(fast_mean - slow_mean, slow_mean))
+    got = rolling.crossover(fast, slow)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, want)
