@@ -60,6 +60,9 @@ class BacktestResult:
     equity: np.ndarray
     open_time: np.ndarray
     trades: dict[str, np.ndarray] = field(repr=False)
+    # What the search's statistics need of the per-bar returns, where the backtest measured it on
+    # its way (`optimise.evaluate` computes it from `equity` otherwise): "bar_sharpe", "blocks".
+    bar_stats: dict[str, Any] | None = field(default=None, repr=False)
 
     def equity_curve(self, max_points: int = 500) -> list[list[float]]:
         n = len(self.equity)
@@ -322,7 +325,7 @@ def backtest(
     if exits is not None:
         wanted = checked_positions(p, n)
         exits = checked_exits(exits, candles, wanted, held_positions(wanted))
-    bad, equity, trades, held_bars, wins, max_dd, mean, var = kernel.run(
+    bad, equity, trades, held_bars, wins, max_dd, mean, m2, blocks = kernel.run(
         candles.open, candles.close, p, exits, costs.per_side
     )
     if bad >= 0:
@@ -332,10 +335,16 @@ def backtest(
         candles,
         final=float(equity[-1]),
         mean=mean,
-        sd=math.sqrt(var),
+        sd=math.sqrt(m2 / (n - 1)) if n > 1 else 0.0,
         max_dd=max_dd,
         n_trades=n_trades,
         win_rate=wins / n_trades if n_trades else None,
         exposure=held_bars / n,
     )
-    return BacktestResult(metrics=metrics, equity=equity, open_time=candles.open_time, trades=trades)
+    population_sd = math.sqrt(m2 / n)
+    bar_sharpe = mean / population_sd if n > 1 and population_sd > 0 else None  # as `stats.sharpe`
+    bar_stats = {
+        "bar_sharpe": bar_sharpe if bar_sharpe is not None and math.isfinite(bar_sharpe) else None,
+        "blocks": blocks,
+    }
+    return BacktestResult(metrics, equity, candles.open_time, trades, bar_stats)

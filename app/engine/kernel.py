@@ -21,13 +21,20 @@ import math
 import numba
 import numpy as np
 
+from app.engine.stats import CSCV_BLOCKS
+
 _CANCELLATION = 1e-3  # sum² / n above this share of the sum of squares: recompute the variance in two passes
 
 
-def _kernel(open_, close, positions, exits, c, equity, entry, exit_, side_of, entry_price, exit_price, ret_of, stopped):
+def _kernel(
+    open_, close, positions, exits, c, equity, entry, exit_, side_of, entry_price, exit_price, ret_of, stopped, blocks
+):
     """Fills `equity` (one value per bar) and the trade arrays (one row per trade, sized for the
-    most trades there can be). Returns (trades, first invalid position or -1, bars holding a
-    position, winning trades, max drawdown, mean of the per-bar returns, their sample variance)."""
+    most trades there can be), and `blocks` (B, 3) with [count, sum, sum of squares] of the
+    per-bar returns in B equal consecutive blocks (the first n % B returns left out; zeros when
+    a block would hold fewer than 2; `stats.block_sums`). Returns (trades, first invalid
+    position or -1, bars holding a position, winning trades, max drawdown, mean of the per-bar
+    returns, the sum of their squared deviations from it)."""
     n = len(open_)
     has_exits = len(exits) > 0
     keep = 1.0 - c
@@ -136,6 +143,11 @@ def _kernel(open_, close, positions, exits, c, equity, entry, exit_, side_of, en
     # compensated sums of the returns and their squares.
     prev, peak, max_dd = 1.0, 1.0, 0.0
     s1, e1, s2, e2 = 0.0, 0.0, 0.0, 0.0
+    n_blocks = blocks.shape[0]
+    size = n // n_blocks
+    skipped = n - size * n_blocks if size >= 2 else n  # returns before the first block
+    blocks[:, :] = 0.0
+    block_errors = np.zeros((n_blocks, 2))
     for i in range(n):
         e = equity[i]
         r = e / prev - 1.0 if prev > 0.0 else 0.0
@@ -152,9 +164,22 @@ def _kernel(open_, close, positions, exits, c, equity, entry, exit_, side_of, en
         t = s2 + q
         e2 += (s2 - t) + q if s2 >= q else (q - t) + s2
         s2 = t
+        if i >= skipped:
+            b = (i - skipped) // size
+            t = blocks[b, 1] + r
+            block_errors[b, 0] += (blocks[b, 1] - t) + r if abs(blocks[b, 1]) >= abs(r) else (r - t) + blocks[b, 1]
+            blocks[b, 1] = t
+            t = blocks[b, 2] + q
+            block_errors[b, 1] += (blocks[b, 2] - t) + q if blocks[b, 2] >= q else (q - t) + blocks[b, 2]
+            blocks[b, 2] = t
+    if skipped < n:
+        for b in range(n_blocks):
+            blocks[b, 0] = size
+            blocks[b, 1] += block_errors[b, 0]
+            blocks[b, 2] += block_errors[b, 1]
     total, squares = s1 + e1, s2 + e2
     mean = total / n
-    var = 0.0
+    m2 = 0.0
     if n > 1:
         if total * mean > _CANCELLATION * squares:  # the returns barely vary around their mean: two passes
             prev, s2, e2 = 1.0, 0.0, 0.0
@@ -166,10 +191,10 @@ def _kernel(open_, close, positions, exits, c, equity, entry, exit_, side_of, en
                 t = s2 + q
                 e2 += (s2 - t) + q if s2 >= q else (q - t) + s2
                 s2 = t
-            var = (s2 + e2) / (n - 1)
+            m2 = s2 + e2
         else:
-            var = max(squares - total * mean, 0.0) / (n - 1)
-    return k, -1, held_bars, wins, max_dd, mean, var
+            m2 = max(squares - total * mean, 0.0)
+    return k, -1, held_bars, wins, max_dd, mean, m2
 
 
 try:
@@ -179,15 +204,17 @@ except RuntimeError:  # no writable cache directory (numba: "no locator availabl
 
 
 def run(open_: np.ndarray, close: np.ndarray, positions: np.ndarray, exits: np.ndarray | None, c: float):
-    """The kernel on fresh output arrays; the trade arrays trimmed to the trades made."""
+    """The kernel on fresh output arrays; the trade arrays trimmed to the trades made, the
+    blocks as `stats.block_sums` gives them."""
     n = len(open_)
     equity = np.empty(n)
     entry, exit_ = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     side, entry_price, exit_price, ret = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     stopped = np.empty(n, dtype=np.bool_)
     no_exits = np.empty(0) if exits is None else exits
-    k, bad, held_bars, wins, max_dd, mean, var = fused(
-        open_, close, positions, no_exits, c, equity, entry, exit_, side, entry_price, exit_price, ret, stopped
+    blocks = np.empty((CSCV_BLOCKS, 3))
+    k, bad, held_bars, wins, max_dd, mean, m2 = fused(
+        open_, close, positions, no_exits, c, equity, entry, exit_, side, entry_price, exit_price, ret, stopped, blocks
     )
     trades = {
         "entry": entry[:k].copy(),
@@ -198,7 +225,8 @@ def run(open_: np.ndarray, close: np.ndarray, positions: np.ndarray, exits: np.n
         "ret": ret[:k].copy(),
         "stopped": stopped[:k].copy(),
     }
-    return bad, equity, trades, held_bars, wins, max_dd, mean, var
+    block_list = blocks.tolist() if n // CSCV_BLOCKS >= 2 else []
+    return bad, equity, trades, held_bars, wins, max_dd, mean, m2, block_list
 
 
 def _crossover(x, high, low, changes, fast, slow, rtol, out):

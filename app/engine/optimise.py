@@ -114,13 +114,17 @@ def evaluate(
 ) -> Evaluation:
     """Backtest `params` on the range's bars, with signals warmed on the history in front."""
     result = as_range(scored).backtest(strategy, params, costs)
-    returns = stats.bar_returns(result.equity)
+    if result.bar_stats is None:
+        returns = stats.bar_returns(result.equity)
+        bar_stats = {"bar_sharpe": stats.sharpe(returns), "blocks": stats.block_sums(returns)}
+    else:
+        bar_stats = result.bar_stats  # measured by the compiled backtest on its way
     reason = infeasibility(result.metrics, objective, min_trades)
     return Evaluation(
         score=None if reason else score_of(result.metrics, objective),
         metrics=result.metrics,
         reason=reason,
-        stats={"bar_sharpe": stats.sharpe(returns), "blocks": stats.block_sums(returns)},
+        stats=bar_stats,
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
-from app.engine import benchmark, pipeline, ranges
+from app.engine import benchmark, pipeline, ranges, stats
 from app.engine import indicators as ind
 from app.engine.backtest import Costs, backtest, numpy_backtest
 from app.engine.candles import synthetic
@@ -42,6 +42,16 @@ def assert_same(fused, reference) -> None:
         assert sharpe is None
     else:
         assert sharpe == pytest.approx(want_sharpe, rel=SHARPE_RTOL, abs=1e-300)
+    returns = stats.bar_returns(reference.equity)  # what the search's statistics take from a backtest
+    bar_sharpe = stats.sharpe(returns)
+    if bar_sharpe is None:
+        assert fused.bar_stats["bar_sharpe"] is None
+    else:
+        assert fused.bar_stats["bar_sharpe"] == pytest.approx(bar_sharpe, rel=SHARPE_RTOL, abs=1e-300)
+    blocks = stats.block_sums(returns)
+    assert len(fused.bar_stats["blocks"]) == len(blocks)
+    for got_block, want_block in zip(fused.bar_stats["blocks"], blocks, strict=True):
+        assert got_block == pytest.approx(want_block, rel=SHARPE_RTOL, abs=1e-15)
 
 
 @seed(27)
