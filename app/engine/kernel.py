@@ -263,3 +263,14 @@ try:
     crossover = numba.njit(cache=True, nogil=True)(_crossover)
 except RuntimeError:
     crossover = numba.njit(nogil=True)(_crossover)
+
+
+def warm() -> None:
+    """Load (or compile) the kernels for the argument types the engine passes, on a few bars.
+    A process that forks job processes (the worker) may call it first, so they inherit the
+    machine code instead of each loading it from the cache."""
+    prices = np.full(3, 100.0)
+    for positions in (np.zeros(3, dtype=np.int8), np.zeros(3)):
+        run(prices, prices, positions, None, 0.0)
+        run(prices, prices, positions, np.full(3, np.nan), 0.0)
+    crossover(prices, np.zeros(4), np.zeros(4), np.zeros(3, dtype=np.int64), 1, 2, 1e-12, np.empty(3, dtype=np.int8))

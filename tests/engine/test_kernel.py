@@ -245,3 +245,29 @@ def test_the_compiled_crossover_equals_the_numpy_signs(x, fast, extra):
     got = rolling.crossover(fast, slow)
     assert got.dtype == np.int8
     np.testing.assert_array_equal(got, want)
+
+
+WARM_PROBE = """
+import json, numpy as np
+from app.engine import kernel
+kernel.warm()
+before = (len(kernel.fused.signatures), len(kernel.crossover.signatures))
+from app.engine.backtest import Costs, backtest
+from app.engine.candles import synthetic
+from app.engine.strategies import get_strategy
+c = synthetic(3000, 1)
+for name, params in (("sma_crossover", {"fast": 5, "slow": 20}),
+                     ("liquidity_sweep", {"lookback": 20, "stop_pct": 0.2, "max_hold": 30})):
+    positions, exits = get_strategy(name).orders(c, params)
+    backtest(c, positions, Costs(), exits)
+backtest(c, np.zeros(3000), Costs())
+print(json.dumps([before, [len(kernel.fused.signatures), len(kernel.crossover.signatures)]]))
+"""
+
+
+def test_warm_loads_every_signature_the_engine_uses(tmp_path):
+    """After `kernel.warm()` (in a worker before it forks), a job compiles nothing more."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    done = subprocess.run([sys.executable, "-c", WARM_PROBE], env=env, capture_output=True, text=True, check=True)
+    before, after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before == after and before[0] >= 2 and before[1] >= 1
