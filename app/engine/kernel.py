@@ -265,6 +265,61 @@ except RuntimeError:
     crossover = numba.njit(nogil=True)(_crossover)
 
 
+def _sweep(open_, high, low, close, lookback, stop, max_hold, start, positions, exits):
+    """`strategies._liquidity_sweep_numpy` in one pass: the prior `lookback`-bar high and low from
+    monotonic queues (exact: maxima round nothing), each sweep from `start` on entered at the
+    next open unless a trade is still running, its stop searched forward from there."""
+    n = len(close)
+    for t in range(n):
+        positions[t] = 0
+        exits[t] = np.nan
+    highs = np.empty(n, dtype=np.int64)  # indices of a decreasing run of highs: the window's max first
+    lows = np.empty(n, dtype=np.int64)
+    h_first, h_end, l_first, l_end = 0, 0, 0, 0
+    busy_until = -1
+    for t in range(n):
+        while h_first < h_end and highs[h_first] < t - lookback:
+            h_first += 1
+        while l_first < l_end and lows[l_first] < t - lookback:
+            l_first += 1
+        if t >= lookback and t >= start and t > busy_until and t + 1 < n:
+            prior_high, prior_low = high[highs[h_first]], low[lows[l_first]]
+            short = high[t] > prior_high and close[t] < prior_high
+            if short or (low[t] < prior_low and close[t] > prior_low):
+                side = -1 if short else 1
+                entry = open_[t + 1]
+                end = min(t + max_hold, n - 1)
+                level = entry * (1 + stop) if side == -1 else entry * (1 - stop)
+                hit = -1
+                for j in range(t + 1, end + 1):
+                    if (high[j] >= level) if side == -1 else (low[j] <= level):
+                        hit = j
+                        break
+                if hit >= 0:
+                    for j in range(t, hit):
+                        positions[j] = side
+                    exits[hit] = max(level, open_[hit]) if side == -1 else min(level, open_[hit])
+                    busy_until = hit
+                else:
+                    for j in range(t, end):
+                        positions[j] = side
+                    busy_until = end
+        while h_end > h_first and high[highs[h_end - 1]] <= high[t]:
+            h_end -= 1
+        highs[h_end] = t
+        h_end += 1
+        while l_end > l_first and low[lows[l_end - 1]] >= low[t]:
+            l_end -= 1
+        lows[l_end] = t
+        l_end += 1
+
+
+try:
+    sweep = numba.njit(cache=True, nogil=True)(_sweep)
+except RuntimeError:
+    sweep = numba.njit(nogil=True)(_sweep)
+
+
 def warm() -> None:
     """Load (or compile) the kernels for the argument types the engine passes, on a few bars.
     A process that forks job processes (the worker) may call it first, so they inherit the
@@ -274,3 +329,4 @@ def warm() -> None:
         run(prices, prices, positions, None, 0.0)
         run(prices, prices, positions, np.full(3, np.nan), 0.0)
     crossover(prices, np.zeros(4), np.zeros(4), np.zeros(3, dtype=np.int64), 1, 2, 1e-12, np.empty(3, dtype=np.int8))
+    sweep(prices, prices, prices, prices, 1, 0.01, 1, 0, np.empty(3, dtype=np.int8), np.empty(3))

@@ -137,6 +137,19 @@ def _rsi_reversion(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
 
 
 def _liquidity_sweep(c: Candles, p: dict[str, Any], start: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_liquidity_sweep_numpy` (below), the same positions and exits, in one compiled pass."""
+    from app.engine import kernel  # numba loads on the first use, not with the strategies
+
+    n = len(c)
+    positions, exits = np.empty(n, dtype=np.int8), np.empty(n)
+    stop = p["stop_pct"] / 100.0
+    if p["lookback"] < 1 or p["max_hold"] < 1:  # the compiled loop checks no bounds
+        raise InvalidParams("lookback and max_hold must be at least 1")
+    kernel.sweep(c.open, c.high, c.low, c.close, int(p["lookback"]), stop, int(p["max_hold"]), start, positions, exits)
+    return positions, exits
+
+
+def _liquidity_sweep_numpy(c: Candles, p: dict[str, Any], start: int) -> tuple[np.ndarray, np.ndarray]:
     """A bar trades beyond the prior `lookback`-bar high (low) and closes back inside: take the
     reversal at the next open. A stop rests `stop_pct` beyond the entry price: the trade is
     closed within the first bar whose high (low) reaches it, at the stop, or at that bar's open

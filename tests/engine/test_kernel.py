@@ -1,7 +1,8 @@
 """The compiled backtest (`backtest`, app/engine/kernel.py) against the whole-array NumPy path
 (`numpy_backtest`): the same equity, trades and metrics on random markets with ruin, flat
 prices, gaps in time and stop exits, and the same errors for bad positions; the compiled
-crossover signal against the NumPy means and signs."""
+crossover signal against the NumPy means and signs, the compiled liquidity sweep against the
+NumPy one."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
-from app.engine import benchmark, pipeline, ranges, stats
+from app.engine import benchmark, pipeline, ranges, stats, strategies
 from app.engine import indicators as ind
 from app.engine.backtest import Costs, backtest, numpy_backtest
 from app.engine.candles import synthetic
@@ -251,7 +252,7 @@ WARM_PROBE = """
 import json, numpy as np
 from app.engine import kernel
 kernel.warm()
-before = (len(kernel.fused.signatures), len(kernel.crossover.signatures))
+before = [len(k.signatures) for k in (kernel.fused, kernel.crossover, kernel.sweep)]
 from app.engine.backtest import Costs, backtest
 from app.engine.candles import synthetic
 from app.engine.strategies import get_strategy
@@ -261,7 +262,7 @@ for name, params in (("sma_crossover", {"fast": 5, "slow": 20}),
     positions, exits = get_strategy(name).orders(c, params)
     backtest(c, positions, Costs(), exits)
 backtest(c, np.zeros(3000), Costs())
-print(json.dumps([before, [len(kernel.fused.signatures), len(kernel.crossover.signatures)]]))
+print(json.dumps([before, [len(k.signatures) for k in (kernel.fused, kernel.crossover, kernel.sweep)]]))
 """
 
 
@@ -270,4 +271,24 @@ def test_warm_loads_every_signature_the_engine_uses(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     done = subprocess.run([sys.executable, "-c", WARM_PROBE], env=env, capture_output=True, text=True, check=True)
     before, after = json.loads(done.stdout.strip().splitlines()[-1])
-    assert before == after and before[0] >= 2 and before[1] >= 1
+    assert before == after and before[0] >= 2 and before[1] >= 1 and before[2] >= 1
+
+
+@seed(30)
+@settings(max_examples=200, deadline=None)
+@given(
+    data=market(max_bars=400),
+    lookback=st.integers(1, 60),
+    stop_pct=st.sampled_from([0.1, 1.0, 5.0, 10.0]),
+    max_hold=st.integers(1, 50),
+    start=st.integers(0, 100),
+)
+def test_the_compiled_liquidity_sweep_equals_the_numpy_one(data, lookback, stop_pct, max_hold, start):
+    """Random walks with +300 % and −90 % bars (gaps through the stop), flat stretches."""
+    candles, _ = data
+    params = {"lookback": lookback, "stop_pct": stop_pct, "max_hold": max_hold}
+    positions, exits = strategies._liquidity_sweep(candles, params, start)
+    want_positions, want_exits = strategies._liquidity_sweep_numpy(candles, params, start)
+    assert positions.dtype == np.int8
+    np.testing.assert_array_equal(positions, want_positions)
+    np.testing.assert_array_equal(exits, want_exits)
