@@ -320,6 +320,49 @@ except RuntimeError:
     sweep = numba.njit(nogil=True)(_sweep)
 
 
+def _sign(diff, scale, rtol):
+    """`indicators.sign` of one value: 0 within rtol·|scale|, NaN for NaN."""
+    if abs(diff) <= rtol * abs(scale):
+        return 0.0
+    if diff > 0:
+        return 1.0
+    if diff < 0:
+        return -1.0
+    return np.nan
+
+
+def _band_events(close, upper, lower, mid, breakout, start, rtol, out):
+    """`strategies._band_events_numpy` in one pass: entry events at band crossings, exit events
+    when the value crosses `mid`, the state held in between, flat before `start`."""
+    previous = np.nan
+    state = 0.0
+    for t in range(len(close)):
+        side = _sign(close[t] - mid[t], mid[t], rtol)
+        event = np.nan
+        if side != previous and not np.isnan(mid[t]):
+            event = 0.0
+        previous = side
+        above = _sign(close[t] - upper[t], upper[t], rtol) > 0
+        below = _sign(close[t] - lower[t], lower[t], rtol) < 0
+        if below if not breakout else above:
+            event = 1.0
+        if above if not breakout else below:
+            event = -1.0
+        if t < start:
+            out[t] = 0.0
+            continue
+        if not np.isnan(event):
+            state = event
+        out[t] = state
+
+
+_sign = numba.njit(inline="always")(_sign)
+try:
+    band_events = numba.njit(cache=True, nogil=True)(_band_events)
+except RuntimeError:
+    band_events = numba.njit(nogil=True)(_band_events)
+
+
 def warm() -> None:
     """Load (or compile) the kernels for the argument types the engine passes, on a few bars.
     A process that forks job processes (the worker) may call it first, so they inherit the
@@ -330,3 +373,4 @@ def warm() -> None:
         run(prices, prices, positions, np.full(3, np.nan), 0.0)
     crossover(prices, np.zeros(4), np.zeros(4), np.zeros(3, dtype=np.int64), 1, 2, 1e-12, np.empty(3, dtype=np.int8))
     sweep(prices, prices, prices, prices, 1, 0.01, 1, 0, np.empty(3, dtype=np.int8), np.empty(3))
+    band_events(prices, prices, prices, prices, True, 0, 1e-12, np.empty(3))
