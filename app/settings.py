@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     candle_chunk_bars: int = Field(50_000, ge=100)
     job_memory_limit_mb: int = Field(0, ge=0)
 
+    # `trad candles fetch`: another origin for the exchange's REST API (a mirror; the tests' local
+    # exchange), keeping the exchange's paths; empty: the exchange's own. How long a fetch retries
+    # network errors, 429 and 5xx answers before it gives up (the next run resumes).
+    exchange_base_url: str = ""
+    fetch_retry_budget_s: float = Field(120.0, ge=0)
+
     # Per job kind (each kind reads its own in `app.kinds`): attempts before failing, hard timeout of one
     # attempt, and the longest time without progress before an attempt counts as stalled.
     training_max_attempts: int = Field(3, ge=1, le=100)
