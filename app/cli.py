@@ -163,6 +163,10 @@ def cmd_candles_fetch(args: argparse.Namespace, settings: Settings) -> int:
         shown.close()
         print(f"trad: error: {exc}; the bars stored so far are kept, run it again to resume", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        shown.close()
+        print("trad: stopped; the batches written are kept, run it again to resume", file=sys.stderr)
+        return 130
     shown.close()
     print("\n".join(fetch_line.summary(report)))
     return 0

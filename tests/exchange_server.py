@@ -188,3 +188,26 @@ class ExchangeServer:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def main() -> None:
+    """`python3 exchange_server.py --port 8765 [--since 2024-01-01]`: serve until stopped (the
+    deploy test runs it inside its container for docs/operations.md's fetch recipe)."""
+    import argparse
+    from datetime import UTC, datetime
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--since", default="2024-01-01", help="the first bar, UTC")
+    args = parser.parse_args()
+    first = int(datetime.fromisoformat(args.since).replace(tzinfo=UTC).timestamp() * 1000)
+    state = ExchangeState(first_ms=first)
+    handler = type("Handler", (_Handler,), {"state": state})
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
+    server.daemon_threads = True
+    print(f"local exchange on http://127.0.0.1:{args.port}, bars from {args.since}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
