@@ -382,6 +382,28 @@ def test_stopping_the_target_returns_once_every_unit_is_inactive(vm):
     assert history == ["preempted", "succeeded"], history
 
 
+@contextlib.contextmanager
+def local_exchange(vm, port: int = 8765):
+    """tests/exchange_server.py inside the container (it has no internet), with the services'
+    settings pointing `trad candles fetch` at it; both undone at the end."""
+    source = (ROOT / "tests" / "exchange_server.py").read_text()
+    vm.ssh(f"cat > /var/tmp/exchange_server.py <<'PYEOF'\n{source}\nPYEOF")
+    vm.ssh(
+        "systemd-run --quiet --collect --unit=trad-test-exchange "
+        f"python3 /var/tmp/exchange_server.py --port {port} --since 2024-01-01"
+    )
+    wait_until(
+        lambda: vm.ssh(f"curl -sf http://127.0.0.1:{port}/api/v3/exchangeInfo", check=False).returncode == 0,
+        timeout=30,
+        what="the local exchange answers",
+    )
+    vm.ssh(f"echo EXCHANGE_BASE_URL=http://127.0.0.1:{port} >> /etc/trad/trad.env")
+    try:
+        yield
+    finally:
+        vm.ssh("sed -i '/^EXCHANGE_BASE_URL=/d' /etc/trad/trad.env; systemctl stop trad-test-exchange", check=False)
+
+
 def run_block(vm, name: str, env: str = "", timeout: float = 300):
     """One block of docs/operations.md, run as written; `env` sets the variables it names."""
     commands = runnable()[name]
@@ -400,6 +422,13 @@ def test_every_runbook_command_works_as_written(vm):
     )
     data = run_block(vm, "data")
     assert "new bars for BTCUSDT 1m" in data and "ETHUSDT\t1m\t150000" in data, data
+    with local_exchange(vm):
+        fetched = run_block(vm, "fetch")
+    head = "binance BTC/USDT 1h -> BTCUSDT (source binance): "
+    runs = [line for line in fetched.splitlines() if line.startswith(head)]
+    assert len(runs) == 2 and re.search(r": \d{5} bars fetched in \d+ requests, \d{5} new$", runs[0]), fetched
+    assert "up to date" in runs[1] or "resumed after" in fetched, fetched  # the second run resumes
+    assert re.search(r"^BTCUSDT\t1h\t\d{5}\t2024-01-01T00:00:00\+00:00\t.*\tbinance$", fetched, re.M), fetched
     job_id = start_job(vm, 40, seed=6)
     jobs = run_block(vm, "jobs", env=f"JOB={job_id}")
     assert any(line.startswith("succeeded") and "100.0%" in line for line in jobs.splitlines()), jobs
