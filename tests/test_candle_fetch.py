@@ -4,6 +4,8 @@ dropped connection), gaps, the still-open bar, whole batches after an interrupti
 
 from __future__ import annotations
 
+import io
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +15,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from app.fetch_line import ProgressWriter
 from app.models import Candle
+from app.services.candle_fetch import FetchProgress
 from tests.exchange_server import ExchangeServer, kline
 from tests.support import ROOT, process_env
 
@@ -62,6 +66,8 @@ def test_pages_through_the_exchange_and_a_second_run_fetches_only_what_is_new(cl
     first = fetch(clean, exchange, "--timeframe", "1m", "--since", iso(FIRST_MS), "--until", iso(until))
     assert first.returncode == 0, first.stderr
     assert "2500 bars fetched in 25 requests, 2500 new" in first.stdout
+    progress = first.stderr.splitlines()  # not a terminal: a plain line per batch written (one here)
+    assert len(progress) == 1 and "100.0%  2500 bars fetched  2500 stored  25 requests" in progress[-1], progress
     assert "gaps: none" in first.stdout
     klines = exchange.state.klines()
     assert len(klines) == 25 and all(k.query["limit"] == "1000" for k in klines)  # the exchange's page size
@@ -130,6 +136,7 @@ def test_an_interrupted_fetch_keeps_whole_batches_and_resumes(clean, db, exchang
     assert broken.returncode == 3
     assert "did not answer" in broken.stderr and "run it again to resume" in broken.stderr
     assert [ms(c) for c in stored(db)] == [FIRST_MS + i * MIN for i in range(600)]  # two whole batches of 300
+    assert re.findall(r"(\d+) stored", broken.stderr) == ["300", "600"]  # a progress line per batch written
 
     exchange.state.drop_from = None
     requests_before = len(exchange.state.klines())
@@ -147,6 +154,7 @@ def test_an_interrupted_fetch_keeps_whole_batches_and_resumes(clean, db, exchang
         (("--symbol", "DOGE/XYZ"), ["--symbol", "'DOGE/XYZ'", "no spot market"]),
         (("--timeframe", "7m"), ["--timeframe", "'7m'"]),
         (("--timeframe", "3m"), ["--timeframe", "'3m'", "not one trad stores"]),
+        (("--exchange", "coinbase", "--timeframe", "4h"), ["--timeframe", "coinbase does not offer timeframe '4h'"]),
         (("--since", "2099-01-01"), ["--since", "in the future"]),
         (("--since", "2024-02-01", "--until", "2024-01-01"), ["--until", "not before until"]),
         (("--since", "yesterday"), ["--since", "not a date"]),
@@ -186,3 +194,27 @@ def test_synthetic_candles_are_never_mixed_with_an_exchanges(clean, db, exchange
     assert kept.returncode == 0, kept.stderr
     assert "-> BTCUSDTBIN (source binance)" in kept.stdout
     assert len(stored(db, "BTCUSDTBIN")) == 100
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_redrawn_on_a_terminal_and_a_line_per_batch_otherwise():
+    start = FIRST_MS
+    steps = [FetchProgress(start, start + 1000 * MIN, start + i * 100 * MIN, fetched=i * 100) for i in range(1, 11)]
+    for i, p in enumerate(steps):
+        p.stored = (i + 1) // 5 * 500  # a batch of 500 written at the 5th and the 10th page
+    terminal, log = Terminal(), io.StringIO()
+    for out in (terminal, log):
+        writer = ProgressWriter(out)
+        for p in steps:
+            writer(p)
+        writer.close()
+    drawn = terminal.getvalue()
+    assert drawn.count("\r") == 10 and drawn.endswith("\n") and "1000 bars fetched" in drawn
+    assert "ETA" in drawn and " 50.0%" in drawn
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in log.getvalue()
+    assert "500 stored" in lines[0] and "100.0%  1000 bars fetched  1000 stored" in lines[1]
