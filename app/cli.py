@@ -143,7 +143,10 @@ def cmd_candles_fetch(args: argparse.Namespace, settings: Settings) -> int:
     shown = fetch_line.ProgressWriter(sys.stderr)
     try:
         exchange = Exchange(
-            args.exchange, base_url=settings.exchange_base_url, retry_budget_s=settings.fetch_retry_budget_s
+            args.exchange,
+            base_url=settings.exchange_base_url,
+            retry_budget_s=settings.fetch_retry_budget_s,
+            on_retry=shown.retrying,
         )
         report = candle_fetch.fetch(
             settings.database_url,

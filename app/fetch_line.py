@@ -42,6 +42,14 @@ class ProgressWriter:
         self._stored = p.stored
         self.out.flush()
 
+    def note(self, message: str) -> None:
+        """A line of its own (a retry), above the redrawn progress line on a terminal."""
+        self.out.write(("\r\033[K" if self._drawn else "") + message + "\n")
+        self.out.flush()
+
+    def retrying(self, error: Exception, wait_s: float) -> None:
+        self.note(f"{type(error).__name__}: retrying in {wait_s:.1f}s")
+
     def close(self) -> None:
         if self._drawn:
             self.out.write("\n")

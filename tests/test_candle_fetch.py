@@ -100,6 +100,9 @@ def test_429_with_retry_after_a_5xx_and_a_dropped_connection_are_retried(clean, 
     klines = exchange.state.klines()
     assert [k.status for k in klines[:4]] == [429, 503, 0, 200]
     assert klines[1].at - klines[0].at >= 2.0  # waited as long as Retry-After asked, not the first backoff
+    retries = [line for line in result.stderr.splitlines() if "retrying in" in line]
+    assert [r.split(":")[0] for r in retries] == ["DDoSProtection", "OperationFailed", "NetworkError"], retries
+    assert retries[0].endswith("retrying in 2.0s")
 
 
 def test_gaps_are_counted_and_the_largest_reported(clean, db, exchange):
