@@ -48,11 +48,13 @@ def state_digest(vm) -> str:
 
 
 def test_fresh_deploy(vm, deploy):
-    result = deploy(label="fresh deploy")
+    result = deploy(workers=None, label="fresh deploy")  # as README says: WORKERS unset, 2 workers
     assert result.returncode == 0, result.stdout + result.stderr
     assert "health check passed" in result.stdout
     assert "created with new secrets" in result.stdout
     assert "nginx: TLS proxy on port 443" in result.stdout
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error:" in line]
+    assert errors == [], errors  # a first install that succeeds reports no error
     # The upload directory is gone, and its root-only parent is all that is left.
     assert vm.ssh("ls -A /var/lib/trad-deploy").stdout.strip() == ""
     assert vm.ssh("stat -c '%a %U' /var/lib/trad-deploy").stdout.strip() == "700 root"
@@ -258,6 +260,8 @@ def run_block(vm, name: str, env: str = "", timeout: float = 300):
     commands = runnable()[name]
     result = vm.ssh(f"set -e\n{env}\n{commands}", check=False, timeout=timeout)
     assert result.returncode == 0, f"runbook block {name!r} failed:\n{commands}\n{result.stdout}\n{result.stderr}"
+    # Run from root's home, as an operator does: nothing may complain it cannot enter it.
+    assert "could not change directory" not in result.stderr, (name, result.stderr)
     return result.stdout
 
 
@@ -342,9 +346,28 @@ def test_broken_release_rolls_back_by_itself(vm, deploy, tmp_path: Path):
             "def main() -> None:\n", "def main() -> None:\n    raise SystemExit('broken on purpose')\n"
         )
     )
+    since = vm.ssh("date +%s").stdout.strip()
     result = deploy(tree=tree, label="broken deploy")
+    out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "rolled back to" in result.stderr, result.stdout + result.stderr
+    assert "rolled back to" in result.stderr, out
+    # The failed unit ends the health check at once, named, with its last lines, and no
+    # wall of connection errors while it waits.
+    assert "unit FAILED: trad-api.service" in result.stdout and "    broken on purpose" in result.stdout, out
+    assert "curl: (7)" not in out, out
     assert vm.ssh("readlink /srv/trad/current").stdout.strip() == live
     ready = vm.curl("-fsS", "http://127.0.0.1:8000/readyz")
     assert ready.returncode == 0 and json.loads(ready.stdout)["status"] == "ready"
+    journal = vm.ssh(f"journalctl -u trad-api -o short-unix --no-pager --since @{since}").stdout.splitlines()
+    # Rolled back before systemd tried the broken release a second time (RestartSec=5).
+    assert sum("broken on purpose" in line for line in journal) == 1, journal
+    failed = next(float(line.split()[0]) for line in journal if "Main process exited" in line)
+    started = next(
+        float(line.split()[0]) for line in journal if "Started trad-api" in line and float(line.split()[0]) > failed
+    )
+    print(f"\nbroken release: its API failed, the previous one served again {started - failed:.1f}s later")
+    # Releases in deploy order: the live one first, the broken one named as such.
+    releases = vm.ssh("trad releases").stdout.splitlines()
+    assert releases[0].split()[0] == os.path.basename(live) and releases[0].endswith("live"), releases
+    assert any(line.split()[0].endswith(".broken") and "broken: failed its health check" in line for line in releases)
+    assert vm.ssh("ls -t /srv/trad/releases").stdout.split()[0] == os.path.basename(live)
