@@ -7,7 +7,7 @@
 # Builds a release (the code, named by a hash of its content) and a wheelhouse of the pinned
 # Python dependencies here, ships both, and runs ops/scripts/server_install.sh on the server,
 # which needs no package-index access for Python. Running it again with nothing changed
-# changes nothing but the restart.
+# changes and restarts nothing.
 set -Eeuo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

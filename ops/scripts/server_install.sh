@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the server as root (deploy_to_server.sh calls it): installs or upgrades trad from an
 # unpacked release and a wheelhouse. Every step checks before it acts and says what it did;
-# a second run with the same release changes nothing but the restart. A failed health check
+# a second run with the same release changes and restarts nothing. A failed health check
 # switches back to the previous release.
 #
 #   --role primary (default): API, PostgreSQL, Redis, nginx and workers; with --listen-address
@@ -38,6 +38,10 @@ VERSION="" WORKERS="" SOURCE="" WHEELHOUSE_TAR="" ROLE=primary LISTEN="" ACCESS=
 WORKER_UNITS=()
 RESTARTED=() BEFORE=()  # the units restarted last, and their invocation ids before it
 FAILED_UNIT=""
+UNITS_CHANGED=0  # a unit file changed: the units restart even on an unchanged release
+SOCKET_CHANGED=0  # trad-api.socket's unit or port changed: it must listen anew
+PREVIOUS=""  # the release live before this deploy
+SOCKET_DROPIN=$UNIT_DIR/trad-api.socket.d/port.conf
 
 log() { printf '[server %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[server] error: %s\n' "$*" >&2; exit 1; }
@@ -304,8 +308,27 @@ migrate() {
   log "database schema: at the latest revision"
 }
 
+socket_port_dropin() {  # trad-api.socket listens on API_PORT when it is not the unit's 8000
+  local port tmp
+  port=$(api_port)
+  if [ "$port" = 8000 ]; then
+    [ -e "$SOCKET_DROPIN" ] || return 0
+    rm -f "$SOCKET_DROPIN"
+  else
+    tmp=$(mktemp)
+    printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%s\n' "$port" > "$tmp"
+    if cmp -s "$tmp" "$SOCKET_DROPIN"; then rm -f "$tmp"; return 0; fi
+    install -d -m 0755 "${SOCKET_DROPIN%/*}"
+    install -m 0644 "$tmp" "$SOCKET_DROPIN"
+    rm -f "$tmp"
+  fi
+  log "trad-api.socket: listens on 127.0.0.1:$port"
+  return 1
+}
+
 ensure_units() {
-  local changed=0 unit units=("$SOURCE"/ops/systemd/*) wanted=(trad.target trad-api.service "${WORKER_UNITS[@]}")
+  local changed=0 unit units=("$SOURCE"/ops/systemd/*)
+  local wanted=(trad.target trad-api.socket trad-api.service "${WORKER_UNITS[@]}")
   if [ "$ROLE" = worker ]; then
     units=("$SOURCE/ops/systemd/trad.target" "$SOURCE/ops/systemd/trad-worker@.service")
     wanted=(trad.target "${WORKER_UNITS[@]}")
@@ -315,8 +338,14 @@ ensure_units() {
       install -m 0644 "$unit" "$UNIT_DIR/$(basename "$unit")"
       log "unit $(basename "$unit"): installed"
       changed=1
+      [ "$(basename "$unit")" != trad-api.socket ] || SOCKET_CHANGED=1
     fi
   done
+  if [ "$ROLE" = primary ] && ! socket_port_dropin; then
+    changed=1
+    SOCKET_CHANGED=1
+  fi
+  UNITS_CHANGED=$changed
   if [ "$changed" -eq 1 ]; then
     systemctl daemon-reload
   else
@@ -367,10 +396,43 @@ unit_states() {  # unit_states UNIT... — "InvocationID ActiveState SubState Re
     END { print id, a, s, r }' id=- a=- s=- r=-
 }
 
-restart() {
+serves_socket() {  # serves_socket RELEASE — its API takes trad-api.socket from systemd
+  [ -f "$RELEASES/$1/ops/systemd/trad-api.socket" ]
+}
+
+ensure_socket() {  # ensure_socket RELEASE — trad-api.socket listening iff RELEASE's API takes it
+  if [ "$ROLE" != primary ]; then return 0; fi
+  if ! serves_socket "$1"; then
+    if systemctl is-active --quiet trad-api.socket || systemctl is-enabled --quiet trad-api.socket 2>/dev/null; then
+      systemctl disable --now --quiet trad-api.socket
+      log "trad-api.socket: stopped and disabled ($1 binds its port itself)"
+    fi
+    return 0
+  fi
+  if systemctl is-active --quiet trad-api.socket && [ "$SOCKET_CHANGED" -eq 0 ]; then return 0; fi
+  # The port passes from the API process to systemd once (or to a new port): a short stop.
+  systemctl stop trad-api.service trad-api.socket
+  systemctl start trad-api.socket
+  SOCKET_CHANGED=0
+  log "trad-api.socket: listening; restarts of the API refuse no connection from now on"
+}
+
+restart() {  # restart RELEASE — (re)start the units on RELEASE, now live
+  local i
   RESTARTED=(trad-api.service "${WORKER_UNITS[@]}")
   [ "$ROLE" = primary ] || RESTARTED=("${WORKER_UNITS[@]}")
+  ensure_socket "$1"
   mapfile -t BEFORE < <(unit_states "${RESTARTED[@]}" | cut -d' ' -f1)
+  if [ "$PREVIOUS" = "$1" ] && [ "$UNITS_CHANGED" -eq 0 ]; then
+    # Nothing changed: the running units keep running (those found stopped are started).
+    for i in "${!RESTARTED[@]}"; do
+      if systemctl is-active --quiet "${RESTARTED[$i]}"; then BEFORE[i]=any; fi
+    done
+    log "nothing to restart: ${RESTARTED[*]} keep running (any found stopped are started)"
+    systemctl start --no-block "${RESTARTED[@]}"
+    systemctl start --no-block trad.target
+    return 0
+  fi
   log "restarting ${RESTARTED[*]} (running jobs checkpoint and resume)"
   # Not waited for here: units_started watches every unit and ends at the first that fails.
   systemctl restart --no-block "${RESTARTED[@]}"
@@ -539,6 +601,7 @@ main() {
   if [ "$ROLE" = primary ]; then install_primary; else install_worker; fi
   local previous=""
   [ -L "$CURRENT" ] && previous=$(basename "$(readlink "$CURRENT")")
+  PREVIOUS=$previous
   if [ "$previous" = "$VERSION" ]; then
     touch "$RELEASES/$VERSION"
     log "current release: unchanged ($VERSION)"
@@ -546,7 +609,7 @@ main() {
     switch_current "$VERSION"
     log "current release: $VERSION (was ${previous:-none})"
   fi
-  restart
+  restart "$VERSION"
   if healthy; then
     if [ "$ROLE" = primary ]; then
       log "health check passed: /readyz, API token, smoke job"
@@ -561,7 +624,7 @@ main() {
     local why
     why="failed its health check on $(date '+%F %T %Z')${FAILED_UNIT:+: $FAILED_UNIT}; rolled back to $previous"
     switch_current "$previous"
-    restart
+    restart "$previous"
     if ! healthy; then
       mark_broken "$VERSION" "$why"
       die "the previous release $previous is not healthy either; see: journalctl -u trad-api -u 'trad-worker@*'"

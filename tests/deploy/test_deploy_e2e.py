@@ -6,6 +6,7 @@ The tests run in order and share one container."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -313,11 +314,16 @@ def test_poweroff_and_boot_with_jobs_queued_loses_none(vm):
         assert wait_status(vm, job_id, timeout=300)["status"] == JobStatus.SUCCEEDED
 
 
-def test_second_deploy_changes_nothing_but_the_restart(vm, deploy):
-    before = state_digest(vm)
+def main_pids(vm) -> list[str]:
+    return vm.ssh("systemctl show -p MainPID --value trad-api trad-worker@1 trad-worker@2").stdout.split()
+
+
+def test_second_deploy_changes_nothing_and_restarts_nothing(vm, deploy):
+    before, pids = state_digest(vm), main_pids(vm)
     result = deploy(label="no-change redeploy")
     assert result.returncode == 0, result.stdout + result.stderr
     assert state_digest(vm) == before
+    assert main_pids(vm) == pids, "a deploy with nothing to change restarts nothing"
     out = result.stdout
     for step in (
         "user trad: unchanged",
@@ -328,18 +334,65 @@ def test_second_deploy_changes_nothing_but_the_restart(vm, deploy):
         "systemd units: unchanged",
         "enabled units: unchanged",
         "current release: unchanged",
+        "nothing to restart",
     ):
         assert step in out, step
     assert "created" not in out and "installed into" not in out
 
 
-def test_broken_release_rolls_back_by_itself(vm, deploy, tmp_path: Path):
-    live = vm.ssh("readlink /srv/trad/current").stdout.strip()
-    tree = tmp_path / "broken"
+def copy_of_the_tree(tree: Path) -> Path:
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in files:
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, tree / name)
+    return tree
+
+
+def test_no_request_fails_while_the_api_restarts_or_a_deploy_runs(vm, deploy, tmp_path: Path):
+    """10 requests a second through nginx (reads, and starts with an Idempotency-Key) during
+    `systemctl restart trad-api`, a deploy with nothing to change, and an upgrade to a new
+    release: the API's listening socket is systemd's, so a restart refuses no connection."""
+    poller = base64.b64encode((ROOT / "tests/deploy/poller.py").read_bytes()).decode()
+    vm.ssh(
+        f"echo {poller} | base64 -d > /root/poller.py && rm -f /root/poll.jsonl* && "
+        "nohup python3 /root/poller.py /root/poll.jsonl /etc/trad/credentials/api_token "
+        "> /root/poller.err 2>&1 < /dev/null & echo $! > /root/poller.pid"
+    )
+
+    def polled() -> list[dict]:
+        return [json.loads(line) for line in vm.ssh("cat /root/poll.jsonl", check=False).stdout.splitlines()]
+
+    wait_until(lambda: len(polled()) >= 20, timeout=60, interval=0.5, what="the poller to be under way")
+    vm.ssh("systemctl restart trad-api")
+    assert deploy(label="no-change redeploy under load").returncode == 0
+    upgrade = copy_of_the_tree(tmp_path / "upgrade")
+    (upgrade / "docs/operations.md").write_text((upgrade / "docs/operations.md").read_text() + "\n")
+    before = vm.ssh("readlink /srv/trad/current").stdout.strip()
+    result = deploy(tree=upgrade, label="upgrade under load")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert vm.ssh("readlink /srv/trad/current").stdout.strip() != before
+    vm.ssh(
+        "sleep 2; touch /root/poll.jsonl.stop; while kill -0 $(cat /root/poller.pid) 2>/dev/null; do sleep 0.5; done;"
+    )
+    lines = polled()
+    failed = [line for line in lines if line.get("status") not in (200, 202)]
+    starts = [line for line in lines if line["kind"] == "start"]
+    jobs_by_key: dict[str, set[str]] = {}
+    for line in starts:
+        jobs_by_key.setdefault(line["key"], set()).add(line.get("job_id"))
+    print(
+        f"\npoller: {len(lines)} requests through nginx, {len(failed)} failed, {len(jobs_by_key)} keys, "
+        f"slowest {max(line['took'] for line in lines):.1f}s"
+    )
+    assert failed == [], failed[:10]
+    assert len(lines) > 200 and len(starts) > 50, vm.ssh("cat /root/poller.err", check=False).stdout
+    assert all(len(jobs) == 1 for jobs in jobs_by_key.values()), jobs_by_key  # one job per key, no duplicate
+    assert len({job for jobs in jobs_by_key.values() for job in jobs}) == len(jobs_by_key)
+
+
+def test_broken_release_rolls_back_by_itself(vm, deploy, tmp_path: Path):
+    live = vm.ssh("readlink /srv/trad/current").stdout.strip()
+    tree = copy_of_the_tree(tmp_path / "broken")
     main = tree / "app/api/__main__.py"
     main.write_text(
         main.read_text().replace(
