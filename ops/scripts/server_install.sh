@@ -40,7 +40,6 @@ RESTARTED=() BEFORE=()  # the units restarted last, and their invocation ids bef
 FAILED_UNIT=""
 UNITS_CHANGED=0  # a unit file changed: the units restart even on an unchanged release
 SOCKET_CHANGED=0  # trad-api.socket's unit or port changed: it must listen anew
-PREVIOUS=""  # the release live before this deploy
 SOCKET_DROPIN=$UNIT_DIR/trad-api.socket.d/port.conf
 
 log() { printf '[server %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -417,14 +416,14 @@ ensure_socket() {  # ensure_socket RELEASE — trad-api.socket listening iff REL
   log "trad-api.socket: listening; restarts of the API refuse no connection from now on"
 }
 
-restart() {  # restart RELEASE — (re)start the units on RELEASE, now live
+restart() {  # restart RELEASE [keep] — (re)start the units on RELEASE, now live; with keep
+  # (nothing changed since they started on it) the running units keep running
   local i
   RESTARTED=(trad-api.service "${WORKER_UNITS[@]}")
   [ "$ROLE" = primary ] || RESTARTED=("${WORKER_UNITS[@]}")
   ensure_socket "$1"
   mapfile -t BEFORE < <(unit_states "${RESTARTED[@]}" | cut -d' ' -f1)
-  if [ "$PREVIOUS" = "$1" ] && [ "$UNITS_CHANGED" -eq 0 ]; then
-    # Nothing changed: the running units keep running (those found stopped are started).
+  if [ "${2:-}" = keep ]; then
     for i in "${!RESTARTED[@]}"; do
       if systemctl is-active --quiet "${RESTARTED[$i]}"; then BEFORE[i]=any; fi
     done
@@ -601,7 +600,6 @@ main() {
   if [ "$ROLE" = primary ]; then install_primary; else install_worker; fi
   local previous=""
   [ -L "$CURRENT" ] && previous=$(basename "$(readlink "$CURRENT")")
-  PREVIOUS=$previous
   if [ "$previous" = "$VERSION" ]; then
     touch "$RELEASES/$VERSION"
     log "current release: unchanged ($VERSION)"
@@ -609,7 +607,11 @@ main() {
     switch_current "$VERSION"
     log "current release: $VERSION (was ${previous:-none})"
   fi
-  restart "$VERSION"
+  if [ "$previous" = "$VERSION" ] && [ "$UNITS_CHANGED" -eq 0 ]; then
+    restart "$VERSION" keep
+  else
+    restart "$VERSION"
+  fi
   if healthy; then
     if [ "$ROLE" = primary ]; then
       log "health check passed: /readyz, API token, smoke job"
