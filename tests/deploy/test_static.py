@@ -119,3 +119,12 @@ def test_every_runbook_block_is_marked_run_or_not_run():
     labels = [b.label for b in found if b.marker == "run"]
     assert len(labels) == len(set(labels))
     assert {"data", "jobs", "logs", "scale", "backup", "restore", "https", "redis-admin"} <= set(labels)
+
+
+def test_the_api_socket_is_systemds_and_stops_with_the_target():
+    socket_unit = (ROOT / "ops/systemd/trad-api.socket").read_text().splitlines()
+    api = (ROOT / "ops/systemd/trad-api.service").read_text().splitlines()
+    assert "ListenStream=127.0.0.1:8000" in socket_unit  # loopback only, like API_HOST
+    assert "PartOf=trad.target" in socket_unit and "WantedBy=trad.target" in socket_unit
+    # Not required by the API: a release that binds its port itself still starts without it.
+    assert not any(line.startswith(("Requires=trad-api.socket", "BindsTo=trad-api.socket")) for line in api)
