@@ -354,9 +354,10 @@ def test_no_request_fails_while_the_api_restarts_or_a_deploy_runs(vm, deploy, tm
     release: the API's listening socket is systemd's, so a restart refuses no connection."""
     poller = base64.b64encode((ROOT / "tests/deploy/poller.py").read_bytes()).decode()
     vm.ssh(
-        f"echo {poller} | base64 -d > /root/poller.py && rm -f /root/poll.jsonl* && "
+        f"echo {poller} | base64 -d > /root/poller.py; rm -f /root/poll.jsonl*\n"
+        # Only the poller in the background, with no descriptor of this ssh session.
         "nohup python3 /root/poller.py /root/poll.jsonl /etc/trad/credentials/api_token "
-        "> /root/poller.err 2>&1 < /dev/null & echo $! > /root/poller.pid"
+        "> /root/poller.err 2>&1 < /dev/null &\necho $! > /root/poller.pid"
     )
 
     def polled() -> list[dict]:
