@@ -198,3 +198,41 @@ def test_reconciler_checks_many_dispatches_in_one_read_per_priority(db, redis, c
     report = maintenance.run_once(clean, redis)
     assert sorted(report.redispatched) == sorted(gone)
     assert sum(redis.llen(queue.get_queue(redis, p).key) for p in ("high", "normal", "low")) == 22 + len(gone)
+
+
+def test_reconciler_looks_past_the_oldest_five_hundred_queued_jobs(db, redis, clean, monkeypatch):
+    """1,201 queued jobs over the three priorities, every dispatch in Redis but the newest
+    one's: the first pass sends that one again (and nothing else), still asking Redis about
+    the whole pass in one presence check (one read per priority)."""
+    n = 1201
+    db.execute(
+        text(
+            "INSERT INTO training_jobs (id, kind, status, priority, params, percent, attempts, max_attempts,"
+            " rq_job_id, enqueued_at, created_at, updated_at)"
+            " SELECT gen_random_uuid(), 'smoke', 'queued', (ARRAY['high','normal','low'])[1 + i % 3], '{}',"
+            " 0, 0, 3, 'd' || i, now() - interval '1 minute', now() - (:n - i) * interval '1 second', now()"
+            " FROM generate_series(1, :n) AS i"
+        ),
+        {"n": n},
+    )
+    db.commit()
+    rows = db.execute(select(Job.id, Job.rq_job_id, Job.priority).order_by(Job.created_at)).all()
+    for priority in ("high", "normal", "low"):
+        ids = [rq_job_id for _, rq_job_id, p in rows if p == priority and rq_job_id != rows[-1].rq_job_id]
+        redis.rpush(queue.get_queue(redis, priority).key, *ids)
+    newest = rows[-1]
+
+    checks, present = [], queue.present
+
+    def counted(connection, dispatches):
+        dispatches = list(dispatches)
+        checks.append(len(dispatches))
+        return present(connection, dispatches)
+
+    monkeypatch.setattr(queue, "present", counted)
+    report = maintenance.run_once(clean, redis)
+    assert report.redispatched == [str(newest.id)]
+    assert checks == [n], "one presence check (one read per priority) for every due queued job"
+    assert fresh(db, newest.id).rq_job_id in {
+        m.decode() for m in redis.lrange(queue.get_queue(redis, newest.priority).key, 0, -1)
+    }

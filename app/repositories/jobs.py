@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from psycopg import AsyncClientCursor, AsyncConnection
-from sqlalchemy import BigInteger, Integer, bindparam, exists, func, select, update
+from sqlalchemy import BigInteger, Integer, bindparam, exists, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
@@ -19,6 +20,15 @@ from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
 ADMISSION_LOCK_KEY = 0x7472_6164_0001  # serialises admission against max_queued_jobs
 # A job, its saved configuration's id (if any) and how many of its attempts used up its budget.
 JobWithConfiguration = tuple[Job, uuid.UUID | None, int]
+
+
+@dataclass(frozen=True)
+class QueuedDispatch:
+    """A queued job's id and the dispatch (RQ job id, None if never sent) Redis should hold."""
+
+    job_id: uuid.UUID
+    rq_job_id: str | None
+    priority: str
 
 
 def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job | None:
@@ -231,15 +241,30 @@ def set_dispatch(session: Session, job_id: uuid.UUID, rq_job_id: str, now: datet
     session.execute(update(Job).where(Job.id == job_id).values(rq_job_id=rq_job_id, enqueued_at=now))
 
 
-def due_queued(session: Session, now: datetime, enqueued_before: datetime, limit: int = 500) -> Sequence[Job]:
-    """Queued rows a worker may take now that were dispatched long enough ago (or never)."""
+def due_queued(session: Session, now: datetime, enqueued_before: datetime, page: int = 500) -> list[QueuedDispatch]:
+    """Every queued row a worker may take now that was dispatched long enough ago (or never):
+    its id, dispatch and priority, oldest first. Read in pages of `page` rows in (created_at,
+    id) order, each row locked (rows another transaction holds are skipped), so one pass
+    covers the whole queue however long it is."""
+    rows: list[QueuedDispatch] = []
     stmt = (
-        select(Job)
+        select(Job.id, Job.rq_job_id, Job.priority, Job.created_at)
         .where(Job.status == JobStatus.QUEUED)
         .where((Job.not_before.is_(None)) | (Job.not_before <= now))
         .where((Job.enqueued_at.is_(None)) | (Job.enqueued_at <= enqueued_before))
-        .order_by(Job.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        .order_by(Job.created_at, Job.id)
+        .limit(page)
+        .with_for_update(of=Job, skip_locked=True)
     )
-    return session.scalars(stmt).all()
+    after = stmt
+    while True:
+        batch = session.execute(after).all()
+        rows.extend(QueuedDispatch(job_id, rq_job_id, priority) for job_id, rq_job_id, priority, _ in batch)
+        if len(batch) < page:
+            return rows
+        last = batch[-1]
+        after = stmt.where(tuple_(Job.created_at, Job.id) > tuple_(last.created_at, last.id))
+
+
+def get_many(session: Session, job_ids: Sequence[uuid.UUID]) -> Sequence[Job]:
+    return session.scalars(select(Job).where(Job.id.in_(job_ids)).order_by(Job.created_at, Job.id)).all()

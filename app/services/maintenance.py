@@ -9,7 +9,9 @@ advisory lock), run by every worker every few seconds.
   (and PostgreSQL itself has been up that long), giving every live attempt time to beat.
 - Reconciler: a job `queued` in PostgreSQL, due, whose dispatch is in no queue in Redis
   (Redis was down at submit, lost its data, or a worker popped it and died) is dispatched
-  again. A duplicate dispatch is harmless: only one can claim the job.
+  again. Every pass checks every such row (read from PostgreSQL in pages, asked of Redis in
+  one read per priority), however long the queue. A duplicate dispatch is harmless: only one
+  can claim the job.
 - Schedules: due cron schedules start their jobs (`app.services.schedules.fire_due`).
 """
 
@@ -36,6 +38,7 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 LOCK_KEY = 0x7472_6164  # "trad"
+RECONCILE_BATCH = 500  # rows loaded per statement when many dispatches were lost at once
 
 
 @dataclass
@@ -124,12 +127,12 @@ def _reap(
 def _reconcile(session: Session, connection: Redis, settings: Settings, now: datetime) -> None:
     grace = now - timedelta(seconds=settings.reconcile_grace_s)
     due = jobs_repo.due_queued(session, now, grace)
-    found = queue.present(connection, [(job.rq_job_id, job.priority) for job in due if job.rq_job_id])
-    for job in due:
-        if job.rq_job_id in found:
-            continue
-        dispatch.prepare(session, job)
-        log.info("queued job absent from Redis: dispatching again", extra={"job_id": str(job.id)})
+    found = queue.present(connection, [(d.rq_job_id, d.priority) for d in due if d.rq_job_id])
+    lost = [d.job_id for d in due if d.rq_job_id not in found]
+    for start in range(0, len(lost), RECONCILE_BATCH):
+        for job in jobs_repo.get_many(session, lost[start : start + RECONCILE_BATCH]):
+            dispatch.prepare(session, job)
+            log.info("queued job absent from Redis: dispatching again", extra={"job_id": str(job.id)})
 
 
 class MaintenanceLoop(threading.Thread):
