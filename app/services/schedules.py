@@ -166,6 +166,8 @@ def _json_time(instant: datetime) -> str:
 
 
 def _plan(schedule: Schedule, now: datetime) -> None:
+    if not schedule.paused and not cron.fires(schedule.cron):  # stored paused by an older release
+        raise JobConflict(f"the schedule's cron {schedule.cron!r} never fires: give it one that does")
     schedule.next_fire_at = None if schedule.paused else cron.next_after(schedule.cron, schedule.timezone, now)
     schedule.updated_at = now
 
