@@ -3,13 +3,14 @@ start's admission also runs on the event loop (`admit_from_loop`), with the same
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from psycopg import AsyncClientCursor, AsyncConnection
-from sqlalchemy import BigInteger, Integer, bindparam, exists, func, select, tuple_, update
+from sqlalchemy import BigInteger, Integer, bindparam, exists, func, select, true, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
@@ -94,7 +95,10 @@ _ADMITTED_COLUMNS = [c for c in Job.__table__.columns if c.server_default is Non
 def _admit_statement():
     """Insert one job's row (every column a parameter) only while fewer than `max_queued` jobs
     are queued, its idempotency key (if any) is new and, when `candle_revision` is given, the
-    candles are still at that revision; return the server's timestamps."""
+    candles are still at that revision. Always one row: the server's timestamps of the row
+    written (null when none was), and whether the candles had moved from `candle_revision`
+    (so a refusal says which it was: the candles moved, or the queue is full or the key taken).
+    One statement: the count, the revision and the insert share one snapshot."""
     max_queued = bindparam("max_queued", type_=Integer)
     queued = select(func.count()).select_from(
         select(Job.id).where(Job.status == JobStatus.QUEUED).limit(max_queued).subquery()
@@ -102,16 +106,23 @@ def _admit_statement():
     # A start on a kept candle check gives the revision it was made at; any other passes None.
     candle_revision = bindparam("candle_revision", type_=BigInteger)
     current_revision = func.coalesce(select(CandleRevision.revision).where(CandleRevision.id == 1).scalar_subquery(), 0)
-    row = select(*(bindparam(c.key, type_=c.type) for c in _ADMITTED_COLUMNS)).where(
-        queued.scalar_subquery() < max_queued,
-        candle_revision.is_(None) | (current_revision == candle_revision),
+    state = select(queued.scalar_subquery().label("queued"), current_revision.label("revision")).cte("state")
+    moved = candle_revision.is_not(None) & (state.c.revision != candle_revision)
+    row = (
+        select(*(bindparam(c.key, type_=c.type) for c in _ADMITTED_COLUMNS))
+        .select_from(state)
+        .where(state.c.queued < max_queued, ~moved)
     )
     table = Job.__table__  # a Core insert: the ORM would take a dict of parameters as a bulk insert
-    return (
+    inserted = (
         pg_insert(table)
         .from_select([c.key for c in _ADMITTED_COLUMNS], row)
         .on_conflict_do_nothing(index_elements=[table.c.idempotency_key])
         .returning(table.c.created_at, table.c.updated_at)
+        .cte("inserted")
+    )
+    return select(inserted.c.created_at, inserted.c.updated_at, moved.label("candles_moved")).select_from(
+        state.outerjoin(inserted, true())
     )
 
 
@@ -152,28 +163,38 @@ def admit(session: Session, job: Job, max_queued: int) -> bool:
     timestamps). False: the queue is full, or the key was committed concurrently."""
     values = _admission_values(job)
     lock_admission(session)
-    inserted = session.execute(_ADMIT, {**values, "max_queued": max_queued, "candle_revision": None}).one_or_none()
-    if inserted is None:
+    created_at, updated_at, _ = session.execute(
+        _ADMIT, {**values, "max_queued": max_queued, "candle_revision": None}
+    ).one()
+    if created_at is None:
         return False
-    job.created_at, job.updated_at = inserted
+    job.created_at, job.updated_at = created_at, updated_at
     make_transient_to_detached(job)  # as if loaded: no flush, no further SQL
     session.add(job)
     return True
 
 
+class Admission(enum.Enum):
+    """What `admit_from_loop` did."""
+
+    ADMITTED = "admitted"
+    REFUSED = "refused"  # the queue is full, or the key was committed concurrently
+    CANDLES_MOVED = "candles_moved"  # not at the kept check's revision: check them again
+
+
 async def admit_from_loop(
     conn: AsyncConnection, job: Job, max_queued: int, *, candle_revision: int | None = None
-) -> bool:
+) -> Admission:
     """`admit` and its commit on an autocommit connection of the event loop, in one round trip:
     BEGIN, the lock, the insert and COMMIT go to the server as one query string (parameters
     bound by the driver on the client, as the protocol allows several statements only in a
     simple query), so the lock is held for the server's work alone, never while the API gets
     round to sending the next statement. Each statement still takes its own snapshot, so the
     count under the lock sees every admission committed before it. With `candle_revision` (a
-    kept candle check's) the row is written only while the candles are still at that revision.
-    True: the row is committed (and `job` has the server's timestamps); False as for `admit`, or
-    the candles changed. A failure raises with nothing committed (and the connection in a failed
-    transaction: the pool closes it)."""
+    kept candle check's) the row is written only while the candles are still at that revision,
+    and a refusal for that reason is told apart from a full queue. ADMITTED: the row is
+    committed (and `job` has the server's timestamps). A failure raises with nothing committed
+    (and the connection in a failed transaction: the pool closes it)."""
     values = _admission_values(job)
     async with AsyncClientCursor(conn) as cursor:
         await cursor.execute(
@@ -182,12 +203,12 @@ async def admit_from_loop(
         )
         cursor.nextset()  # BEGIN's result, then the lock's
         cursor.nextset()
-        assert (cursor.statusmessage or "").startswith("INSERT"), cursor.statusmessage
-        inserted = await cursor.fetchone()
-    if inserted is None:
-        return False
-    job.created_at, job.updated_at = inserted
-    return True
+        assert (cursor.statusmessage or "").startswith("SELECT"), cursor.statusmessage
+        created_at, updated_at, candles_moved = await cursor.fetchone()
+    if created_at is not None:
+        job.created_at, job.updated_at = created_at, updated_at
+        return Admission.ADMITTED
+    return Admission.CANDLES_MOVED if candles_moved else Admission.REFUSED
 
 
 def lock_admission(session: Session) -> None:
