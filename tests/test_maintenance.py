@@ -236,3 +236,24 @@ def test_reconciler_looks_past_the_oldest_five_hundred_queued_jobs(db, redis, cl
     assert fresh(db, newest.id).rq_job_id in {
         m.decode() for m in redis.lrange(queue.get_queue(redis, newest.priority).key, 0, -1)
     }
+
+
+def test_reconciler_sends_nothing_for_a_job_that_changed_while_it_asked_redis(db, redis, clean, monkeypatch):
+    """Rows are read unlocked, then Redis is asked; a job claimed, or sent again, meanwhile is
+    not sent again: only rows still queued with the dispatch found missing are."""
+    claimed, resent, lost = (queued_job(db, clean) for _ in range(3))  # never sent: absent from Redis
+    db.execute(update(Job).values(enqueued_at=utcnow() - timedelta(minutes=1)))
+    db.commit()
+    present = queue.present
+
+    def meanwhile(connection, dispatches):
+        with get_engine(clean.database_url).begin() as other:
+            other.execute(update(Job).where(Job.id == claimed.id).values(status=JobStatus.RUNNING))
+            other.execute(update(Job).where(Job.id == resent.id).values(rq_job_id="sent-meanwhile"))
+        return present(connection, dispatches)
+
+    monkeypatch.setattr(queue, "present", meanwhile)
+    report = maintenance.run_once(clean, redis)
+    assert report.redispatched == [str(lost.id)]
+    assert fresh(db, claimed.id).status == JobStatus.RUNNING and fresh(db, resent.id).rq_job_id == "sent-meanwhile"
+    assert redis.llen("rq:queue:training") == 1

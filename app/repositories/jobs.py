@@ -264,9 +264,9 @@ def set_dispatch(session: Session, job_id: uuid.UUID, rq_job_id: str, now: datet
 
 def due_queued(session: Session, now: datetime, enqueued_before: datetime, page: int = 500) -> list[QueuedDispatch]:
     """Every queued row a worker may take now that was dispatched long enough ago (or never):
-    its id, dispatch and priority, oldest first. Read in pages of `page` rows in (created_at,
-    id) order, each row locked (rows another transaction holds are skipped), so one pass
-    covers the whole queue however long it is."""
+    its id, dispatch and priority, oldest first. Read in keyset pages of `page` rows in
+    (created_at, id) order, so one pass covers the whole queue however long it is; nothing is
+    locked (see `lock_queued`)."""
     rows: list[QueuedDispatch] = []
     stmt = (
         select(Job.id, Job.rq_job_id, Job.priority, Job.created_at)
@@ -275,7 +275,6 @@ def due_queued(session: Session, now: datetime, enqueued_before: datetime, page:
         .where((Job.enqueued_at.is_(None)) | (Job.enqueued_at <= enqueued_before))
         .order_by(Job.created_at, Job.id)
         .limit(page)
-        .with_for_update(of=Job, skip_locked=True)
     )
     after = stmt
     while True:
@@ -287,5 +286,15 @@ def due_queued(session: Session, now: datetime, enqueued_before: datetime, page:
         after = stmt.where(tuple_(Job.created_at, Job.id) > tuple_(last.created_at, last.id))
 
 
-def get_many(session: Session, job_ids: Sequence[uuid.UUID]) -> Sequence[Job]:
-    return session.scalars(select(Job).where(Job.id.in_(job_ids)).order_by(Job.created_at, Job.id)).all()
+def lock_queued(session: Session, dispatches: Sequence[QueuedDispatch]) -> Sequence[Job]:
+    """The rows of these dispatches, locked, that are still queued with the same dispatch (not
+    claimed, canceled or sent again since they were read); rows another transaction holds are
+    skipped."""
+    wanted = {d.job_id: d.rq_job_id for d in dispatches}
+    stmt = (
+        select(Job)
+        .where(Job.id.in_(wanted), Job.status == JobStatus.QUEUED)
+        .order_by(Job.created_at, Job.id)
+        .with_for_update(skip_locked=True)
+    )
+    return [job for job in session.scalars(stmt) if job.rq_job_id == wanted[job.id]]

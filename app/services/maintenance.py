@@ -10,8 +10,9 @@ advisory lock), run by every worker every few seconds.
 - Reconciler: a job `queued` in PostgreSQL, due, whose dispatch is in no queue in Redis
   (Redis was down at submit, lost its data, or a worker popped it and died) is dispatched
   again. Every pass checks every such row (read from PostgreSQL in pages, asked of Redis in
-  one read per priority), however long the queue. A duplicate dispatch is harmless: only one
-  can claim the job.
+  one read per priority), however long the queue, and locks only the rows it sends again
+  (still queued with the dispatch it found missing). A duplicate dispatch is harmless: only
+  one can claim the job.
 - Schedules: due cron schedules start their jobs (`app.services.schedules.fire_due`).
 """
 
@@ -128,9 +129,9 @@ def _reconcile(session: Session, connection: Redis, settings: Settings, now: dat
     grace = now - timedelta(seconds=settings.reconcile_grace_s)
     due = jobs_repo.due_queued(session, now, grace)
     found = queue.present(connection, [(d.rq_job_id, d.priority) for d in due if d.rq_job_id])
-    lost = [d.job_id for d in due if d.rq_job_id not in found]
+    lost = [d for d in due if d.rq_job_id not in found]
     for start in range(0, len(lost), RECONCILE_BATCH):
-        for job in jobs_repo.get_many(session, lost[start : start + RECONCILE_BATCH]):
+        for job in jobs_repo.lock_queued(session, lost[start : start + RECONCILE_BATCH]):
             dispatch.prepare(session, job)
             log.info("queued job absent from Redis: dispatching again", extra={"job_id": str(job.id)})
 
