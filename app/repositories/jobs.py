@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from psycopg import AsyncClientCursor, AsyncConnection
-from sqlalchemy import BigInteger, Integer, bindparam, exists, func, select, true, tuple_, update
+from sqlalchemy import BigInteger, Integer, bindparam, exists, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
@@ -21,15 +20,6 @@ from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
 ADMISSION_LOCK_KEY = 0x7472_6164_0001  # serialises admission against max_queued_jobs
 # A job, its saved configuration's id (if any) and how many of its attempts used up its budget.
 JobWithConfiguration = tuple[Job, uuid.UUID | None, int]
-
-
-@dataclass(frozen=True)
-class QueuedDispatch:
-    """A queued job's id and the dispatch (RQ job id, None if never sent) Redis should hold."""
-
-    job_id: uuid.UUID
-    rq_job_id: str | None
-    priority: str
 
 
 def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job | None:
@@ -262,35 +252,30 @@ def set_dispatch(session: Session, job_id: uuid.UUID, rq_job_id: str, now: datet
     session.execute(update(Job).where(Job.id == job_id).values(rq_job_id=rq_job_id, enqueued_at=now))
 
 
-def due_queued(session: Session, now: datetime, enqueued_before: datetime, page: int = 500) -> list[QueuedDispatch]:
-    """Every queued row a worker may take now that was dispatched long enough ago (or never):
-    its id, dispatch and priority, oldest first. Read in keyset pages of `page` rows in
-    (created_at, id) order, so one pass covers the whole queue however long it is; nothing is
-    locked (see `lock_queued`)."""
-    rows: list[QueuedDispatch] = []
+def queued_dispatches(
+    session: Session, now: datetime, enqueued_before: datetime, page: int = 1000
+) -> Iterator[Sequence[tuple[uuid.UUID, str | None]]]:
+    """Every queued row a worker may take now that was dispatched long enough ago (or never),
+    as (id, rq_job_id), oldest first, in pages of `page` rows: one statement whose rows are
+    fetched a page at a time (a server-side cursor), so one pass covers the whole queue however
+    long it is without holding it all. Nothing is locked (see `lock_queued`)."""
     stmt = (
-        select(Job.id, Job.rq_job_id, Job.priority, Job.created_at)
+        select(Job.id, Job.rq_job_id)
         .where(Job.status == JobStatus.QUEUED)
         .where((Job.not_before.is_(None)) | (Job.not_before <= now))
         .where((Job.enqueued_at.is_(None)) | (Job.enqueued_at <= enqueued_before))
         .order_by(Job.created_at, Job.id)
-        .limit(page)
+        .execution_options(stream_results=True, max_row_buffer=page)
     )
-    after = stmt
-    while True:
-        batch = session.execute(after).all()
-        rows.extend(QueuedDispatch(job_id, rq_job_id, priority) for job_id, rq_job_id, priority, _ in batch)
-        if len(batch) < page:
-            return rows
-        last = batch[-1]
-        after = stmt.where(tuple_(Job.created_at, Job.id) > tuple_(last.created_at, last.id))
+    with session.connection().execute(stmt) as result:
+        yield from result.partitions(page)
 
 
-def lock_queued(session: Session, dispatches: Sequence[QueuedDispatch]) -> Sequence[Job]:
-    """The rows of these dispatches, locked, that are still queued with the same dispatch (not
-    claimed, canceled or sent again since they were read); rows another transaction holds are
-    skipped."""
-    wanted = {d.job_id: d.rq_job_id for d in dispatches}
+def lock_queued(session: Session, dispatches: Sequence[tuple[uuid.UUID, str | None]]) -> Sequence[Job]:
+    """The rows of these (id, rq_job_id), locked, that are still queued with the same dispatch
+    (not claimed, canceled or sent again since they were read), oldest first; rows another
+    transaction holds are skipped."""
+    wanted = dict(dispatches)
     stmt = (
         select(Job)
         .where(Job.id.in_(wanted), Job.status == JobStatus.QUEUED)
