@@ -24,7 +24,7 @@ from app import cron
 from app.kinds import KINDS
 from app.models import MISFIRE_POLICIES, OVERLAP_POLICIES, PRIORITIES
 from app.status import AttemptStatus, JobStatus
-from app.training.catalog import OBJECTIVES, SYMBOL_PATTERN, TIMEFRAMES, strategy_names
+from app.training.catalog import MAX_COST_BPS, OBJECTIVES, SYMBOL_PATTERN, TIMEFRAMES, strategy_names
 
 Priority = Literal[PRIORITIES]  # a tuple subscript: Literal of each of its values
 Timeframe = Literal[TIMEFRAMES]
@@ -97,6 +97,20 @@ class StartTraining(BaseModel):
         None, description="minimum trades in the training window; default by timeframe"
     )
     validation: WalkForward = Field(default_factory=WalkForward)
+    fee_bps: StrictFloat | None = Field(
+        None,
+        ge=0,
+        le=MAX_COST_BPS,
+        allow_inf_nan=False,
+        description="fee per fill in basis points of its notional (10 = 0.1 %); default DEFAULT_FEE_BPS (10)",
+    )
+    slippage_bps: StrictFloat | None = Field(
+        None,
+        ge=0,
+        le=MAX_COST_BPS,
+        allow_inf_nan=False,
+        description="slippage per fill in basis points of its notional; default DEFAULT_SLIPPAGE_BPS (2)",
+    )
 
     @field_validator("start", "end")
     @classmethod
@@ -119,7 +133,17 @@ class StartTraining(BaseModel):
         return self
 
     def job_params(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"priority"})
+        """The body as the job's parameters. Costs left out stay out (the start fills them in
+        from the settings after hashing the request), so a body that names no costs hashes as
+        it did before costs could be named, and replays an earlier Idempotency-Key."""
+        return _without_unnamed_costs(self.model_dump(mode="json", exclude={"priority"}))
+
+
+COST_FIELDS = ("fee_bps", "slippage_bps")
+
+
+def _without_unnamed_costs(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if not (k in COST_FIELDS and v is None)}
 
 
 class ErrorInfo(BaseModel):
@@ -269,6 +293,8 @@ class ConfigurationDetail(Configuration):
     excess: FiniteJson = Field(default_factory=dict)
     statistics: Statistics | None = None
     param_importances: FiniteJson = Field(default_factory=dict)
+    fee_bps: FiniteFloat = Field(None, description="the fee per fill it was trained and validated with, in bps")
+    slippage_bps: FiniteFloat = Field(None, description="the slippage per fill it was trained with, in bps")
 
     @model_validator(mode="before")
     @classmethod
@@ -300,6 +326,8 @@ RESULT_FIELDS = (
     "excess",
     "statistics",
     "param_importances",
+    "fee_bps",
+    "slippage_bps",
 )
 
 
@@ -319,7 +347,7 @@ class ScheduleTemplate(StartTraining):
 
     def stored(self) -> tuple[dict[str, Any], str | None]:
         """(the template as stored: a start body with its priority, the lookback)."""
-        return self.model_dump(mode="json", exclude={"lookback"}), self.lookback
+        return _without_unnamed_costs(self.model_dump(mode="json", exclude={"lookback"})), self.lookback
 
 
 class ScheduleFields(BaseModel):

@@ -248,10 +248,6 @@ def oldest_queued_age_s(session: Session) -> float:
     return float(age or 0)
 
 
-def set_dispatch(session: Session, job_id: uuid.UUID, rq_job_id: str, now: datetime) -> None:
-    session.execute(update(Job).where(Job.id == job_id).values(rq_job_id=rq_job_id, enqueued_at=now))
-
-
 def queued_dispatches(
     session: Session, now: datetime, enqueued_before: datetime, page: int = 1000
 ) -> Iterator[Sequence[tuple[uuid.UUID, str | None]]]:

@@ -176,7 +176,7 @@ def _new_job(
         kind=kind,
         status=JobStatus.QUEUED,
         priority=priority,
-        params=params,
+        params=_with_default_costs(settings, kind, params),
         idempotency_key=idempotency_key,
         request_hash=digest,
         n_iterations=get_kind(kind).count_iterations(params),
@@ -187,6 +187,15 @@ def _new_job(
     )
     dispatch.assign(job)
     return job
+
+
+def _with_default_costs(settings: Settings, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A training job's parameters with the costs its request left out taken from the settings,
+    so the job keeps the costs it was accepted with. They are stored, not hashed: the request's
+    hash is of what was sent."""
+    if kind != "training":
+        return params
+    return {"fee_bps": settings.default_fee_bps, "slippage_bps": settings.default_slippage_bps, **params}
 
 
 def start_smoke(session: Session, settings: Settings, *, priority: str = "high", **params: Any) -> Job:
