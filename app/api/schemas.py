@@ -429,3 +429,46 @@ class ScheduleDetail(ScheduleOut):
 
 class SchedulePage(BaseModel):
     items: list[ScheduleOut]
+
+
+class ParamRange(BaseModel):
+    name: str
+    kind: Literal["int", "float"]
+    low: float
+    high: float
+
+
+class StrategyInfo(BaseModel):
+    name: StrategyName
+    params: list[ParamRange] = Field(description="the parameter space the search draws from")
+
+
+class JobStatusInfo(BaseModel):
+    value: Status
+    finished: bool = Field(description="nothing more happens to the job unless a user retries it")
+    cancelable: bool
+    retryable: bool
+
+
+class CatalogDefaults(BaseModel):
+    priority: Priority
+    objective: Objective
+    validation_mode: ValidationMode
+    misfire_policy: MisfirePolicy
+    overlap_policy: OverlapPolicy
+
+
+class Catalog(BaseModel):
+    """Every value list a request may name or a response may hold, each from its one source; the
+    dashboard fills its selects from it."""
+
+    strategies: list[StrategyInfo]
+    timeframes: list[Timeframe]
+    objectives: list[Objective]
+    validation_modes: list[ValidationMode]
+    priorities: list[Priority] = Field(description="highest first: a worker drains the first queue before the next")
+    job_statuses: list[JobStatusInfo]
+    misfire_policies: list[MisfirePolicy]
+    overlap_policies: list[OverlapPolicy]
+    fire_outcomes: list[FireOutcome]
+    defaults: CatalogDefaults = Field(description="what a start or schedule request that leaves the field out gets")

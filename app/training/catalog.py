@@ -9,7 +9,7 @@ from app.engine.candles import TIMEFRAMES as _TIMEFRAME_MS
 from app.engine.costs import MAX_COST_BPS
 from app.engine.optimise import OBJECTIVES
 from app.engine.pipeline import VALIDATION_MODES
-from app.engine.strategies import STRATEGIES
+from app.engine.strategies import STRATEGIES, ParamSpec
 
 TIMEFRAMES: tuple[str, ...] = tuple(_TIMEFRAME_MS)
 SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
@@ -23,8 +23,14 @@ __all__ = [
     "TIMEFRAMES",
     "VALIDATION_MODES",
     "strategy_names",
+    "strategy_spaces",
 ]
 
 
 def strategy_names() -> tuple[str, ...]:
     return tuple(sorted(STRATEGIES))
+
+
+def strategy_spaces() -> dict[str, tuple[ParamSpec, ...]]:
+    """Each strategy's parameter space (what the search draws from), by name."""
+    return {name: STRATEGIES[name].space for name in strategy_names()}
