@@ -21,10 +21,16 @@ from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
+from app.status import Priority
+
 log = logging.getLogger(__name__)
 
 # Strict priority order: a worker always drains the first queue before the next.
-QUEUE_NAMES: dict[str, str] = {"high": "training-high", "normal": "training", "low": "training-low"}
+QUEUE_NAMES: dict[str, str] = {
+    Priority.HIGH: "training-high",
+    Priority.NORMAL: "training",
+    Priority.LOW: "training-low",
+}
 ENTRYPOINT = "app.jobs.run"  # stored in Redis with every job: public API, never rename
 # What a worker may run: every job kind is dispatched through the one entrypoint, which looks
 # the kind up in PostgreSQL (app.kinds). A queue entry naming anything else is refused.

@@ -24,7 +24,7 @@ from app.repositories import jobs as jobs_repo
 from app.services import candles as candles_service
 from app.services import dispatch, lifecycle
 from app.settings import Settings
-from app.status import JobStatus
+from app.status import JobStatus, Priority
 
 
 class JobError(Exception):
@@ -198,7 +198,7 @@ def _with_default_costs(settings: Settings, kind: str, params: dict[str, Any]) -
     return {"fee_bps": settings.default_fee_bps, "slippage_bps": settings.default_slippage_bps, **params}
 
 
-def start_smoke(session: Session, settings: Settings, *, priority: str = "high", **params: Any) -> Job:
+def start_smoke(session: Session, settings: Settings, *, priority: str = Priority.HIGH, **params: Any) -> Job:
     """A smoke job (not committed): the CLI's `trad smoke`, the deploy health check, benchmarks."""
     return start(
         session,
