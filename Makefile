@@ -27,6 +27,7 @@ test-fast: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 lock:
 	cd requirements && ../$(BIN)/pip-compile -q --strip-extras --no-header --no-emit-index-url \

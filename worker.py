@@ -15,12 +15,12 @@ import gc
 import logging
 import sys
 
-from app import kinds, logs, notify
+from app import logs, notify
 from app.db import get_engine
 from app.queue import redis_connection
 from app.readiness import wait_for_dependencies
 from app.settings import get_settings
-from app.worker import TradWorker
+from app.worker import TradWorker, preload
 
 log = logging.getLogger("trad.worker")
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     logs.configure(settings.log_level, process=args.name)
-    kinds.preload()
+    preload()
     wait_for_dependencies(settings, args.wait)
     get_engine(settings.database_url).dispose()  # no pooled connection crosses a fork
     worker = TradWorker(settings, args.name, redis_connection(settings.redis_url))

@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     candles = sub.add_parser("candles", help="candle data")
     csub = candles.add_subparsers(dest="action", required=True)
-    imp = csub.add_parser("import", help="import a CSV file (generic or exchange kline layout)")
+    imp = csub.add_parser("import", help="import a CSV file (a header naming the columns, or an exchange kline dump)")
     imp.add_argument("--symbol", type=_symbol, required=True)
     imp.add_argument("--timeframe", choices=TIMEFRAMES, required=True)
     imp.add_argument("file")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.kinds import smoke, training
-from app.kinds.limits import Limits
+from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS, MAX_COST_BPS
 
 DEFAULT_ENV_FILE = "/etc/trad/trad.env"
 
@@ -23,10 +23,23 @@ def _credentials_dir() -> Path | None:
     return path if path is not None and path.is_dir() else None
 
 
+# Written by `make dev` in this checkout while its stack is up (its DATABASE_URL, REDIS_URL and
+# API_TOKEN), so `trad` run from the checkout reaches that stack with nothing exported.
+DEV_ENV_FILE = Path(__file__).resolve().parents[1] / "var" / "dev.env"
+
+
+def _readable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
+
+
 def _env_file() -> Path | None:
-    """The env file named by TRAD_ENV_FILE (default /etc/trad/trad.env), if it can be read."""
+    """The env file named by TRAD_ENV_FILE (default /etc/trad/trad.env), if it can be read; else
+    the dev stack's file in this checkout, if it is up. A deployed server, which has the
+    former, never reads the latter."""
     path = Path(os.environ.get("TRAD_ENV_FILE", DEFAULT_ENV_FILE))
-    return path if path.is_file() and os.access(path, os.R_OK) else None
+    if _readable(path):
+        return path
+    return DEV_ENV_FILE if _readable(DEV_ENV_FILE) else None
 
 
 def inherited_sockets() -> list[int]:
@@ -49,6 +62,12 @@ class Settings(BaseSettings):
     api_token: SecretStr = SecretStr("")
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # The reverse proxy in front of the API (nginx on loopback when deployed): only a connection
+    # from one of these addresses or networks may name the client (X-Forwarded-For) and the
+    # scheme (X-Forwarded-Proto); anyone else is taken at its own address. Empty: nobody.
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1", description="comma-separated addresses or networks of trusted reverse proxies"
+    )
     log_level: str = "INFO"
     # `make dev` only: the ports of the throwaway PostgreSQL and Redis it starts.
     dev_postgres_port: int = 55432
@@ -108,17 +127,35 @@ class Settings(BaseSettings):
     # straight into arrays, with a stop check between chunks; and an optional address-space
     # limit for each job process (0 = none; the units' MemoryMax is the production bound).
     max_bars_per_job: int = Field(2_000_000, ge=1)
+    # The costs of a training job that names none, in basis points of each fill's notional.
+    default_fee_bps: float = Field(DEFAULT_FEE_BPS, ge=0, le=MAX_COST_BPS, allow_inf_nan=False)
+    default_slippage_bps: float = Field(DEFAULT_SLIPPAGE_BPS, ge=0, le=MAX_COST_BPS, allow_inf_nan=False)
     candle_chunk_bars: int = Field(50_000, ge=100)
     job_memory_limit_mb: int = Field(0, ge=0)
 
-    # Per job kind (defaults are the kind's own): attempts before failing, hard timeout of one
+    # Per job kind (each kind reads its own in `app.kinds`): attempts before failing, hard timeout of one
     # attempt, and the longest time without progress before an attempt counts as stalled.
-    training_max_attempts: int = Field(training.DEFAULT_LIMITS.max_attempts, ge=1, le=100)
-    training_timeout_s: int = Field(training.DEFAULT_LIMITS.timeout_s, ge=10)
-    training_stall_timeout_s: int = Field(training.DEFAULT_LIMITS.stall_timeout_s, ge=1)
-    smoke_max_attempts: int = Field(smoke.DEFAULT_LIMITS.max_attempts, ge=1, le=100)
-    smoke_timeout_s: int = Field(smoke.DEFAULT_LIMITS.timeout_s, ge=10)
-    smoke_stall_timeout_s: int = Field(smoke.DEFAULT_LIMITS.stall_timeout_s, ge=1)
+    training_max_attempts: int = Field(3, ge=1, le=100)
+    training_timeout_s: int = Field(30 * 60, ge=10)
+    training_stall_timeout_s: int = Field(5 * 60, ge=1)
+    smoke_max_attempts: int = Field(2, ge=1, le=100)
+    smoke_timeout_s: int = Field(120, ge=10)
+    smoke_stall_timeout_s: int = Field(60, ge=1)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        """Addresses or networks only: a host name or `*` would let any client name itself."""
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(f"FORWARDED_ALLOW_IPS: {item!r} is not an IP address or network") from None
+        return value
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return [part.strip() for part in self.forwarded_allow_ips.split(",") if part.strip()]
 
     @model_validator(mode="after")
     def _liveness_bounds(self) -> Settings:
@@ -131,17 +168,9 @@ class Settings(BaseSettings):
     def api_token_value(self) -> str:
         return self.api_token.get_secret_value()
 
-    @property
-    def kind_limits(self) -> dict[str, Limits]:
-        """The limits of each job kind, by kind name: the one mapping from settings to kinds."""
-        return {
-            training.NAME: Limits(self.training_max_attempts, self.training_timeout_s, self.training_stall_timeout_s),
-            smoke.NAME: Limits(self.smoke_max_attempts, self.smoke_timeout_s, self.smoke_stall_timeout_s),
-        }
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Settings from the environment, then the env file, then systemd credentials (the first
-    source that names a setting wins)."""
+    """Settings from the environment, then the env file (or, without one, `make dev`'s file in
+    this checkout), then systemd credentials (the first source that names a setting wins)."""
     return Settings(_env_file=_env_file(), _secrets_dir=_credentials_dir())

@@ -279,3 +279,70 @@ def test_coverage_counts_resampled_bars_as_the_engine_does(client, db):
     assert (
         client.post("/api/v2/training/start", json={**GOOD, "symbol": "SOLUSDT", "timeframe": "5m"}).status_code == 202
     )
+
+
+# -- costs per job ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"fee_bps": "10"}, "fee_bps"),
+        ({"fee_bps": True}, "fee_bps"),
+        ({"fee_bps": -1}, "fee_bps"),
+        ({"fee_bps": 1000.5}, "fee_bps"),
+        ({"fee_bps": [10]}, "fee_bps"),
+        ({"slippage_bps": "2"}, "slippage_bps"),
+        ({"slippage_bps": -0.01}, "slippage_bps"),
+        ({"slippage_bps": 5000}, "slippage_bps"),
+    ],
+)
+def test_bad_costs_are_422_naming_the_field_and_write_nothing(client, db, change, field):
+    resp = client.post("/api/v2/training/start", json={**GOOD, **change})
+    assert resp.status_code == 422, resp.text
+    assert [e["loc"][-1] for e in resp.json()["detail"]] == [field]
+    assert job_count(db) == 0
+
+
+def test_costs_named_are_kept_and_costs_left_out_come_from_the_settings(clean, db):
+    settings = clean.model_copy(update={"default_fee_bps": 4.5, "default_slippage_bps": 0.5})
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        named = client.post("/api/v2/training/start", json={**GOOD, "fee_bps": 0, "slippage_bps": 1000})
+        left_out = client.post("/api/v2/training/start", json=GOOD)
+        one = client.post("/api/v2/training/start", json={**GOOD, "slippage_bps": 0})
+    assert [r.status_code for r in (named, left_out, one)] == [202, 202, 202]
+    stored = {r.json()["job_id"]: None for r in (named, left_out, one)}
+    for job_id in stored:
+        stored[job_id] = db.get(Job, uuid.UUID(job_id)).params
+    params = list(stored.values())
+    assert (params[0]["fee_bps"], params[0]["slippage_bps"]) == (0, 1000)
+    assert (params[1]["fee_bps"], params[1]["slippage_bps"]) == (4.5, 0.5)
+    assert (params[2]["fee_bps"], params[2]["slippage_bps"]) == (4.5, 0)
+
+
+def test_a_key_used_before_costs_could_be_named_replays_its_body(client, db):
+    """A body that names no costs hashes as the release before this one hashed it (its params
+    then had no costs), so its Idempotency-Key still replays; naming costs is another body."""
+    from app.services.jobs import request_hash
+
+    before = {
+        **GOOD,
+        "start": None,
+        "end": None,
+        "objective": "sharpe",
+        "holdout_fraction": 0.2,
+        "folds": 0,
+        "min_trades": None,
+        "validation": {"mode": "holdout", "windows": 5, "anchored": False},
+    }
+    first = client.post("/api/v2/training/start", json=GOOD, headers={"Idempotency-Key": "from-before"})
+    assert first.status_code == 202, first.text
+    job = db.get(Job, uuid.UUID(first.json()["job_id"]))
+    assert job.request_hash == request_hash("training", "normal", before)
+    again = client.post("/api/v2/training/start", json=GOOD, headers={"Idempotency-Key": "from-before"})
+    assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
+    other = client.post(
+        "/api/v2/training/start", json={**GOOD, "fee_bps": 10}, headers={"Idempotency-Key": "from-before"}
+    )
+    assert other.status_code == 409
+    assert job_count(db) == 1

@@ -3,6 +3,7 @@ smoke, and clear errors for bad input. Run as a real subprocess against the test
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -84,6 +85,46 @@ def test_kline_layout_imports(clean, db, tmp_path):
     assert result.returncode == 0 and "2 new bars" in result.stdout
     listing = trad(clean, "candles", "list")
     assert "BTCUSDT\t1m\t2\t2024-01-01T00:00:00+00:00" in listing.stdout and "import" in listing.stdout
+
+
+BACKTESTING_PY = importlib.util.find_spec("backtesting")
+
+
+@pytest.mark.parametrize(
+    ("name", "symbol", "timeframe", "bars", "first"),
+    [
+        ("goog_layout.csv", "GOOG", "1d", 300, "2004-08-19T00:00:00+00:00"),
+        ("eurusd_layout.csv", "EURUSD", "1h", 500, "2017-04-19T09:00:00+00:00"),
+    ],
+)
+def test_files_in_pandas_layouts_import_unchanged(clean, db, name, symbol, timeframe, bars, first):
+    path = ROOT / "tests" / "data" / name
+    result = trad(clean, "candles", "import", "--symbol", symbol, "--timeframe", timeframe, str(path))
+    assert result.returncode == 0 and f"{bars} new bars" in result.stdout, result.stderr
+    assert candle_count(db, symbol, timeframe) == bars
+    listing = trad(clean, "candles", "list")
+    assert f"{symbol}\t{timeframe}\t{bars}\t{first}" in listing.stdout, listing.stdout
+
+
+@pytest.mark.skipif(BACKTESTING_PY is None, reason="backtesting.py is not installed")
+@pytest.mark.parametrize(("name", "timeframe", "bars"), [("GOOG.csv", "1d", 2148), ("EURUSD.csv", "1h", 5000)])
+def test_backtesting_py_bundled_files_import_unchanged(clean, db, name, timeframe, bars):
+    path = Path(BACKTESTING_PY.submodule_search_locations[0]) / "test" / name
+    symbol = name.removesuffix(".csv")
+    result = trad(clean, "candles", "import", "--symbol", symbol, "--timeframe", timeframe, str(path))
+    assert result.returncode == 0 and f"{bars} new bars" in result.stdout, result.stderr
+    assert candle_count(db, symbol, timeframe) == bars
+
+
+def test_a_bad_line_in_a_pandas_layout_names_it_and_keeps_nothing(clean, db, tmp_path):
+    lines = (ROOT / "tests" / "data" / "goog_layout.csv").read_text().splitlines()
+    lines[200] = "08/19/2004" + lines[200][10:]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    result = trad(clean, "candles", "import", "--symbol", "GOOG", "--timeframe", "1d", str(bad))
+    assert result.returncode == 2, result.stdout
+    assert "line 201" in result.stderr and "ISO-8601" in result.stderr and "nothing was imported" in result.stderr
+    assert candle_count(db, "GOOG", "1d") == 0
 
 
 @pytest.mark.parametrize(

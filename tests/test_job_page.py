@@ -60,7 +60,8 @@ def trained_job(http, db, workers, **request) -> tuple[dict, dict]:
 
 
 def test_succeeded_job_page_shows_the_api_numbers(api_url, http, db, workers, browser, tmp_path):
-    job, config = trained_job(http, db, workers)
+    job, config = trained_job(http, db, workers, slippage_bps=0.5)
+    assert config["fee_bps"] == 10.0 and config["slippage_bps"] == 0.5
     job_id = job["job_id"]
     trials = http.get(f"/api/v2/training/jobs/{job_id}/trials").json()["items"]
 
@@ -90,16 +91,29 @@ def test_succeeded_job_page_shows_the_api_numbers(api_url, http, db, workers, br
     cells = browser.evaluate(
         "[...document.querySelectorAll('#metrics td[data-set]')].map(td => "
         "({metric: td.closest('tr').dataset.metric, set: td.dataset.set,"
-        " value: td.dataset.value, text: td.textContent}))"
+        " value: td.dataset.value, text: td.textContent, reason: td.dataset.reason || ''}))"
     )
     shown = numbers(cells)
-    for key, value in config["train_metrics"].items():
-        assert shown[(key, "train")] == value, key
-    for key, value in config["validation_metrics"].items():
-        assert shown[(key, "validation")] == value, key
-    for name in ("train", "validation"):
-        for key, value in config["benchmark_metrics"][name].items():
-            assert shown[(key, f"benchmark-{name}")] == value, (name, key)
+    sets = {"train": config["train_metrics"], "validation": config["validation_metrics"]}
+    sets.update({f"benchmark-{name}": m for name, m in config["benchmark_metrics"].items()})
+    for name, metrics in sets.items():
+        for key, value in metrics.items():
+            if key != "null_reasons":
+                assert shown[(key, name)] == value, (name, key)
+    # An undefined figure shows why, in the engine's words, instead of a blank: the demo's
+    # holdout spans a few days, too short for a CAGR or a Calmar ratio.
+    reasons = {(c["metric"], c["set"]): c["text"] for c in cells if c["reason"]}
+    expected = {(k, name): why for name, m in sets.items() for k, why in m["null_reasons"].items()}
+    assert reasons == expected
+    assert config["validation_metrics"]["cagr"] is None and config["validation_metrics"]["total_return"] is not None
+    assert "days of data, under the 90 days" in reasons[("cagr", "validation")]
+    assert "given only over 90 days" in browser.evaluate("document.getElementById('metrics-note').textContent")
+    # The costs it was trained with.
+    costs = browser.evaluate(
+        "Object.fromEntries(['fee_bps', 'slippage_bps'].map(k => [k, "
+        "document.querySelector(`#stats tr[data-stat=${k}] td.num`).dataset.value]))"
+    )
+    assert {k: float(v) for k, v in costs.items()} == {"fee_bps": config["fee_bps"], "slippage_bps": 0.5}
     trades_text = next(c["text"] for c in cells if c["metric"] == "n_trades" and c["set"] == "validation")
     assert trades_text == str(config["validation_metrics"]["n_trades"])
 
@@ -242,13 +256,15 @@ def test_walk_forward_results_with_benchmark_windows_trades_and_statistics(
     )
     for name in ("train", "validation"):
         for key, value in config["benchmark_metrics"][name].items():
-            assert cells[(key, f"benchmark-{name}")] == value, (name, key)
+            if key != "null_reasons":
+                assert cells[(key, f"benchmark-{name}")] == value, (name, key)
 
     end_ms = datetime.fromisoformat(config["data_end"].replace("Z", "+00:00")).timestamp() * 1000
     days = (end_ms - config["validation_start"]) / 86_400_000
     assert days < 365, "the demo's validation range is shorter than a year"
     note = browser.evaluate("document.getElementById('metrics-note').textContent")
-    assert f"validation range of {round(days) if days >= 2 else f'{days:.1f}'} days" in note, note
+    assert days < 90 and config["validation_metrics"]["cagr"] is None
+    assert "given only over 90 days or more" in note, note
 
     stats = browser.evaluate(
         "Object.fromEntries([...document.querySelectorAll('#stats tr[data-stat]')].map(tr => "

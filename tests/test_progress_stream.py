@@ -230,3 +230,58 @@ def test_streams_are_bounded_per_client_and_in_total_with_a_429(api_server, db):
             assert resp.status_code == 200
 
     asyncio.run(scenario())
+
+
+def test_clients_behind_the_loopback_proxy_are_counted_apart_and_a_direct_client_cannot_pose_as_one(api_server, db):
+    """nginx on loopback names the client in X-Forwarded-For: behind it, two clients are two
+    addresses, each with its own FOLLOW_MAX_STREAMS_PER_CLIENT. A client that is not the proxy
+    (127.0.0.2: not a trusted proxy address) is counted by its own address whatever it sends."""
+    url = api_server(FOLLOW_MAX_STREAMS_PER_CLIENT="1")
+    job_id = start_job(url)
+
+    async def scenario() -> dict[str, int]:
+        proxy = httpx.AsyncHTTPTransport(local_address="127.0.0.1")
+        direct = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with (
+            httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=DEADLINE_S, transport=proxy) as via_proxy,
+            httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=DEADLINE_S, transport=direct) as direct_client,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            held = []
+
+            async def open_stream(client: httpx.AsyncClient, forwarded_for: str) -> int:
+                resp = await stack.enter_async_context(
+                    client.stream(
+                        "GET",
+                        progress_path(job_id),
+                        params={"follow": "true"},
+                        headers={"X-Forwarded-For": forwarded_for},
+                    )
+                )
+                if resp.status_code == 200:
+                    held.append(resp.aiter_lines())
+                    await anext(held[-1])
+                else:
+                    await resp.aread()
+                return resp.status_code
+
+            return {
+                "proxy, client 203.0.113.1": await open_stream(via_proxy, "203.0.113.1"),
+                "proxy, client 203.0.113.2": await open_stream(via_proxy, "203.0.113.2"),
+                "proxy, client 203.0.113.1 again": await open_stream(via_proxy, "203.0.113.1"),
+                # Two hops: the proxy's own client is the last address it appended.
+                "proxy, client 203.0.113.3 via 198.51.100.9": await open_stream(via_proxy, "198.51.100.9, 203.0.113.3"),
+                "direct 127.0.0.2 claiming 203.0.113.4": await open_stream(direct_client, "203.0.113.4"),
+                "direct 127.0.0.2 claiming 203.0.113.5": await open_stream(direct_client, "203.0.113.5"),
+            }
+
+    statuses = asyncio.run(scenario())
+    print(f"\n{statuses}")
+    assert statuses == {
+        "proxy, client 203.0.113.1": 200,
+        "proxy, client 203.0.113.2": 200,
+        "proxy, client 203.0.113.1 again": 429,
+        "proxy, client 203.0.113.3 via 198.51.100.9": 200,
+        "direct 127.0.0.2 claiming 203.0.113.4": 200,
+        "direct 127.0.0.2 claiming 203.0.113.5": 429,
+    }

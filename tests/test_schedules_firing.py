@@ -248,3 +248,12 @@ def test_a_seconds_level_cron_fires_at_most_once_per_pass_and_once_per_tick(db, 
     times = [f.fire_time for f in fires(db, schedule.id)]
     assert times[len(latest) :] == [at(f"2026-05-01T10:01:{s:02d}") for s in (3, 6, 9, 12, 21)]
     assert len(set(times)) == len(times) == len(jobs(db)) == 17
+
+
+def test_a_fired_job_carries_its_templates_costs_or_the_settings_defaults(db, redis, clean):
+    make_schedule(db, at("2026-05-01T10:00:30"), lookback="90d", template={**TEMPLATE, "fee_bps": 0.0})
+    make_schedule(db, at("2026-05-01T10:00:30"), name="defaults", lookback="30d")
+    settings = clean.model_copy(update={"default_fee_bps": 7.0, "default_slippage_bps": 1.5})
+    assert len(maintenance.run_once(settings, redis, now=at("2026-05-01T11:00:03")).fired) == 2
+    costs = sorted((job.params["fee_bps"], job.params["slippage_bps"]) for job in jobs(db))
+    assert costs == [(0.0, 1.5), (7.0, 1.5)]

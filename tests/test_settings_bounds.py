@@ -23,3 +23,16 @@ def test_the_stop_budget_fits_inside_the_worker_units_stop_timeout():
     timeout_stop = float(re.search(r"^TimeoutStopSec=(\d+)", unit, re.M).group(1))
     defaults = Settings()
     assert defaults.stop_budget_s + 5 <= timeout_stop, "the worker needs time to tear down after the job"
+
+
+@pytest.mark.parametrize("value", ["*", "localhost", "10.0.0.1/8", "127.0.0.1, nginx"])
+def test_trusted_proxies_are_addresses_or_networks(value):
+    """A name or `*` would let any client name itself in X-Forwarded-For."""
+    with pytest.raises(ValidationError, match="FORWARDED_ALLOW_IPS"):
+        Settings(forwarded_allow_ips=value)
+
+
+def test_trusted_proxies_default_to_loopback_and_may_be_none():
+    assert Settings().trusted_proxies == ["127.0.0.1", "::1"]
+    assert Settings(forwarded_allow_ips="10.0.0.0/8, 192.0.2.7").trusted_proxies == ["10.0.0.0/8", "192.0.2.7"]
+    assert Settings(forwarded_allow_ips="").trusted_proxies == []

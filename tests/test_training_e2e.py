@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import func, select, text
 
 from app.engine.backtest import Costs, backtest
@@ -136,3 +137,39 @@ def test_progress_can_be_followed_as_a_stream(client, db, workers):
     assert len(lines) >= 2
     percents = [body["percent"] for body in lines]
     assert percents == sorted(percents) and percents[-1] == 100.0
+
+
+def test_a_jobs_costs_are_trained_with_saved_and_shown(client, db, workers):
+    """Costs named on the start reach the engine and come back with the configuration: its
+    holdout is priced at them, as the per-bar reference loop prices it."""
+    from tests.engine.reference import reference_backtest
+
+    load_demo(db)
+    workers("w1")
+    resp = client.post("/api/v2/training/start", json=start_body(fee_bps=0, slippage_bps=0))
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["job_id"]
+    final = wait_until(
+        lambda: (
+            (b := client.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"]
+            in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+            and b
+        ),
+        timeout=90,
+        interval=0.2,
+        what="training job to finish",
+    )
+    assert final["status"] == JobStatus.SUCCEEDED, final
+    config = client.get(f"/api/v2/training/configurations/{final['configuration_id']}").json()
+    assert (config["fee_bps"], config["slippage_bps"]) == (0, 0)
+    assert client.get(f"/api/v2/training/jobs/{job_id}").json()["params"]["fee_bps"] == 0
+
+    candles = candles_service.load(db, "BTCUSDT", "5m", None, None)
+    strategy = get_strategy("sma_crossover")
+    holdout = for_strategy(candles, split_at(len(candles), 0.2), len(candles), strategy)
+    positions, exits = holdout.orders(strategy, config["params"])
+    free, _ = reference_backtest(holdout.bars, positions, Costs(0, 0), exits)
+    assert config["validation_metrics"]["total_return"] == pytest.approx(free[-1] - 1.0, rel=1e-9, abs=1e-12)
+    charged, _ = reference_backtest(holdout.bars, positions, Costs(), exits)
+    if config["validation_metrics"]["n_trades"]:
+        assert charged[-1] < free[-1]

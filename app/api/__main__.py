@@ -18,7 +18,7 @@ from uvicorn.supervisors import Multiprocess
 from app import logs, notify
 from app.api.app import create_app
 from app.readiness import wait_for_dependencies
-from app.settings import get_settings, inherited_sockets
+from app.settings import Settings, get_settings, inherited_sockets
 
 log = logging.getLogger("trad.api")
 # At a stop, connections accepted a moment ago get this long to send their request before
@@ -50,6 +50,15 @@ def raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def proxy(settings: Settings) -> dict:
+    """Believe X-Forwarded-For and X-Forwarded-Proto from the trusted proxies only (nginx on
+    loopback): the client address then counts streams per client, and redirects keep the
+    proxy's https scheme. uvicorn takes the last address in X-Forwarded-For that is not a
+    trusted proxy; the deployed nginx sets the header to its peer's address alone."""
+    trusted = settings.trusted_proxies
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
+
+
 def build_app() -> FastAPI:
     """The app of one of several API processes (API_PROCESSES > 1): uvicorn imports it by name."""
     settings = get_settings()
@@ -73,7 +82,7 @@ def main() -> None:
     raise_open_files_limit()
     inherited = inherited_socket()
     wait_for_dependencies(settings)
-    common = dict(host=settings.api_host, port=settings.api_port, log_config=None, access_log=True, proxy_headers=False)
+    common = dict(host=settings.api_host, port=settings.api_port, log_config=None, access_log=True, **proxy(settings))
     if settings.api_processes == 1:
         NotifyingServer(uvicorn.Config(create_app(settings), **common)).run(sockets=[inherited] if inherited else None)
         return

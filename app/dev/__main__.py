@@ -1,8 +1,9 @@
 """`python -m app.dev up` (what `make dev` runs): the whole stack on this machine.
 
 Starts a throwaway PostgreSQL and Redis (AOF on) under ./var/ unless DATABASE_URL / REDIS_URL
-point elsewhere, migrates, loads demo candles, starts the API and one worker, prints the
-token and curl lines, and stops everything it started on Ctrl-C.
+point elsewhere, migrates, loads demo candles, starts the API and one worker, writes the
+stack's URLs and token to var/dev.env (read by `trad` run from this checkout; see
+app/settings.py), prints the token and curl lines, and stops everything it started on Ctrl-C.
 
 As root, PostgreSQL runs as `postgres`; if that user cannot enter the clone (e.g. it lives in
 a 0700 home directory) the cluster is kept in /var/tmp/trad-dev-<hash of the clone's path>/.
@@ -27,7 +28,7 @@ from pathlib import Path
 from app import migrate
 from app.db import transaction
 from app.dev.servers import PostgresServer, RedisServer, ServerError, server_can_reach, wait_for_port
-from app.settings import get_settings
+from app.settings import DEV_ENV_FILE, get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var"
@@ -41,6 +42,17 @@ def _token() -> str:
         path.write_text(secrets.token_urlsafe(24))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def write_dev_env(values: dict[str, str]) -> None:
+    """var/dev.env (mode 0600): what `trad` run from this checkout reads to reach this stack."""
+    tmp = DEV_ENV_FILE.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("# written by `make dev` while its stack is up; removed when it stops\n")
+        fh.writelines(f"{key}={value}\n" for key, value in values.items())
+    tmp.replace(DEV_ENV_FILE)
 
 
 def postgres_dir() -> Path:
@@ -85,6 +97,7 @@ def stop_children(children: list[subprocess.Popen], grace_s: float = STOP_GRACE_
 
 def up() -> int:
     VAR.mkdir(exist_ok=True)
+    DEV_ENV_FILE.unlink(missing_ok=True)  # left by a stack that was killed: never take it for our settings
     settings = get_settings()
     started: list = []
     overrides: dict[str, str] = {}
@@ -109,6 +122,7 @@ def up() -> int:
         with transaction(settings.database_url) as session:
             report = generate_synthetic(session, DEMO_SYMBOL, "1m", DEMO_BARS, seed=1)
         print(f"demo candles: {DEMO_SYMBOL} 1m, {DEMO_BARS} synthetic bars ({report.inserted} new)")
+        write_dev_env({"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, "API_TOKEN": token})
         env = {**os.environ, **overrides, "PYTHONUNBUFFERED": "1"}
         logs = VAR / "logs"
         logs.mkdir(exist_ok=True)
@@ -125,6 +139,9 @@ def up() -> int:
         print(
             f"""
 trad is up: API {base}, logs in {logs}/ (JSON lines). Ctrl-C stops everything.
+`trad` run from this checkout reaches this stack through {DEV_ENV_FILE.relative_to(ROOT)}, e.g. to import a CSV:
+
+  .venv/bin/trad candles import --symbol GOOG --timeframe 1d tests/data/goog_layout.csv
 
   export TOKEN={token}
   curl -s -X POST {base}/api/v2/training/start -H "Authorization: Bearer $TOKEN" \\
@@ -145,6 +162,7 @@ trad is up: API {base}, logs in {logs}/ (JSON lines). Ctrl-C stops everything.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("\nstopping…", flush=True)
         stop_children(children)
+        DEV_ENV_FILE.unlink(missing_ok=True)
         for server in reversed(started):
             server.stop()
         print("stopped", flush=True)

@@ -22,14 +22,17 @@ a quantity; docs/backtesting.md explains it):
   first mark at or below 0 ends the run: that trade is closed there with a return of −100 %,
   equity is 0 from that bar on, and later positions are ignored.
 
-Metrics (a metric that is undefined is None, never NaN, inf or a 0 stand-in):
-- total_return = final equity − 1; cagr = final equity^(1/years) − 1 with years the calendar
-  span of the candles (`Candles.span_years`), None if it overflows.
+Metrics (a metric that is undefined is None, never NaN, inf or a 0 stand-in, and
+`null_reasons` maps each None metric to why, in words):
+- total_return = final equity − 1, always given; cagr = final equity^(1/years) − 1 with years
+  the calendar span of the candles (`Candles.span_years`), None over a span shorter than
+  MIN_ANNUALISED_DAYS (a fortnight's +3 % is not a yearly +120 %) or if it overflows.
 - sharpe = mean / sample standard deviation of the per-bar returns × √(periods per year), the
-  periods per year being the candles' own (`Candles.periods_per_year`); None without variance.
+  periods per year being the bars a year of the data holds (`Candles.periods_per_year`: trading
+  sessions, not 24/7, for session data); None without variance.
 - max_drawdown from the running peak (starting at 1); calmar = cagr / max_drawdown, None
-  without a drawdown; win_rate = share of trades with a positive return, None without trades;
-  exposure = share of bars holding a position.
+  without a CAGR or a drawdown; win_rate = share of trades with a positive return, None without
+  trades; exposure = share of bars holding a position.
 """
 
 from __future__ import annotations
@@ -40,26 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.candles import Candles
-from app.engine.errors import InvalidCosts, InvalidPositions
+from app.engine.candles import YEAR_MS, Candles
+from app.engine.costs import Costs
+from app.engine.errors import InvalidPositions
 
+__all__ = ["BacktestResult", "Costs", "backtest"]
 
-@dataclass(frozen=True)
-class Costs:
-    fee_bps: float = 10.0
-    slippage_bps: float = 2.0
-
-    def __post_init__(self) -> None:
-        for name in ("fee_bps", "slippage_bps"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise InvalidCosts(f"{name} must be a finite number ≥ 0, got {value!r}")
-        if self.per_side >= 1:
-            raise InvalidCosts("fee_bps + slippage_bps must be below 10000 (100 % of a fill)")
-
-    @property
-    def per_side(self) -> float:
-        return (self.fee_bps + self.slippage_bps) / 10_000.0
+MIN_ANNUALISED_DAYS = 90  # CAGR and Calmar need at least this calendar span
 
 
 @dataclass
@@ -216,11 +206,25 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _days(days: float) -> str:
+    return f"{days:.1f} days" if days < 2 else f"{days:.0f} days"
+
+
 def metrics_of(candles: Candles, equity: np.ndarray, held: np.ndarray, trade_returns: np.ndarray) -> dict[str, Any]:
     n = len(equity)
     final = float(equity[-1])
-    with np.errstate(over="ignore"):
-        cagr = _finite_or_none(float(np.float64(final) ** (1.0 / candles.span_years)) - 1.0)
+    reasons: dict[str, str] = {}
+    days = candles.span_years * YEAR_MS / 86_400_000
+    if days < MIN_ANNUALISED_DAYS:
+        cagr = None
+        reasons["cagr"] = (
+            f"not annualised: {_days(days)} of data, under the {MIN_ANNUALISED_DAYS} days a yearly figure needs"
+        )
+    else:
+        with np.errstate(over="ignore"):
+            cagr = _finite_or_none(float(np.float64(final) ** (1.0 / candles.span_years)) - 1.0)
+        if cagr is None:
+            reasons["cagr"] = "too large to represent"
     prev = np.r_[1.0, equity[:-1]]
     with np.errstate(divide="ignore", invalid="ignore"):
         returns = np.where(prev > 0, equity / prev - 1.0, 0.0)  # nothing left after ruin: 0
@@ -229,6 +233,14 @@ def metrics_of(candles: Candles, equity: np.ndarray, held: np.ndarray, trade_ret
     peak = np.maximum.accumulate(np.maximum(equity, 1.0))
     max_dd = float(np.max(1.0 - equity / peak))
     n_trades = len(trade_returns)
+    if sharpe is None:
+        reasons["sharpe"] = "the returns do not vary" if sd == 0 else "too large to represent"
+    if cagr is None:
+        reasons["calmar"] = reasons["cagr"]
+    elif not max_dd > 0:
+        reasons["calmar"] = "no drawdown to divide by"
+    if not n_trades:
+        reasons["win_rate"] = "no trades"
     return {
         "total_return": _finite_or_none(final - 1.0),
         "cagr": cagr,
@@ -239,6 +251,7 @@ def metrics_of(candles: Candles, equity: np.ndarray, held: np.ndarray, trade_ret
         "n_trades": int(n_trades),
         "exposure": float(np.mean(held != 0)),
         "n_bars": int(n),
+        "null_reasons": reasons,
     }
 
 

@@ -3,9 +3,14 @@ seeded synthetic data.
 
 Calendar convention: a year is 365.25 days. The span of a set of candles runs from the first
 bar's open to the end of the last bar (its open time plus one timeframe step), so gaps (nights,
-weekends, holidays, missing data) count as elapsed time. The periods per year are the bars the
-data actually has per year of that span: 24/7 1-minute data gets 525,960, weekday-only daily
-stock data with 252 sessions a year gets about 252.
+weekends, holidays, missing data) count as elapsed time.
+
+The periods per year (the annualisation factor) are the bars the data actually has in a year,
+counted from its own timestamps (`bars_per_year`): 24/7 1-minute data gets 525,960, weekday-only
+daily stock data with 252 sessions a year about 252, 6.5-hour sessions of 1-minute bars on
+weekdays about 98,000-102,000. A slice of candles (a holdout, a walk-forward window) keeps the
+figure of the data it was cut from: one session, measured over its own 6.5 hours, would look
+like round-the-clock trading.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ TIMEFRAMES: dict[str, int] = {
 SYNTHETIC_SOURCE = "synthetic"
 DEFAULT_START_MS = 1_672_531_200_000  # 2023-01-01T00:00:00Z
 YEAR_MS = 365.25 * 24 * 60 * 60_000
+DAY_MS = 24 * 60 * 60_000
+WEEK_MS = 7 * DAY_MS
+MONDAY_MS = 4 * DAY_MS  # 1970-01-05, a Monday: weeks are counted from Monday 00:00 UTC
 PRICE_FIELDS = ("open", "high", "low", "close")
 
 
@@ -64,6 +72,8 @@ class Candles:
         )
         if self._valid and (item.step is None or item.step > 0):
             object.__setattr__(part, "_valid", True)  # a forward slice of valid candles is valid
+        if len(self):
+            part._memo["periods_per_year"] = self.periods_per_year  # the data's rate, not the slice's
         return part
 
     def memo(self, key: str, make: Callable[[], Any]) -> Any:
@@ -82,8 +92,8 @@ class Candles:
 
     @property
     def periods_per_year(self) -> float:
-        """Bars per calendar year over the data's own span: the annualisation factor."""
-        return len(self) / self.span_years if len(self) else 0.0
+        """Bars per year the data has (`bars_per_year`), or those of the data it was sliced from."""
+        return self.memo("periods_per_year", lambda: bars_per_year(self.open_time, TIMEFRAMES[self.timeframe]))
 
     def validate(self) -> Candles:
         """Raise InvalidCandles naming the first bad bar (index, time) and field; a no-op once the
@@ -121,6 +131,33 @@ class Candles:
             when = f"open_time {int(self.open_time[i])}"
         value = getattr(self, name)[i].item()
         raise InvalidCandles(f"bad candle at bar {i} ({when}): {name} {value!r} {problem}")
+
+
+def _most_in_one(open_time: np.ndarray, bucket_ms: int) -> int:
+    """The most bars in one calendar bucket (day, or week from Monday), UTC."""
+    bucket = (open_time - MONDAY_MS) // bucket_ms
+    edges = np.flatnonzero(np.diff(bucket)) + 1
+    return int(np.diff(np.r_[0, edges, len(bucket)]).max())
+
+
+def bars_per_year(open_time: np.ndarray, step_ms: int) -> float:
+    """The bars a year of this data holds, from its own (increasing) open times:
+    - spanning a year or more: the bars observed per elapsed year (holidays and gaps count);
+    - two weeks or more: the most bars in one calendar week × 365.25/7 (a full week of trading,
+      so nights and weekends without bars are not counted as trading time);
+    - two days or more: the most bars in one calendar day × 365.25 (every day assumed to trade);
+    - less: the bars per elapsed time, as round-the-clock trading.
+    Complete 24/7 data gets one bar per step all year (525,960 for 1-minute bars) in every case."""
+    n = len(open_time)
+    if n == 0:
+        return 0.0
+    span = float(open_time[-1] - open_time[0] + step_ms)
+    if span >= YEAR_MS:
+        return n * YEAR_MS / span
+    for bucket_ms in (WEEK_MS, DAY_MS):
+        if span >= 2 * bucket_ms:
+            return _most_in_one(open_time, bucket_ms) * YEAR_MS / bucket_ms
+    return n * YEAR_MS / span
 
 
 def resample(candles: Candles, timeframe: str) -> Candles:

@@ -86,10 +86,6 @@ class Rolling:
         return out
 
 
-def constant_windows(x: np.ndarray, window: int) -> np.ndarray:
-    return Rolling(x).constant(window)
-
-
 def sma(x: np.ndarray, window: int) -> np.ndarray:
     """Simple moving average (see `Rolling`)."""
     return Rolling(x).mean(window)

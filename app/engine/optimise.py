@@ -99,7 +99,8 @@ def infeasibility(metrics: dict[str, Any], objective: str, min_trades: int) -> s
     if n_trades < min_trades:
         return f"{n_trades} trades, fewer than the minimum of {min_trades}"
     if score_of(metrics, objective) is None:
-        return f"{objective} is undefined"
+        why = (metrics.get("null_reasons") or {}).get(objective)
+        return f"{objective} is undefined" + (f" ({why})" if why else "")
     return None
 
 

@@ -17,9 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.engine import stats
-from app.engine.backtest import Costs, backtest
+from app.engine.backtest import MIN_ANNUALISED_DAYS, Costs, backtest
 from app.engine.benchmark import buy_and_hold, excess
 from app.engine.candles import TIMEFRAMES, Candles, resample
+from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS
 from app.engine.errors import NoViableConfiguration, TrainingInputError
 from app.engine.optimise import (
     OBJECTIVES,
@@ -35,7 +36,6 @@ from app.engine.report import Evidence, equity_curve, judge, stitch, trade_list
 from app.engine.strategies import Strategy, get_strategy
 from app.engine.validate import TOP_K, choose, scaled_min_trades, split_at
 from app.engine.walkforward import Window, windows
-from app.release import current_code_version
 
 MIN_BARS = 200
 VALIDATION_MODES = ("holdout", "walk_forward")
@@ -55,8 +55,8 @@ class TrainingSpec:
     objective: str = "sharpe"
     holdout_fraction: float = 0.2
     folds: int = 0
-    fee_bps: float = 10.0
-    slippage_bps: float = 2.0
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     min_trades: int | None = None
     validation_mode: str = "holdout"
     windows: int = 5
@@ -115,7 +115,6 @@ class TrainingOutcome:
     excess: dict[str, Any] = field(default_factory=dict)
     statistics: dict[str, Any] = field(default_factory=dict)
     param_importances: dict[str, float] = field(default_factory=dict)
-    code_version: str = field(default_factory=current_code_version)
 
 
 def no_viable(trials: list[TrialRecord], min_trades: int, where: str) -> NoViableConfiguration:
@@ -189,6 +188,13 @@ class _Run:
 
     def search(self, train: ScoredRange, window: int, label: str) -> OptimisationResult:
         spec, total = self.spec, self.spec.total_iterations
+        days = train.bars.span_years * 365.25
+        if spec.objective == "calmar" and days < MIN_ANNUALISED_DAYS:
+            where = f"window {window + 1}'s in-sample range" if label else "the training range"
+            raise TrainingInputError(
+                f"the calmar objective needs at least {MIN_ANNUALISED_DAYS} days to annualise, and {where} spans "
+                f"{days:.1f} days: use sharpe or total_return, or a longer range"
+            )
         mine = [t for t in self.completed if t.window == window]
 
         def on_trial(trial: TrialRecord) -> None:

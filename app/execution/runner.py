@@ -30,13 +30,18 @@ from app.execution.errors import (
     WorkerLost,
 )
 from app.execution.heartbeat import Heartbeat
-from app.kinds import ResultWriter, get_kind, limits
+from app.kinds import get_kind, limits
 from app.logs import job_context
 from app.queue import AttemptInterrupted
 from app.retry import retry_until
 from app.services import dispatch, lifecycle
 from app.services.lifecycle import Claim
 from app.settings import Settings
+
+# A kind's handler runs one attempt. It may return a writer that stores the result in the same
+# transaction that marks the job succeeded.
+ResultWriter = Callable[[Session], None]
+Handler = Callable[[JobContext], ResultWriter | None]
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +135,8 @@ def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: in
     )
     heartbeat.start()
     try:
-        writer = kind.load_handler()(ctx)
+        handler: Handler = kind.load_handler()
+        writer = handler(ctx)
         outcome = _end(settings, ctx, End.SUCCEED, writer=writer)
     except Exception as exc:  # a stop signal arrives as Preempted or AttemptInterrupted, both Exceptions
         end = classify(exc)

@@ -1,4 +1,4 @@
-"""What bounds one attempt of a job kind. A leaf module: settings take their defaults from it."""
+"""What bounds one attempt of a job kind. Each kind reads its limits from the settings."""
 
 from __future__ import annotations
 

@@ -1,40 +1,23 @@
-"""The `smoke` job kind: proves the whole pipeline (API or CLI → PostgreSQL → Redis → worker →
-PostgreSQL) after a deploy. It does a little real work so every layer is exercised."""
+"""The `smoke` kind: what the rest of the service needs to know about it. Its handler (a little
+real work through every layer, to prove a deploy) is `app.smoke.job`."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import text
 
 from app.kinds.limits import Limits
 
 if TYPE_CHECKING:
-    from app.execution.context import JobContext
+    from app.settings import Settings
 
 NAME = "smoke"
-HANDLER = "app.kinds.smoke:run_smoke_job"
-DEFAULT_LIMITS = Limits(max_attempts=2, timeout_s=120, stall_timeout_s=60)
+HANDLER = "app.smoke.job:run_smoke_job"
 STEPS = 4
-MAX_MEMORY_MB = 16_384
 
 
 def count_iterations(params: dict[str, Any]) -> int:
     return STEPS
 
 
-def run_smoke_job(ctx: JobContext) -> None:
-    ctx.run(lambda s: s.execute(text("SELECT 1")))
-    digest = b"trad"
-    hashes = min(int(ctx.params.get("hashes_per_step", 20_000)), 100_000_000)
-    # `memory_mb` holds that much memory for the run: proves a job's memory bound (the units'
-    # MemoryMax, or JOB_MEMORY_LIMIT_MB) stops a runaway job and nothing else.
-    held = b"\x01" * (min(int(ctx.params.get("memory_mb", 0)), MAX_MEMORY_MB) * 2**20)  # touched pages
-    for step in range(1, STEPS + 1):
-        ctx.check()
-        for _ in range(hashes):
-            digest = hashlib.sha256(digest).digest()
-        ctx.progress(100.0 * step / STEPS, "smoke", f"step {step} of {STEPS}", iteration=step)
-    del held
-    return None
+def limits(settings: Settings) -> Limits:
+    return Limits(settings.smoke_max_attempts, settings.smoke_timeout_s, settings.smoke_stall_timeout_s)

@@ -3,13 +3,15 @@ phases, progress mapping and trial persistence) is `app.training.job`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.kinds.limits import Limits
 
+if TYPE_CHECKING:
+    from app.settings import Settings
+
 NAME = "training"
 HANDLER = "app.training.job:run_training_job"
-DEFAULT_LIMITS = Limits(max_attempts=3, timeout_s=30 * 60, stall_timeout_s=5 * 60)
 
 
 def count_iterations(params: dict[str, Any]) -> int:
@@ -17,3 +19,7 @@ def count_iterations(params: dict[str, Any]) -> int:
     validation = params.get("validation") or {}
     windows = int(validation.get("windows", 1)) if validation.get("mode") == "walk_forward" else 1
     return int(params["n_iterations"]) * windows
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(settings.training_max_attempts, settings.training_timeout_s, settings.training_stall_timeout_s)

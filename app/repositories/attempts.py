@@ -27,17 +27,6 @@ def counted_failures(session: Session, job_id: uuid.UUID) -> int:
     return session.scalar(stmt) or 0
 
 
-def counted_failures_by_job(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-    if not job_ids:
-        return {}
-    stmt = (
-        select(Attempt.job_id, func.count())
-        .where(Attempt.job_id.in_(job_ids), Attempt.status.in_(BUDGET_ATTEMPT_STATUSES))
-        .group_by(Attempt.job_id)
-    )
-    return {job_id: n for job_id, n in session.execute(stmt).all()}
-
-
 def stale_running(session: Session, heartbeat_before: datetime) -> Sequence[tuple[uuid.UUID, int]]:
     """(job id, attempt id) of running attempts whose heartbeat is older than the cut-off. Not
     locked: the caller locks the job, then the attempt, and looks again."""

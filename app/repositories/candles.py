@@ -121,13 +121,6 @@ def _take(out: dict[str, np.ndarray], pending: bytearray, filled: int) -> int:
     return filled + n
 
 
-def sources(session: Session, symbol: str, timeframe: str) -> list[str]:
-    rows = session.execute(
-        text("SELECT DISTINCT source FROM candles WHERE symbol = :s AND timeframe = :t"), {"s": symbol, "t": timeframe}
-    )
-    return [r[0] for r in rows]
-
-
 def coverage(session: Session) -> list[tuple[str, str, str, int, datetime, datetime]]:
     rows = session.execute(
         text(

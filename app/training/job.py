@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS
 from app.engine.errors import NoViableConfiguration as EngineNoViableConfiguration
 from app.engine.errors import TrainingInputError
 from app.engine.optimise import TrialRecord
@@ -19,6 +20,7 @@ from app.engine.pipeline import TrainingOutcome, TrainingSpec, run_training
 from app.engine.report import json_safe
 from app.execution.context import JobContext
 from app.execution.errors import Fenced, JobInputError
+from app.release import current_code_version
 from app.repositories import configurations as configurations_repo
 from app.repositories import trials as trials_repo
 from app.services import candles as candles_service
@@ -118,6 +120,9 @@ def spec_from_params(params: dict) -> TrainingSpec:
         holdout_fraction=float(params.get("holdout_fraction", 0.2)),
         folds=int(params.get("folds", 0)),
         min_trades=params.get("min_trades"),
+        # A job accepted before costs could be named was run at the engine's defaults.
+        fee_bps=float(params.get("fee_bps", DEFAULT_FEE_BPS)),
+        slippage_bps=float(params.get("slippage_bps", DEFAULT_SLIPPAGE_BPS)),
         validation_mode=validation.get("mode", "holdout"),
         windows=int(validation.get("windows", 5)),
         anchored=bool(validation.get("anchored", False)),
@@ -206,7 +211,7 @@ def _writer(job_id: uuid.UUID, spec: TrainingSpec, outcome: TrainingOutcome):
             data_start=_ms(outcome.data_start_ms),
             data_end=_ms(outcome.data_end_ms),
             seed=spec.seed,
-            code_version=outcome.code_version,
+            code_version=current_code_version(),
         )
 
     return write

@@ -12,8 +12,8 @@
 # Redis 7.0 applies `bind` to every listener, so a plain-text port bound to that address would
 # take plain text from the network too. The plain-text port is therefore closed (`port 0`):
 # local clients use the Unix socket, which no network reaches, and `tls-port` serves loopback
-# and LISTEN_ADDRESS. Each worker host has its own ACL user (hashed password, same rules as
-# `trad`) in /etc/redis/trad-workers.conf, applied live and revocable alone.
+# and LISTEN_ADDRESS. Each worker host has its own ACL user (hashed password, WORKER_HOST_RULES)
+# in /etc/redis/trad-workers.conf, applied live and revocable alone.
 set -Eeuo pipefail
 
 REDIS_DIR=${REDIS_DIR:-/etc/redis}
@@ -26,7 +26,19 @@ WORKERS_CONF="$REDIS_DIR/trad-workers.conf"
 TLS_DIR="$REDIS_DIR/tls"
 SOCKET=/run/redis/redis-server.sock
 TLS_PORT=6380
-APP_RULES='~* &* +@all -@dangerous +info +client|setname +client|info'
+# The ACL rules of trad's Redis users: set here only (the tests read them from this file).
+# RQ is all trad keeps in Redis, so its users reach only RQ's keys (rq:*), with the commands RQ
+# uses: reads, writes, blocking pops, transactions, the Lua scripts RQ runs on its own keys,
+# INFO (RQ asks the server's version) and CLIENT SETNAME/INFO. No pub/sub channel (workers take
+# no commands over Redis), no FUNCTION (no code kept in Redis), nothing @dangerous (FLUSHALL,
+# CONFIG, KEYS, ACL, DEBUG, ...).
+RQ_RULES='resetchannels ~rq:* -@all +@read +@write +@blocking +@transaction +@connection +@scripting -@dangerous -@pubsub -function +info +client|setname +client|info'
+# User `trad`: the API and the primary's own workers.
+APP_RULES=$RQ_RULES
+# Each worker host's user: its workers need every one of these (their maintenance pass re-sends
+# dispatches as the API does), and get nothing else. Holding them lets a host read, alter or
+# drop queue entries, never make a worker run code: workers refuse any entry that is not trad's.
+WORKER_HOST_RULES=$RQ_RULES
 
 log() { printf 'install_redis: %s\n' "$*"; }
 die() { printf 'install_redis: error: %s\n' "$*" >&2; exit 1; }
@@ -136,6 +148,16 @@ restart_if_changed() {
   die "redis-server did not come back; see: journalctl -u redis-server"
 }
 
+refresh_worker_users() {  # users added by an earlier release get today's WORKER_HOST_RULES
+  [ -f "$WORKERS_CONF" ] || return 0
+  local tmp
+  tmp=$(mktemp)
+  awk -v rules="$WORKER_HOST_RULES" '$1 == "user" && $3 == "on" { print $1, $2, $3, $4, rules; next } { print }' \
+    "$WORKERS_CONF" > "$tmp"
+  install_file "$tmp" "$WORKERS_CONF" 640 root:redis
+  rm -f "$tmp"
+}
+
 user_name() {
   [[ "$1" =~ ^[a-z0-9_]{1,60}$ ]] || die "user name '$1': lower-case letters, digits and _ only"
   if [ "$1" = trad ] || [ "$1" = default ]; then die "user $1 is not a worker host's"; fi
@@ -148,11 +170,11 @@ add_user() {  # add_user NAME, password on stdin: kept as its SHA-256 only, appl
   hash=$(sha256sum | cut -d' ' -f1)
   tmp=$(mktemp)
   grep -v "^user $1 " "$WORKERS_CONF" > "$tmp" || true
-  echo "user $1 on #$hash $APP_RULES" >> "$tmp"
+  echo "user $1 on #$hash $WORKER_HOST_RULES" >> "$tmp"
   install_file "$tmp" "$WORKERS_CONF" 640 root:redis
   rm -f "$tmp"
   # The command goes to redis-cli on stdin, never in its arguments.
-  printf 'ACL SETUSER %s reset on #%s %s\n' "$1" "$hash" "$APP_RULES" | admin_cli | grep -qx OK \
+  printf 'ACL SETUSER %s reset on #%s %s\n' "$1" "$hash" "$WORKER_HOST_RULES" | admin_cli | grep -qx OK \
     || die "Redis refused the user $1"
   log "user $1: set"
 }
@@ -185,6 +207,7 @@ configure() {
   write_users
   include_conf "$INCLUDE_LINE"
   [ -z "${LISTEN_ADDRESS:-}" ] || write_listen_conf
+  refresh_worker_users
   restart_if_changed
 }
 

@@ -497,8 +497,18 @@ ensure_tls() {
   log "TLS certificate $TLS_DIR/trad.crt: self-signed for $host (replace with your own and reload nginx)"
 }
 
+nginx_max_files() {  # the hard limit of open files nginx runs under (its workers cannot exceed it)
+  local pid
+  pid=$(cat /run/nginx.pid 2>/dev/null || true)
+  if [ -n "$pid" ] && [ -r "/proc/$pid/limits" ]; then
+    awk '/^Max open files/ {print $5}' "/proc/$pid/limits"
+  else
+    ulimit -Hn
+  fi
+}
+
 ensure_proxy() {
-  local tmp changed=0
+  local tmp sized line changed=0
   tmp=$(mktemp)
   sed -e "s|@API_PORT@|$(api_port)|g" -e "s|@TLS_DIR@|$TLS_DIR|g" "$SOURCE/ops/nginx/trad.conf" > "$tmp"
   if ! cmp -s "$tmp" "$NGINX_SITE"; then
@@ -512,6 +522,12 @@ ensure_proxy() {
   fi
   if [ -L /etc/nginx/sites-enabled/default ]; then
     rm -f /etc/nginx/sites-enabled/default
+    changed=1
+  fi
+  # Connections and open files for the API's progress streams; one line per change.
+  sized=$(bash "$SOURCE/ops/scripts/size_nginx.sh" /etc/nginx/nginx.conf "$(nginx_max_files)")
+  if [ -n "$sized" ]; then
+    while read -r line; do log "nginx.conf: $line"; done <<<"$sized"
     changed=1
   fi
   nginx -t -q || die "nginx rejects its configuration; see: nginx -t"

@@ -7,11 +7,15 @@ The tests run in order and share one container."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +28,7 @@ from tests.support import ROOT, wait_until
 pytestmark = pytest.mark.e2e
 STATE_FILES = (
     "/etc/trad/trad.env /etc/trad/credentials/* /etc/trad/tls/* /etc/systemd/system/trad* /etc/redis/trad*.conf "
-    "/etc/nginx/sites-available/trad /usr/local/bin/trad"
+    "/etc/nginx/sites-available/trad /etc/nginx/nginx.conf /usr/local/bin/trad"
 )
 OUTSIDE, CLIENT = "10.213.7.1", "10.213.7.2"  # the container's and the test's ends of a veth pair
 
@@ -166,6 +170,131 @@ def test_from_beyond_loopback_the_api_answers_only_over_tls(vm, outside, tmp_pat
         assert refused.stdout == "403", (path, refused)
     local = vm.curl("-fsS", "http://127.0.0.1:8000/metrics")
     assert local.returncode == 0 and "trad_jobs" in local.stdout
+    # A redirect through the proxy keeps its scheme and host (the API believes nginx's
+    # X-Forwarded-Proto), and lands on the refused path.
+    redirect = outside("-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", *tls, "https://localhost/metrics/")
+    assert redirect.stdout == "307 https://localhost/metrics", redirect
+
+
+@pytest.fixture
+def queued_job(vm) -> Iterator[str]:
+    """A job that stays queued for streams to follow: the workers are stopped until the end."""
+    vm.ssh("systemctl stop 'trad-worker@*'")
+    try:
+        yield start_job(vm, 10, seed=40)
+    finally:
+        vm.ssh("systemctl start trad.target")
+
+
+@pytest.fixture
+def tls_ca(vm, tmp_path: Path) -> Path:
+    crt_file = tmp_path / "trad.crt"
+    crt_file.write_text(vm.ssh("cat /etc/trad/tls/trad.crt").stdout)
+    return crt_file
+
+
+@contextlib.contextmanager
+def api_settings(vm, **settings: str) -> Iterator[None]:
+    """trad-api restarted with these settings (a runtime drop-in), then without them."""
+    dropin = "/run/systemd/system/trad-api.service.d"
+    lines = "".join(f"Environment={name}={value}\\n" for name, value in settings.items())
+    vm.ssh(f"mkdir -p {dropin} && printf '[Service]\\n{lines}' > {dropin}/test.conf && systemctl daemon-reload")
+    vm.ssh("systemctl restart trad-api")
+    wait_ready(vm)
+    try:
+        yield
+    finally:
+        vm.ssh(f"rm -rf {dropin} && systemctl daemon-reload && systemctl restart trad-api")
+        wait_ready(vm)
+
+
+def through_the_proxy(vm, job_id: str, ca: Path, groups: list[dict], while_open=lambda: None) -> tuple[dict, dict]:
+    """Progress streams of `job_id` opened through nginx from inside the server's network
+    namespace (tests/deploy/streams.py: each group from its own source address), held while
+    `while_open()` runs, then the job is canceled and each stream read to its end. Returns
+    what opened and how the streams ended."""
+    env = {
+        **os.environ,
+        "TRAD_TOKEN": token(vm),
+        "TRAD_CA": str(ca),
+        "TRAD_PATH": f"/api/v2/training/jobs/{job_id}/progress?follow=true",
+    }
+    proc = subprocess.Popen(
+        ["nsenter", "-t", str(vm.pid), "-n", sys.executable, "-m", "tests.deploy.streams", json.dumps(groups)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        opened = json.loads(proc.stdout.readline())
+        while_open()
+        api(vm, "DELETE", f"/api/v2/training/jobs/{job_id}")
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        ended = json.loads(proc.stdout.readline())
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return opened, ended
+
+
+def test_the_proxy_names_each_client_and_a_client_cannot_name_itself(vm, queued_job, tls_ca):
+    """With one stream allowed per client, two clients behind nginx get one each (the API sees
+    their addresses, not nginx's), and X-Forwarded-For sent by a client changes nothing."""
+    groups = [
+        {"source": "127.0.0.2", "count": 1},
+        {"source": "127.0.0.3", "count": 1},
+        {"source": "127.0.0.2", "count": 1, "headers": {"X-Forwarded-For": "192.0.2.1"}},
+    ]
+    with api_settings(vm, FOLLOW_MAX_STREAMS_PER_CLIENT="1"):
+        opened, ended = through_the_proxy(vm, queued_job, tls_ca, groups)
+    print(f"\none stream per client through nginx: {opened} {ended}")
+    assert [g["statuses"] for g in opened["opened"]] == [{"200": 1}, {"200": 1}, {"429": 1}], opened
+    assert ended == {"ended": {"canceled": 2}}
+
+
+STREAMS_PER_SOURCE, SOURCES = 750, ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")  # under 1,000 per client
+
+
+def test_three_thousand_idle_streams_through_the_proxy(vm, queued_job, tls_ca):
+    """nginx as deployed carries thousands of followers (two connections each), and answers
+    other requests meanwhile; each stream sees its job end."""
+    # 24576 and 65536 where nginx may open that many files; 1,024 fewer connections than the
+    # hard limit it runs under where that is lower (this container's: the test machine's).
+    conf = vm.ssh("cat /etc/nginx/nginx.conf").stdout
+    connections = int(re.search(r"^\s*worker_connections (\d+);", conf, re.M)[1])
+    files = int(re.search(r"^worker_rlimit_nofile (\d+);", conf, re.M)[1])
+    hard = int(vm.ssh("awk '/^Max open files/ {print $5}' /proc/$(cat /run/nginx.pid)/limits").stdout)
+    assert (files, connections) == ((65536, 24576) if hard >= 65536 else (hard, hard - 1024)), conf
+    workers = vm.ssh(
+        "for p in $(pgrep -x nginx); do grep -q worker /proc/$p/cmdline && grep 'open files' /proc/$p/limits; done",
+        check=False,
+    ).stdout.splitlines()
+    assert workers and all(line.split()[3] == str(files) for line in workers), workers
+    print(f"\nnginx: worker_connections {connections}, worker_rlimit_nofile {files} (hard limit {hard})")
+    health: list[subprocess.CompletedProcess] = []
+
+    def check_health() -> None:
+        args = ["-fsS", "--cacert", str(tls_ca), "--resolve", "localhost:443:127.0.0.1"]
+        health.append(vm.curl(*args, "https://localhost/healthz"))
+        health.append(
+            vm.curl(*args, "-H", f"Authorization: Bearer {token(vm)}", "https://localhost/api/v2/training/queue")
+        )
+
+    groups = [{"source": source, "count": STREAMS_PER_SOURCE} for source in SOURCES]
+    started = time.monotonic()
+    opened, ended = through_the_proxy(vm, queued_job, tls_ca, groups, while_open=check_health)
+    took = time.monotonic() - started
+    print(f"\n{len(SOURCES) * STREAMS_PER_SOURCE} streams through nginx ({took:.0f}s): {opened} {ended}")
+    assert [g["statuses"] for g in opened["opened"]] == [{"200": STREAMS_PER_SOURCE}] * len(SOURCES), opened
+    assert all(h.returncode == 0 for h in health), health
+    assert ended == {"ended": {"canceled": len(SOURCES) * STREAMS_PER_SOURCE}}
+    errors = vm.ssh("grep -c 'worker_connections are not enough' /var/log/nginx/error.log", check=False).stdout
+    assert errors.strip() in ("", "0"), errors
 
 
 def test_job_processes_hold_no_secret_and_workers_no_api_token(vm):
@@ -332,6 +461,7 @@ def test_second_deploy_changes_nothing_and_restarts_nothing(vm, deploy):
         "Redis already configured",
         "unchanged (already installed)",
         "systemd units: unchanged",
+        "nginx: unchanged",
         "enabled units: unchanged",
         "current release: unchanged",
         "nothing to restart",

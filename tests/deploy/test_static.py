@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from app.settings import Settings
 from tests.support import ROOT
 
 SCRIPTS = [*sorted(p for p in (ROOT / "ops/scripts").glob("*.sh")), ROOT / "ops/scripts/trad", ROOT / ".ci/run"]
@@ -128,3 +129,87 @@ def test_the_api_socket_is_systemds_and_stops_with_the_target():
     assert "PartOf=trad.target" in socket_unit and "WantedBy=trad.target" in socket_unit
     # Not required by the API: a release that binds its port itself still starts without it.
     assert not any(line.startswith(("Requires=trad-api.socket", "BindsTo=trad-api.socket")) for line in api)
+
+
+DEBIAN_NGINX_CONF = """user www-data;
+worker_processes auto;
+pid /run/nginx.pid;
+error_log /var/log/nginx/error.log;
+include /etc/nginx/modules-enabled/*.conf;
+
+events {
+\tworker_connections 768;
+\t# multi_accept on;
+}
+
+http {
+\tinclude /etc/nginx/sites-enabled/*;
+}
+"""
+
+
+def size_nginx(conf: Path, *max_files: str) -> str:
+    script = ROOT / "ops/scripts/size_nginx.sh"
+    result = subprocess.run(["bash", str(script), str(conf), *max_files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_nginx_is_sized_for_the_apis_streams_once_and_never_lowered(tmp_path: Path):
+    """Debian's 768 connections per worker carry about 380 proxied streams; the deploy raises
+    them to carry the API's FOLLOW_MAX_STREAMS in one worker, and a second run changes nothing."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(DEBIAN_NGINX_CONF)
+    assert size_nginx(conf).splitlines() == [
+        "worker_connections 24576 (was 768)",
+        "worker_rlimit_nofile 65536 (was unset)",
+    ]
+    sized = conf.read_text()
+    assert "\tworker_connections 24576;\n" in sized and "worker_connections 768" not in sized
+    assert "worker_processes auto;\nworker_rlimit_nofile 65536;\n" in sized
+    assert sized.replace("24576", "768").replace("worker_rlimit_nofile 65536;\n", "") == DEBIAN_NGINX_CONF
+    assert 2 * Settings().follow_max_streams <= 24576, "two connections per stream"
+    assert size_nginx(conf) == "" and conf.read_text() == sized
+
+    larger = DEBIAN_NGINX_CONF.replace("768", "50000").replace("auto;", "auto;\nworker_rlimit_nofile 200000;")
+    conf.write_text(larger)
+    assert size_nginx(conf) == "" and conf.read_text() == larger
+
+    bare = "worker_processes 2;\nevents {\n}\nhttp {\n}\n"
+    conf.write_text(bare)
+    assert size_nginx(conf).splitlines() == [
+        "worker_connections 24576 (was nginx's default, 512)",
+        "worker_rlimit_nofile 65536 (was unset)",
+    ]
+    assert (
+        conf.read_text()
+        == "worker_processes 2;\nworker_rlimit_nofile 65536;\nevents {\n\tworker_connections 24576;\n}\nhttp {\n}\n"
+    )
+
+
+def test_nginx_is_sized_within_the_open_files_it_may_have(tmp_path: Path):
+    """Under a lower hard limit (a container's), the workers get that limit and 1,024 fewer
+    connections: a limit nginx cannot set would leave them at 1,024 files."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(DEBIAN_NGINX_CONF)
+    assert size_nginx(conf, "20000").splitlines() == [
+        "worker_connections 18976 (was 768)",
+        "worker_rlimit_nofile 20000 (was unset)",
+    ]
+    assert size_nginx(conf, "20000") == ""
+    # The same server with a higher limit later: raised to the full size.
+    assert size_nginx(conf, "524288").splitlines() == [
+        "worker_connections 24576 (was 18976)",
+        "worker_rlimit_nofile 65536 (was 20000)",
+    ]
+    assert size_nginx(conf, "unlimited") == ""
+
+
+def test_nginx_without_an_events_block_is_refused(tmp_path: Path):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("http {\n}\n")
+    result = subprocess.run(
+        ["bash", str(ROOT / "ops/scripts/size_nginx.sh"), str(conf)], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "no events block" in result.stderr
+    assert conf.read_text() == "http {\n}\n"

@@ -167,7 +167,8 @@ def test_a_short_through_two_300_percent_bars_is_ruined_not_rich():
     result = backtest(c, np.array([-1, -1, -1, -1, 1, 1], dtype=np.int8), Costs(0, 0))
     assert list(result.equity) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     assert result.metrics["total_return"] == -1.0
-    assert result.metrics["cagr"] == -1.0 and result.metrics["max_drawdown"] == 1.0
+    assert result.metrics["max_drawdown"] == 1.0
+    assert result.metrics["cagr"] is None and "0.0 days" in result.metrics["null_reasons"]["cagr"]
     # One trade, closed at the open where equity hit zero; the later long is ignored.
     assert list(result.trades["ret"]) == [-1.0]
     assert list(result.trades["exit"]) == [2] and list(result.trades["exit_price"]) == [400.0]
@@ -217,14 +218,17 @@ def test_undefined_metrics_are_none_not_zero():
     long = backtest(c, np.ones(5_000, dtype=np.int8), Costs(0, 0))
     assert long.metrics["exposure"] == pytest.approx(4_999 / 5_000)
     assert 0 <= long.metrics["max_drawdown"] <= 1
-    assert all(v is None or math.isfinite(v) for v in long.metrics.values())
+    figures = {k: v for k, v in long.metrics.items() if k != "null_reasons"}
+    assert all(v is None or math.isfinite(v) for v in figures.values())
+    assert set(long.metrics["null_reasons"]) == {k for k, v in figures.items() if v is None}
     assert len(long.equity_curve(100)) == 100
 
 
 def test_one_trade_up_only_has_no_calmar():
-    c = flat_candles([100.0, 100.0, 101.0, 102.0])
-    m = backtest(c, np.array([1, 1, 1, 1], dtype=np.int8), Costs(0, 0)).metrics
+    c = flat_candles(100.0 + np.arange(100.0), step_ms=DAY_MS, timeframe="1d")
+    m = backtest(c, np.ones(100, dtype=np.int8), Costs(0, 0)).metrics
     assert m["max_drawdown"] == 0 and m["calmar"] is None and m["win_rate"] == 1.0
+    assert m["cagr"] is not None and m["null_reasons"] == {"calmar": "no drawdown to divide by"}
 
 
 # -- bad input -----------------------------------------------------------------------------

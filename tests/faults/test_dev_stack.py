@@ -1,6 +1,7 @@
 """`make dev` from a private copy of the tree: it comes up (as root too, although PostgreSQL
-runs as `postgres`, which cannot enter a 0700 directory), and an interrupt with a backlog of
-200 queued jobs stops everything it started and leaves no process behind."""
+runs as `postgres`, which cannot enter a 0700 directory), `trad` run from the copy with nothing
+exported imports a CSV into it through var/dev.env, and an interrupt with a backlog of 200
+queued jobs stops everything it started, removes var/dev.env and leaves no process behind."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -88,6 +90,19 @@ def test_make_dev_from_a_private_directory_stops_everything_on_interrupt(tmp_pat
         if os.geteuid() == 0:
             assert relocated, "as root in a 0700 directory, the cluster lives where postgres can enter"
 
+        dev_env = clone / "var" / "dev.env"
+        assert stat.S_IMODE(dev_env.stat().st_mode) == 0o600
+        assert f"127.0.0.1:{pg_port}/" in dev_env.read_text()
+        bare = {k: v for k, v in env.items() if not k.startswith(("DATABASE_", "REDIS_", "API_", "DEV_"))}
+        for args in (
+            ["candles", "import", "--symbol", "GOOG", "--timeframe", "1d", "tests/data/goog_layout.csv"],
+            ["candles", "list"],
+        ):
+            argv = [sys.executable, "-m", "app.cli", *args]
+            cli = subprocess.run(argv, cwd=clone, env=bare, capture_output=True, text=True, timeout=60)
+            assert cli.returncode == 0, cli.stderr
+        assert "GOOG\t1d\t300\t" in cli.stdout and "BTCUSDT\t1m\t" in cli.stdout, cli.stdout
+
         http = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {TOKEN}"})
         body = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "5m", "n_iterations": 200}
         for seed in range(BACKLOG):
@@ -105,6 +120,7 @@ def test_make_dev_from_a_private_directory_stops_everything_on_interrupt(tmp_pat
         assert not left, left
         assert code == 0, out.read_text()[-3000:]
         assert "stopped" in out.read_text()
+        assert not dev_env.exists(), "a stopped stack leaves no settings behind"
         worker_log = (clone / "var" / "logs" / "worker-1.log").read_text()
         assert "maintenance pass failed" not in worker_log
         print(f"\nmake dev: stopped {took:.1f}s after Ctrl-C with {BACKLOG} jobs queued; no process left")

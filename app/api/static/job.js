@@ -2,7 +2,6 @@
 "use strict";
 const JOB_ID = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
 const JOB = "/api/v2/training/jobs/" + encodeURIComponent(JOB_ID);
-const TERMINAL = ["succeeded", "failed", "canceled"];
 const TRADES_SHOWN = 100;
 // What the page shows, kept for whoever looks (and for the browser tests).
 const page = window.tradPage = { job: null, configuration: null, trials: [], charts: {} };
@@ -73,8 +72,9 @@ function renderStatus(job) {
     });
     actions.append(button);
   };
-  if (job.status === "queued" || job.status === "running") act("Cancel", "DELETE", JOB);
-  if (job.status === "failed" || job.status === "canceled") act("Retry", "POST", JOB + "/retry");
+  const allows = statusInfo(catalog, job.status);
+  if (allows.cancelable) act("Cancel", "DELETE", JOB);
+  if (allows.retryable) act("Retry", "POST", JOB + "/retry");
 
   const failed = job.status === "failed" && job.error;
   $("failure").hidden = !failed;
@@ -257,20 +257,32 @@ function renderMetrics(cfg) {
   const bench = field(cfg, "benchmark_metrics");
   const columns = [["train", cfg.train_metrics || {}], ["validation", cfg.validation_metrics || {}]];
   if (bench) columns.push(["benchmark-train", bench.train || {}], ["benchmark-validation", bench.validation || {}]);
-  const known = new Set(METRICS.map((m) => m[0]));
+  const known = new Set([...METRICS.map((m) => m[0]), "null_reasons"]);
   const extra = [...new Set(columns.flatMap(([, m]) => Object.keys(m)))].filter((k) => !known.has(k))
     .map((k) => [k, k, (v) => (typeof v === "number" ? num(v) : v ?? DASH)]);
   const headers = ["Metric", { label: "Train", num: true }, { label: "Validation", num: true }];
   if (bench) headers.push({ label: "Buy & hold train", num: true }, { label: "Buy & hold validation", num: true });
+  // An undefined figure shows why it is undefined (the engine's words), never a blank.
+  const cell = (set, m, key, format) => {
+    const value = m[key] ?? null;
+    const reason = value === null ? (m.null_reasons || {})[key] : undefined;
+    if (!reason) return numCell(value, format(value), { set });
+    const td = numCell(null, reason, { set, reason });
+    td.className = "num wrap meaning";
+    return td;
+  };
   table("metrics", headers, [...METRICS, ...extra].map(([key, label, format]) => el("tr", { dataset: { metric: key } },
-    el("td", {}, label),
-    ...columns.map(([set, m]) => numCell(m[key] ?? null, format(m[key] ?? null), { set })))));
+    el("td", {}, label), ...columns.map(([set, m]) => cell(set, m, key, format)))));
+  const short = columns.some(([, m]) => m.cagr === null && /^not annualised/.test((m.null_reasons || {}).cagr || ""));
   const from = field(cfg, "validation_start"), to = field(cfg, "data_end");
   const days = from !== null && to !== null ? (Date.parse(to) - from) / 86400000 : null;
-  setText("metrics-note", days !== null && days < 365
-    ? "CAGR and Calmar annualise: over a validation range of " + (days < 2 ? days.toFixed(1) : Math.round(days)) +
-      " days a small return becomes a large yearly figure. Total return is what happened."
-    : "");
+  setText("metrics-note", short
+    ? "CAGR and Calmar are yearly figures, given only over 90 days or more: compounded to a year, a few days' " +
+      "return would read as a large yearly one. Total return is what happened."
+    : days !== null && days < 365
+      ? "CAGR and Calmar annualise: over a validation range of " + (days < 2 ? days.toFixed(1) : Math.round(days)) +
+        " days a small return becomes a large yearly figure. Total return is what happened."
+      : "");
 }
 
 function renderStatistics(cfg) {
@@ -298,6 +310,13 @@ function renderStatistics(cfg) {
   if (minTrades !== null) {
     rows.push(["min_trades", "Minimum trades", minTrades, minTrades,
                "parameter sets with fewer training trades were not eligible"]);
+  }
+  for (const [key, label, meaning] of [
+    ["fee_bps", "Fee per fill", "paid on each entry and exit, in basis points of the fill's notional"],
+    ["slippage_bps", "Slippage per fill", "assumed on each entry and exit, in basis points of the fill's notional"],
+  ]) {
+    const bps = field(cfg, key);
+    if (bps !== null) rows.push([key, label, bps, num(bps, 2) + " bps (" + pct(bps / 10000, 3) + ")", meaning]);
   }
   if (stats) {
     rows.push(
@@ -390,10 +409,14 @@ async function loadResults(job) {
 
 let resultsShown = false;
 let timer = null;
+let catalog = null; // the API's value lists: what each status allows
+
+function finished(status) { return statusInfo(catalog, status).finished; }
 
 async function load() {
   try {
-    const job = await api("GET", JOB);
+    const [job, loaded] = await Promise.all([api("GET", JOB), loadCatalog()]);
+    catalog = loaded;
     page.job = job;
     renderHeader(job);
     renderStatus(job);
@@ -405,7 +428,7 @@ async function load() {
     }
     showError("");
     $("auth").hidden = true;
-    if (!TERMINAL.includes(job.status) && timer === null) timer = setInterval(poll, 2000);
+    if (!finished(job.status) && timer === null) timer = setInterval(poll, 2000);
     document.body.dataset.ready = "1";
   } catch (e) {
     showError(e.message);
@@ -421,8 +444,8 @@ async function poll() {
     const before = page.job.status;
     Object.assign(page.job, progress);
     renderStatus(page.job);
-    if (progress.status !== before || TERMINAL.includes(progress.status)) {
-      if (TERMINAL.includes(progress.status)) { clearInterval(timer); timer = null; }
+    if (progress.status !== before || finished(progress.status)) {
+      if (finished(progress.status)) { clearInterval(timer); timer = null; }
       await load();
     }
   } catch (e) {
