@@ -243,6 +243,7 @@ def _stop_on_signals() -> Callable[[], None]:
 
 
 def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
+    from app.api import presenters
     from app.services import schedules as schedules_service
     from app.services.jobs import JobError
 
@@ -257,12 +258,9 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
                 return 0
             schedule = schedules_service.resolve(session, args.schedule)
             if args.action == "show":
-                fields = {c.key: getattr(schedule, c.key) for c in schedule.__table__.columns}
-                fields["recent_fires"] = [
-                    {"fire_time": f.fire_time, "outcome": f.outcome, "job_id": f.job_id, "job_status": j and j.status}
-                    for f, j in schedules_service.recent_fires(session, schedule.id)
-                ]
-                print(json.dumps(fields, default=str, indent=2))
+                # The API's own shape, so a refused fire's reason and the rest read the same.
+                detail = presenters.schedule_detail(schedule, schedules_service.recent_fires(session, schedule.id))
+                print(json.dumps(detail.model_dump(mode="json"), indent=2))
                 return 0
             action = schedules_service.pause if args.action == "pause" else schedules_service.resume
             schedule = action(session, schedule.id)

@@ -42,6 +42,18 @@ def _env_file() -> Path | None:
     return DEV_ENV_FILE if _readable(DEV_ENV_FILE) else None
 
 
+def inherited_sockets() -> list[int]:
+    """File descriptors of the listening sockets systemd passed to this process (socket
+    activation: $LISTEN_FDS of them from fd 3, meant for $LISTEN_PID); none otherwise. The
+    variables are removed, so no child process takes the sockets for its own."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = int(os.environ.get("LISTEN_FDS") or 0)
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return list(range(3, 3 + count))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
