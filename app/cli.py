@@ -5,6 +5,7 @@ trad smoke [--timeout S]
 trad candles import --symbol BTCUSDT --timeframe 1m FILE
 trad candles synth --symbol BTCUSDT --timeframe 1m --bars 20000 [--seed 1]
 trad candles list
+trad candles fetch --exchange binance --symbol BTC/USDT --timeframe 1m [--since 2024-01-01] [--until …] [--as SYMBOL]
 trad jobs list [--status S] | jobs show ID | jobs cancel ID | jobs retry ID
 trad jobs follow ID [--interval S]   (exit status: 0 succeeded, 1 failed, 4 canceled)
 trad schedules list | schedules show ID|NAME | schedules pause ID|NAME | schedules resume ID|NAME
@@ -20,6 +21,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from redis.exceptions import RedisError
@@ -125,6 +127,54 @@ def cmd_candles(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _when(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or time: {value!r} (e.g. 2024-01-01, 2024-01-01T12:00)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def cmd_candles_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    from app import fetch_line
+    from app.exchanges import Exchange, ExchangeInputError, ExchangeUnavailable
+    from app.services import candle_fetch
+
+    shown = fetch_line.ProgressWriter(sys.stderr)
+    try:
+        exchange = Exchange(
+            args.exchange,
+            base_url=settings.exchange_base_url,
+            retry_budget_s=settings.fetch_retry_budget_s,
+            on_retry=shown.retrying,
+        )
+        report = candle_fetch.fetch(
+            settings.database_url,
+            exchange,
+            args.symbol,
+            args.timeframe,
+            symbol_pattern=SYMBOL,
+            since=args.since,
+            until=args.until,
+            store_as=args.store_as,
+            batch_bars=args.batch_bars,
+            progress=shown,
+        )
+    except (ExchangeInputError, candle_fetch.FetchInputError) as exc:
+        raise CliError(f"--{exc.field}: {exc.message}; nothing was fetched") from None
+    except ExchangeUnavailable as exc:
+        shown.close()
+        print(f"trad: error: {exc}; the bars stored so far are kept, run it again to resume", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        shown.close()
+        print("trad: stopped; the batches written are kept, run it again to resume", file=sys.stderr)
+        return 130
+    shown.close()
+    print("\n".join(fetch_line.summary(report)))
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import dispatch
     from app.services import jobs as jobs_service
@@ -193,6 +243,7 @@ def _stop_on_signals() -> Callable[[], None]:
 
 
 def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
+    from app.api import presenters
     from app.services import schedules as schedules_service
     from app.services.jobs import JobError
 
@@ -207,12 +258,9 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
                 return 0
             schedule = schedules_service.resolve(session, args.schedule)
             if args.action == "show":
-                fields = {c.key: getattr(schedule, c.key) for c in schedule.__table__.columns}
-                fields["recent_fires"] = [
-                    {"fire_time": f.fire_time, "outcome": f.outcome, "job_id": f.job_id, "job_status": j and j.status}
-                    for f, j in schedules_service.recent_fires(session, schedule.id)
-                ]
-                print(json.dumps(fields, default=str, indent=2))
+                # The API's own shape, so a refused fire's reason and the rest read the same.
+                detail = presenters.schedule_detail(schedule, schedules_service.recent_fires(session, schedule.id))
+                print(json.dumps(detail.model_dump(mode="json"), indent=2))
                 return 0
             action = schedules_service.pause if args.action == "pause" else schedules_service.resume
             schedule = action(session, schedule.id)
@@ -257,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--bars", type=_positive(5_000_000), default=20_000)
     synth.add_argument("--seed", type=int, default=1)
     csub.add_parser("list", help="stored candles per symbol and timeframe")
+    fetch = csub.add_parser("fetch", help="fetch candles from an exchange (resumes after the last stored bar)")
+    fetch.add_argument("--exchange", required=True, help="the exchange's ccxt id, e.g. binance")
+    fetch.add_argument("--symbol", required=True, help="the exchange's symbol, e.g. BTC/USDT (stored as BTCUSDT)")
+    fetch.add_argument("--timeframe", required=True, help=" ".join(TIMEFRAMES))
+    fetch.add_argument("--since", type=_when, help="first open time, UTC unless it says (needed for a first fetch)")
+    fetch.add_argument("--until", type=_when, help="stop before this open time (default: the last closed bar)")
+    fetch.add_argument("--as", dest="store_as", type=_symbol, help="trad's symbol to store them under")
+    fetch.add_argument("--batch-bars", type=_positive(1_000_000), default=10_000, help="bars per transaction")
+    fetch.set_defaults(func=cmd_candles_fetch)
     candles.set_defaults(func=cmd_candles)
 
     jobs = sub.add_parser("jobs", help="look at, cancel and retry jobs")

@@ -9,17 +9,31 @@ import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 LOOKBACK_PATTERN = r"^[1-9][0-9]{0,4}[mhdw]$"
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # any instant: a cron without a year repeats
 
 
 def check_expression(expression: str) -> str:
-    """The expression if croniter accepts it (5 fields, or 6 with seconds last); ValueError otherwise."""
+    """The expression if croniter accepts it (5 fields, or 6 with seconds last) and some date
+    matches it; ValueError otherwise. Each field can be in range and still no date match
+    (`0 0 30 2 *`, 30 February): such an expression has no next tick, so one is computed."""
     if not isinstance(expression, str) or len(expression.split()) not in (5, 6) or not croniter.is_valid(expression):
         raise ValueError(f"not a valid cron expression: {expression!r}")
+    if not fires(expression):
+        raise ValueError(f"cron expression never fires, no date matches it: {expression!r}")
     return expression
+
+
+def fires(expression: str) -> bool:
+    """Whether a (valid) expression has a tick at all."""
+    try:
+        croniter(expression, _EPOCH).get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 def check_timezone(name: str) -> str:

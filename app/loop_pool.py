@@ -12,7 +12,9 @@ holds each request for its whole timeout and retries in the background, where th
 answer 503 at once. Here a request that finds no idle connection connects, and a failed connect
 fails that request now, as the SQLAlchemy pool of the other routes does. A connection is checked
 when it is taken with the SQLAlchemy pool's own checkout check (`app.db.is_closing`: a poll of
-its socket, no round trip), and one that saw any error is closed rather than reused.
+its socket, no round trip). One is given back after an error too, when the error left it idle
+outside any transaction (an ordinary 404 or 429, an error the server answered in autocommit);
+one left mid-statement, inside a transaction, or broken is closed rather than reused.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import namedtuple_row
 
 from app.db import is_closing, libpq_url
@@ -59,11 +62,15 @@ class LoopPool:
             try:
                 yield conn
             except BaseException:
-                await _close(conn)  # its state is unknown: never reuse it
+                if not _reusable(conn):  # a statement in flight, a transaction open, or broken
+                    await _close(conn)
+                    raise
+                self._idle.append(conn)  # an ordinary answer (404, 409, 422, 429): healthy
                 raise
-            if conn.closed or conn.broken:
-                return
-            self._idle.append(conn)
+            if _reusable(conn):
+                self._idle.append(conn)
+            else:
+                await _close(conn)
         finally:
             slots.release()
 
@@ -93,6 +100,14 @@ class LoopPool:
         return await psycopg.AsyncConnection.connect(
             self._conninfo, autocommit=True, connect_timeout=self._connect_timeout_s, row_factory=namedtuple_row
         )
+
+
+def _reusable(conn: psycopg.AsyncConnection) -> bool:
+    """Open, and idle outside any transaction: no statement in flight (a request cancelled
+    mid-statement leaves one), no transaction left open or failed. An error the server answered
+    in autocommit (a constraint, a lock timeout) leaves the connection so; a lost connection
+    does not (closed or broken, its status unknown)."""
+    return not (conn.closed or conn.broken) and conn.info.transaction_status == TransactionStatus.IDLE
 
 
 async def _close(conn: psycopg.AsyncConnection) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.status import AttemptStatus, JobStatus
+from app.status import AttemptStatus, FireOutcome, JobStatus, MisfirePolicy, OverlapPolicy, Priority
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -35,8 +35,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-PRIORITIES = ("high", "normal", "low")
 
 
 def _in(column: str, values: Iterable[str]) -> str:
@@ -58,7 +56,7 @@ class Job(Base):
     __tablename__ = "training_jobs"
     __table_args__ = (
         CheckConstraint(_in("status", JobStatus), name="status"),
-        CheckConstraint(_in("priority", PRIORITIES), name="priority"),
+        CheckConstraint(_in("priority", Priority), name="priority"),
         CheckConstraint("percent >= 0 AND percent <= 100", name="percent"),
         Index("ix_training_jobs_status_created_at", "status", "created_at"),
     )
@@ -66,7 +64,7 @@ class Job(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     kind: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
-    priority: Mapped[str] = mapped_column(String(8), default="normal")
+    priority: Mapped[str] = mapped_column(String(8), default=Priority.NORMAL)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -222,18 +220,13 @@ class CandleRevision(Base):
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-MISFIRE_POLICIES = ("run_once", "skip")
-OVERLAP_POLICIES = ("skip", "queue")
-FIRE_OUTCOMES = ("started", "skipped_overlap", "refused")
-
-
 class Schedule(Base):
     """A cron schedule that starts a training job from its template at each tick."""
 
     __tablename__ = "training_schedules"
     __table_args__ = (
-        CheckConstraint(_in("misfire_policy", MISFIRE_POLICIES), name="misfire_policy"),
-        CheckConstraint(_in("overlap_policy", OVERLAP_POLICIES), name="overlap_policy"),
+        CheckConstraint(_in("misfire_policy", MisfirePolicy), name="misfire_policy"),
+        CheckConstraint(_in("overlap_policy", OverlapPolicy), name="overlap_policy"),
         Index("ix_training_schedules_paused_next_fire_at", "paused", "next_fire_at"),
     )
 
@@ -243,8 +236,8 @@ class Schedule(Base):
     timezone: Mapped[str] = mapped_column(String(64))
     template: Mapped[dict[str, Any]]
     lookback: Mapped[str | None] = mapped_column(String(16))
-    misfire_policy: Mapped[str] = mapped_column(String(16), default="run_once")
-    overlap_policy: Mapped[str] = mapped_column(String(16), default="skip")
+    misfire_policy: Mapped[str] = mapped_column(String(16), default=MisfirePolicy.RUN_ONCE)
+    overlap_policy: Mapped[str] = mapped_column(String(16), default=OverlapPolicy.SKIP)
     paused: Mapped[bool] = mapped_column(default=False)
     next_fire_at: Mapped[datetime | None]
     last_fired_at: Mapped[datetime | None]
@@ -259,7 +252,7 @@ class ScheduleFire(Base):
     __tablename__ = "schedule_fires"
     __table_args__ = (
         UniqueConstraint("schedule_id", "fire_time", name="uq_schedule_fires_schedule_id_fire_time"),
-        CheckConstraint(_in("outcome", FIRE_OUTCOMES), name="outcome"),
+        CheckConstraint(_in("outcome", FireOutcome), name="outcome"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

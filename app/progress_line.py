@@ -15,9 +15,10 @@ from typing import TextIO
 from app.db import transaction
 from app.services import jobs as jobs_service
 from app.settings import Settings
+from app.status import FINISHED_JOB_STATUSES, JobStatus
 
-FINAL = ("succeeded", "failed", "canceled")
-EXIT_STATUS = {"succeeded": 0, "failed": 1, "canceled": 4}
+# The exit status for each way a job ends (as `trad --help` lists them).
+EXIT_STATUS = {JobStatus.SUCCEEDED: 0, JobStatus.FAILED: 1, JobStatus.CANCELED: 4}
 BAR_WIDTH = 24
 
 
@@ -50,9 +51,9 @@ def render(s: Snapshot) -> str:
         parts.append(f"iter {s.iteration}" + (f"/{s.n_iterations}" if s.n_iterations else ""))
     if s.best_score is not None:
         parts.append(f"best {s.best_score:.4g}")
-    if s.status == "running" and s.eta_seconds is not None:
+    if s.status == JobStatus.RUNNING and s.eta_seconds is not None:
         parts.append(f"ETA {_duration(s.eta_seconds)}")
-    if s.status in FINAL and s.error:
+    if s.status in FINISHED_JOB_STATUSES and s.error:
         parts.append(s.error)
     return "  ".join(parts)
 
@@ -91,7 +92,7 @@ def follow(
             out.write(line + "\n")
         out.flush()
         last = line
-        if s.status in FINAL:
+        if s.status in FINISHED_JOB_STATUSES:
             if tty:
                 out.write("\n")
             return EXIT_STATUS[s.status]

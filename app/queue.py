@@ -21,10 +21,16 @@ from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
+from app.status import Priority
+
 log = logging.getLogger(__name__)
 
 # Strict priority order: a worker always drains the first queue before the next.
-QUEUE_NAMES: dict[str, str] = {"high": "training-high", "normal": "training", "low": "training-low"}
+QUEUE_NAMES: dict[str, str] = {
+    Priority.HIGH: "training-high",
+    Priority.NORMAL: "training",
+    Priority.LOW: "training-low",
+}
 ENTRYPOINT = "app.jobs.run"  # stored in Redis with every job: public API, never rename
 # What a worker may run: every job kind is dispatched through the one entrypoint, which looks
 # the kind up in PostgreSQL (app.kinds). A queue entry naming anything else is refused.
@@ -156,26 +162,40 @@ def remove(connection: Redis, rq_job_id: str, priority: str) -> None:
 
 def present(connection: Redis, dispatches: Iterable[tuple[str, str]]) -> set[str]:
     """Which of these dispatches (`rq_job_id`, priority) are still somewhere a worker will take
-    them from or is running them: the queue list, the intermediate list of reliable dequeue, or
-    the started registry. A started-registry entry past its expiry (the score RQ gives it)
-    belonged to a worker that died: it does not count. One MULTI … EXEC per priority reads the
-    three at once, however many dispatches are asked about (the reconciler asks about hundreds
-    at a time)."""
+    them from or is running them (see `held_in`): one read per priority asked about, however
+    many dispatches are asked about."""
     wanted: dict[str, set[str]] = defaultdict(set)
     for rq_job_id, priority in dispatches:
         wanted[priority].add(rq_job_id)
     found: set[str] = set()
     for priority, ids in wanted.items():
-        queue = get_queue(connection, priority)
-        pipe = connection.pipeline()
-        pipe.lrange(queue.key, 0, -1)
-        pipe.lrange(queue.intermediate_queue.key, 0, -1)
-        pipe.zrangebyscore(queue.started_job_registry.key, f"({time.time()}", "+inf")
-        queued, intermediate, started = pipe.execute()
-        # RQ 3 keys started executions as "<job id>:<execution id>".
-        seen = {m.decode() for m in (*queued, *intermediate)} | {m.decode().split(":", 1)[0] for m in started}
-        found |= ids & seen
+        found |= ids & held_in(connection, priority)
     return found
+
+
+def held(connection: Redis) -> set[str]:
+    """Every dispatch Redis holds, in any priority's queue (see `held_in`): the reconciler's
+    one look at Redis per pass, one read per priority. A dispatch id names one job's one trip,
+    sent to its job's priority (which never changes), so one set serves every priority."""
+    found: set[str] = set()
+    for priority in QUEUE_NAMES:
+        found |= held_in(connection, priority)
+    return found
+
+
+def held_in(connection: Redis, priority: str) -> set[str]:
+    """The dispatches of one priority somewhere a worker will take them from or is running
+    them: the queue list, the intermediate list of reliable dequeue, or the started registry.
+    A started-registry entry past its expiry (the score RQ gives it) belonged to a worker that
+    died: it does not count. One MULTI … EXEC reads the three at once."""
+    queue = get_queue(connection, priority)
+    pipe = connection.pipeline()
+    pipe.lrange(queue.key, 0, -1)
+    pipe.lrange(queue.intermediate_queue.key, 0, -1)
+    pipe.zrangebyscore(queue.started_job_registry.key, f"({time.time()}", "+inf")
+    queued, intermediate, started = pipe.execute()
+    # RQ 3 keys started executions as "<job id>:<execution id>".
+    return {m.decode() for m in (*queued, *intermediate)} | {m.decode().split(":", 1)[0] for m in started}
 
 
 def is_present(connection: Redis, rq_job_id: str, priority: str) -> bool:

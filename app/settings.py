@@ -42,6 +42,18 @@ def _env_file() -> Path | None:
     return DEV_ENV_FILE if _readable(DEV_ENV_FILE) else None
 
 
+def inherited_sockets() -> list[int]:
+    """File descriptors of the listening sockets systemd passed to this process (socket
+    activation: $LISTEN_FDS of them from fd 3, meant for $LISTEN_PID); none otherwise. The
+    variables are removed, so no child process takes the sockets for its own."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = int(os.environ.get("LISTEN_FDS") or 0)
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return list(range(3, 3 + count))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
@@ -120,6 +132,12 @@ class Settings(BaseSettings):
     default_slippage_bps: float = Field(DEFAULT_SLIPPAGE_BPS, ge=0, le=MAX_COST_BPS, allow_inf_nan=False)
     candle_chunk_bars: int = Field(50_000, ge=100)
     job_memory_limit_mb: int = Field(0, ge=0)
+
+    # `trad candles fetch`: another origin for the exchange's REST API (a mirror; the tests' local
+    # exchange), keeping the exchange's paths; empty: the exchange's own. How long a fetch retries
+    # network errors, 429 and 5xx answers before it gives up (the next run resumes).
+    exchange_base_url: str = ""
+    fetch_retry_budget_s: float = Field(120.0, ge=0)
 
     # Per job kind (each kind reads its own in `app.kinds`): attempts before failing, hard timeout of one
     # attempt, and the longest time without progress before an attempt counts as stalled.

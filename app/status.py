@@ -1,7 +1,10 @@
-"""The statuses of a job and of an attempt: the only place their values are spelled.
+"""The closed value sets of jobs and schedules: the only place their values are spelled.
 
-Models, constraints, schemas, the CLI and the tests take them from here; `app.services.lifecycle`
-holds the moves between them.
+The statuses of a job and of an attempt, a job's priority, a schedule's misfire and overlap
+policies and the outcome of a schedule's fire. Models, constraints, schemas, the catalogue the
+dashboard fills its selects from, the CLI and the tests take them from here;
+`app.services.lifecycle` holds the moves between statuses. The values are what PostgreSQL, Redis
+and the API carry: never rename one.
 """
 
 from __future__ import annotations
@@ -51,6 +54,34 @@ class AttemptStatus(StrEnum):
     def uses_budget(self) -> bool:
         """Counts against the job's `max_attempts`."""
         return self in (AttemptStatus.FAILED, AttemptStatus.LOST)
+
+
+class Priority(StrEnum):
+    """Listed in strict priority order: a worker drains the first queue before the next."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class MisfirePolicy(StrEnum):
+    """What a schedule does with the ticks it missed (the scheduler was down)."""
+
+    RUN_ONCE = "run_once"  # one job for all the ticks missed
+    SKIP = "skip"  # none: wait for the next tick
+
+
+class OverlapPolicy(StrEnum):
+    """What a tick does while the schedule's previous job is still queued or running."""
+
+    SKIP = "skip"
+    QUEUE = "queue"
+
+
+class FireOutcome(StrEnum):
+    STARTED = "started"
+    SKIPPED_OVERLAP = "skipped_overlap"
+    REFUSED = "refused"
 
 
 FINISHED_JOB_STATUSES = tuple(s for s in JobStatus if s.is_finished)

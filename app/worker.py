@@ -71,6 +71,7 @@ class TradWorker(Worker):
         self._next_maintenance = 0.0
         self._next_status = 0.0
         self.stop_asked = False  # a SIGTERM/SIGINT arrived
+        self.running_job_id: str | None = None  # trad's id of the job the job process runs
         self.ran_dry = False  # burst mode: the queues were empty, a normal end
 
     @property
@@ -89,13 +90,21 @@ class TradWorker(Worker):
         if reason is not None:
             self._refuse(job, queue, reason)
             return
+        self.running_job_id = job.args[0] if job.args else None
         try:
             super().execute_job(job, queue)
         except RedisError as exc:
-            log.warning("Redis unavailable while finishing RQ's record of %s: %s", job.id, exc)
+            log.warning("Redis unavailable while finishing RQ's record of %s: %s", job.id, exc, extra=self._about_job())
             self._wait_out_job_process()
             self._horse_pid = 0
             self.set_state_safely(WorkerStatus.IDLE)
+        finally:
+            self.running_job_id = None
+
+    def _about_job(self) -> dict[str, str]:
+        """`extra` for this process's lines about the running job: they carry its id, as the
+        job process's own lines do (maintenance lines, about other jobs, do not)."""
+        return {"job_id": self.running_job_id} if self.running_job_id else {}
 
     def _refuse(self, job, queue, reason: str) -> None:
         """Mark a refused entry failed in RQ's failed registry of the queue it came from (for
@@ -219,7 +228,7 @@ class TradWorker(Worker):
         self.stop_asked = True
         notify.stopping("stopping: checkpointing the running job" if self.horse_pid else "stopping")
         if self.get_state() == WorkerStatus.BUSY and self.horse_pid:
-            log.info("asking job process %d to checkpoint", self.horse_pid)
+            log.info("asking job process %d to checkpoint", self.horse_pid, extra=self._about_job())
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.horse_pid, signals.CHECKPOINT_SIGNAL)
         super().request_stop(signum, frame)
@@ -247,12 +256,12 @@ class TradWorker(Worker):
         try:
             super().maintain_heartbeats(job, execution)
         except RedisError as exc:  # the job runs on; its own heartbeat goes to PostgreSQL
-            log.warning("Redis unavailable while a job runs: %s", exc)
+            log.warning("Redis unavailable while a job runs: %s", exc, extra=self._about_job())
         try:
             self._watch_job(uuid.UUID(job.args[0]))
         except SQLAlchemyError as exc:  # PostgreSQL away: try again next second
             self._raise_if_stopping(exc)
-            log.warning("could not check the running job: %s", exc)
+            log.warning("could not check the running job: %s", exc, extra=self._about_job())
         self._maybe_maintain()
 
     def _maybe_maintain(self) -> None:

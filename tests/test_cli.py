@@ -4,9 +4,11 @@ smoke, and clear errors for bad input. Run as a real subprocess against the test
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from app.engine.candles import synthetic
 from app.engine.ranges import for_strategy
 from app.engine.strategies import get_strategy
 from app.engine.validate import split_at
-from app.models import Candle, TrainedConfiguration
+from app.models import Candle, ScheduleFire, TrainedConfiguration
 from app.services import candles as candles_service
 from app.status import JobStatus
 from tests.support import ROOT, process_env, wait_until
@@ -224,3 +226,29 @@ def test_schedules_list_show_pause_resume(clean, db, client):
     assert shown.returncode == 0 and '"cron": "0 2 * * *"' in shown.stdout and '"recent_fires": []' in shown.stdout
     missing = trad(clean, "schedules", "pause", "no-such-schedule")
     assert missing.returncode == 2 and "no schedule" in missing.stderr
+
+
+def test_schedules_show_gives_a_refused_fires_reason_as_the_api_does(clean, db, client):
+    created = client.post(
+        "/api/v2/training/schedules",
+        json={
+            "name": "eth-hourly",
+            "cron": "0 * * * *",
+            "template": {"strategy": "sma_crossover", "symbol": "ETHUSDT", "timeframe": "1h"},
+        },
+    ).json()
+    reason = "no candles stored for ETHUSDT 1h"
+    db.add(
+        ScheduleFire(
+            schedule_id=uuid.UUID(created["id"]),
+            fire_time=datetime.fromisoformat(created["next_fire_at"]),
+            outcome="refused",
+            message=reason,
+        )
+    )
+    db.commit()
+    [api_fire] = client.get(f"/api/v2/training/schedules/{created['id']}").json()["recent_fires"]
+    shown = trad(clean, "schedules", "show", "eth-hourly")
+    assert shown.returncode == 0, shown.stderr
+    [cli_fire] = json.loads(shown.stdout)["recent_fires"]
+    assert cli_fire == api_fire and cli_fire["message"] == reason

@@ -12,6 +12,7 @@ import pytest
 
 from app import progress_line
 from app.models import Job
+from app.status import FINISHED_JOB_STATUSES
 from tests.support import ROOT, process_env, submit_smoke
 
 
@@ -120,3 +121,9 @@ def test_follow_stops_on_a_signal_without_a_terminal(clean, db, signum, status):
     assert follower.returncode == status, (out, err)
     assert "stopped following; the job carries on" in err
     assert db.get(Job, job.id).status == "queued"
+
+
+def test_every_way_a_job_ends_has_an_exit_status():
+    """`follow` stops at every finished status (from app.status) and exits with that status's code."""
+    assert set(progress_line.EXIT_STATUS) == set(FINISHED_JOB_STATUSES)
+    assert len(set(progress_line.EXIT_STATUS.values())) == len(FINISHED_JOB_STATUSES)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.status import JobStatus
-from tests.browser import CHROMIUM, chromium_command
+from tests.browser import CHROMIUM, Browser, chromium_command
 from tests.support import TOKEN
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
@@ -41,6 +41,44 @@ def test_dashboard_lists_jobs_with_their_status(api_url, candles_1h, tmp_path):
     assert f'data-job-id="{canceled}" data-status="canceled"' in dom
     assert "queued 1 · running 0 · failed 0" in dom
     assert ">Cancel<" in dom and ">Retry<" in dom
+
+
+# Every select on the dashboard: "form id.name".
+SELECTS_JS = (
+    "Object.fromEntries([...document.querySelectorAll('form select')].map(s =>"
+    " [s.form.id + '.' + s.name, {options: [...s.options].map(o => o.value), chosen: s.value}]))"
+)
+
+
+def test_dashboard_selects_offer_the_api_catalogue(api_url, http, browser: Browser):
+    """No option list is written in the page or its scripts: each select holds what
+    /api/v2/training/catalog lists, with the API's defaults chosen, so a strategy, status or
+    priority added in the code reaches the dashboard with no edit to it."""
+    catalog = http.get("/api/v2/training/catalog").json()
+    page = httpx.get(api_url + "/dashboard").text
+    assert "<option" not in page
+    strategies = [s["name"] for s in catalog["strategies"]]
+    statuses = [s["value"] for s in catalog["job_statuses"]]
+    for script in ("common.js", "dashboard.js", "schedules.js"):
+        text = httpx.get(f"{api_url}/dashboard/static/{script}").text
+        # Statuses still name behaviour there (a failed job's outcome is its error), "queue" is
+        # also an element's id and 5m the timeframe offered first: no strategy or priority is named.
+        listed = [*strategies, *catalog["priorities"]]
+        assert [v for v in listed if f'"{v}"' in text] == [], script
+
+    browser.open(f"{api_url}/dashboard#token={TOKEN}", ready="document.querySelector('#start option') && 1")
+    defaults = catalog["defaults"]
+    assert browser.evaluate(SELECTS_JS) == {
+        "start.strategy": {"options": strategies, "chosen": strategies[0]},
+        "start.timeframe": {"options": catalog["timeframes"], "chosen": "5m"},
+        "start.priority": {"options": catalog["priorities"], "chosen": defaults["priority"]},
+        "filters.status": {"options": ["", *statuses], "chosen": ""},
+        "filters.strategy": {"options": ["", *strategies], "chosen": ""},
+        "schedule-form.strategy": {"options": strategies, "chosen": strategies[0]},
+        "schedule-form.timeframe": {"options": catalog["timeframes"], "chosen": "5m"},
+        "schedule-form.misfire_policy": {"options": catalog["misfire_policies"], "chosen": defaults["misfire_policy"]},
+        "schedule-form.overlap_policy": {"options": catalog["overlap_policies"], "chosen": defaults["overlap_policy"]},
+    }
 
 
 def test_dashboard_reports_a_wrong_token(api_url, tmp_path):

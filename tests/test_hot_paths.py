@@ -10,6 +10,10 @@ statement."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,10 +23,13 @@ import pytest
 from redis.connection import AbstractConnection
 from sqlalchemy import event, func, select, update
 
-from app.db import get_engine, sync_url
+from app.db import get_engine, libpq_url, sync_url
 from app.execution.context import JobContext
 from app.execution.errors import Fenced
+from app.loop_pool import LoopPool
 from app.models import Job, ProgressEvent
+from app.repositories.jobs import ADMISSION_LOCK_KEY
+from app.services import jobs as jobs_service
 from app.services import lifecycle
 from app.services.candles import KeptChecks
 from tests.support import submit_smoke, wait_until
@@ -152,6 +159,121 @@ def test_pooled_connections_closed_by_the_server_are_replaced_without_a_failed_r
             assert resp.status_code == 200, resp.text
         assert client.post("/api/v2/training/start", json={**GOOD, "seed": 5}).status_code == 202
     assert seen["ping"] == 0
+
+
+def client_backends(settings) -> set[int]:
+    """The server processes of this database's client sessions, other than the asker's."""
+    with psycopg.connect(libpq_url(settings.database_url), autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchall()
+    return {pid for (pid,) in rows}
+
+
+def test_answers_of_404_409_422_and_429_keep_their_pooled_connections(client, clean, monkeypatch):
+    """An ordinary refusal is not a broken connection: 20 progress reads of unknown jobs (404),
+    20 starts refused by a full queue (429), 5 refused by their candles (422) and 5 replays of a
+    key with another body (409) open no PostgreSQL session and close none."""
+    client.app.state.settings = clean.model_copy(update={"max_queued_jobs": 1})
+    job_id = client.post("/api/v2/training/start", json=GOOD, headers={"Idempotency-Key": "k"}).json()["job_id"]
+    assert client.get(f"/api/v2/training/jobs/{job_id}/progress").status_code == 200
+    assert client.post("/api/v2/training/start", json={**GOOD, "symbol": "ETHUSDT"}).status_code == 422
+    before = client_backends(clean)
+    connects, connect = [], psycopg.AsyncConnection.connect
+
+    async def counted_connect(*args, **kwargs):
+        connects.append(1)
+        return await connect(*args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", counted_connect)
+    for _ in range(20):
+        assert client.get(f"/api/v2/training/jobs/{uuid.uuid4()}/progress").status_code == 404
+    for seed in range(20):
+        resp = client.post("/api/v2/training/start", json={**GOOD, "seed": 100 + seed})
+        assert resp.status_code == 429, resp.text
+    for _ in range(5):
+        assert client.post("/api/v2/training/start", json={**GOOD, "symbol": "ETHUSDT"}).status_code == 422
+        resp = client.post("/api/v2/training/start", json={**GOOD, "seed": 7}, headers={"Idempotency-Key": "k"})
+        assert resp.status_code == 409, resp.text
+    assert len(connects) == 0, "no new connection to PostgreSQL"
+    assert client_backends(clean) == before, "the same sessions, none closed and none opened"
+
+
+def test_a_connection_left_in_a_transaction_or_mid_statement_is_closed(clean):
+    """The pool keeps a connection an error left idle and closes one it left inside a
+    transaction (or broken): its state is unknown."""
+    pool = LoopPool(clean.database_url, 1)
+
+    async def scenario() -> tuple[int, int, int, bool]:
+        async with pool.connection() as conn:
+            first = conn.info.backend_pid
+        with contextlib.suppress(LookupError):
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+                raise LookupError("an ordinary answer, e.g. 404")
+        with contextlib.suppress(psycopg.errors.DivisionByZero):
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1/0")
+        async with pool.connection() as conn:
+            kept = conn.info.backend_pid
+        with contextlib.suppress(LookupError):
+            async with pool.connection() as conn:
+                await conn.execute("BEGIN")
+                left = conn
+                raise LookupError("raised inside a transaction")
+        async with pool.connection() as conn:
+            replaced = conn.info.backend_pid
+        await pool.close()
+        return first, kept, replaced, left.closed
+
+    first, kept, replaced, closed = asyncio.run(scenario())
+    assert kept == first, "a failed statement in autocommit leaves the connection idle: kept"
+    assert closed and replaced != first, "a connection inside a transaction is closed and replaced"
+
+
+def test_a_start_cancelled_while_it_waits_for_the_admission_lock_leaves_nothing_behind(db, clean):
+    """The client goes away while its admission waits for the lock: the query is cancelled in
+    the server, its transaction is left failed, and the pool closes that connection rather than
+    give it back. No row, no session idle in a transaction."""
+    pool = LoopPool(clean.database_url, 1)
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    idle_in_transaction = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'"
+    )
+
+    async def start(pids: list[int]) -> None:
+        async with pool.connection() as conn:
+            pids.append(conn.info.backend_pid)
+            await jobs_service.start_from_loop(
+                conn, clean, KeptChecks(), kind="smoke", priority="normal", params={}, idempotency_key=None
+            )
+
+    async def scenario() -> tuple[int, int, int]:
+        pids: list[int] = []
+        url = libpq_url(clean.database_url)
+        with psycopg.connect(url, autocommit=True) as holder, psycopg.connect(url, autocommit=True) as watcher:
+            holder.execute("BEGIN")
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK_KEY,))
+            task = asyncio.create_task(start(pids))
+            deadline = time.monotonic() + 10
+            while watcher.execute(waiting).fetchone()[0] == 0:
+                assert time.monotonic() < deadline, "the admission never waited for the lock"
+                await asyncio.sleep(0.02)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            holder.execute("ROLLBACK")
+            idle = watcher.execute(idle_in_transaction).fetchone()[0]
+        async with pool.connection() as conn:
+            after = conn.info.backend_pid
+        await pool.close()
+        return pids[0], after, idle
+
+    before, after, idle = asyncio.run(scenario())
+    assert after != before, "the connection left in a failed transaction was closed"
+    assert idle == 0
+    assert db.scalar(select(func.count()).select_from(Job)) == 0
 
 
 def test_a_progress_report_is_one_statement_and_a_fenced_one_writes_nothing(db, clean, monkeypatch):

@@ -107,3 +107,23 @@ def test_candles_changed_between_a_check_and_the_insert_check_again_and_admit(cl
     assert resp.status_code == 202, resp.text
     assert len(calls) == 2, "checked, refused by the revision, checked again"
     assert db.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_a_full_queue_refuses_a_start_on_a_kept_check_with_one_admission(client, clean, monkeypatch):
+    """While the queue is full, a start whose candle check is kept is refused by its admission
+    alone: the refusal says the queue is full, so the candles are not checked again and the
+    admission is not run a second time under the global lock."""
+    client.app.state.settings = clean.model_copy(update={"max_queued_jobs": 1})
+    assert client.post("/api/v2/training/start", json={**GOOD, "seed": 0}).status_code == 202
+    sent, execute = [], psycopg.AsyncCursor.execute
+
+    async def recorded(self, query, params=None, **kwargs):
+        sent.append(query if isinstance(query, str) else query.as_string(self))
+        return await execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", recorded)
+    for seed in range(10):
+        resp = client.post("/api/v2/training/start", json={**GOOD, "seed": seed + 1})
+        assert resp.status_code == 429, resp.text
+    admissions = [q for q in sent if "pg_advisory_xact_lock" in q]
+    assert (len(admissions), len(sent) - len(admissions)) == (10, 0), "one admission each, no candle check"

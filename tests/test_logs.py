@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import signal
 import time
 import uuid
 
@@ -13,6 +14,7 @@ import pytest
 from app import logs
 from app.execution.heartbeat import Heartbeat
 from app.settings import Settings
+from tests.support import load_demo, start_body, wait_until
 
 
 @pytest.fixture
@@ -57,3 +59,25 @@ def test_the_heartbeat_threads_lines_carry_the_job_id(captured):
     beat.join(5)
     line = next(line for line in captured() if "heartbeat not written" in line["message"])
     assert line["job_id"] == job_id
+
+
+def test_the_worker_parents_lines_about_a_running_job_carry_its_id(client, db, workers):
+    """The worker itself (not its job process) says it asks the job to checkpoint: an operator
+    grepping the journal for the job must find that line too."""
+    load_demo(db)
+    worker = workers("w1")
+    job_id = client.post("/api/v2/training/start", json=start_body(n_iterations=2000)).json()["job_id"]
+    wait_until(
+        lambda: (
+            (p := client.get(f"/api/v2/training/jobs/{job_id}/progress").json())["status"] == "running"
+            and (p["iteration"] or 0) >= 1
+        ),
+        timeout=60,
+        what="the job to be running",
+    )
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.log()
+    lines = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    asking = [line for line in lines if line["message"].startswith("asking job process")]
+    assert asking, worker.log()
+    assert all(line.get("job_id") == job_id for line in asking), asking

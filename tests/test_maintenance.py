@@ -14,6 +14,7 @@ from app import queue
 from app.clock import utcnow
 from app.db import get_engine
 from app.models import Attempt, Job
+from app.repositories import jobs as jobs_repo
 from app.services import dispatch, lifecycle, maintenance
 from app.services import jobs as jobs_service
 from app.services.maintenance import LOCK_KEY, ReaperGrace
@@ -198,3 +199,88 @@ def test_reconciler_checks_many_dispatches_in_one_read_per_priority(db, redis, c
     report = maintenance.run_once(clean, redis)
     assert sorted(report.redispatched) == sorted(gone)
     assert sum(redis.llen(queue.get_queue(redis, p).key) for p in ("high", "normal", "low")) == 22 + len(gone)
+
+
+def insert_queued(db, n: int) -> list:
+    """`n` queued jobs over the three priorities, dispatched a minute ago (none sent to Redis),
+    one second apart: their (id, rq_job_id, priority), oldest first."""
+    db.execute(
+        text(
+            "INSERT INTO training_jobs (id, kind, status, priority, params, percent, attempts, max_attempts,"
+            " rq_job_id, enqueued_at, created_at, updated_at)"
+            " SELECT gen_random_uuid(), 'smoke', 'queued', (ARRAY['high','normal','low'])[1 + i % 3], '{}',"
+            " 0, 0, 3, 'd' || i, now() - interval '1 minute', now() - (:n - i) * interval '1 second', now()"
+            " FROM generate_series(1, :n) AS i"
+        ),
+        {"n": n},
+    )
+    db.commit()
+    return db.execute(select(Job.id, Job.rq_job_id, Job.priority).order_by(Job.created_at)).all()
+
+
+def test_reconciler_looks_past_the_oldest_five_hundred_queued_jobs(db, redis, clean, monkeypatch):
+    """1,201 queued jobs over the three priorities, every dispatch in Redis but the newest
+    one's: the first pass sends that one again (and nothing else), reading Redis once per
+    priority."""
+    rows = insert_queued(db, 1201)
+    for priority in ("high", "normal", "low"):
+        ids = [rq_job_id for _, rq_job_id, p in rows if p == priority and rq_job_id != rows[-1].rq_job_id]
+        redis.rpush(queue.get_queue(redis, priority).key, *ids)
+    newest = rows[-1]
+
+    sent, send = [], AbstractConnection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        sent.append(b"".join(command) if isinstance(command, list) else command)
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    report = maintenance.run_once(clean, redis)
+    monkeypatch.undo()
+    assert report.redispatched == [str(newest.id)]
+    assert len([packet for packet in sent if b"LRANGE" in packet]) == 3, "Redis read once per priority"
+    assert fresh(db, newest.id).rq_job_id in {
+        m.decode() for m in redis.lrange(queue.get_queue(redis, newest.priority).key, 0, -1)
+    }
+
+
+def test_reconciler_sends_nothing_for_a_job_that_changed_while_it_looked(db, redis, clean, monkeypatch):
+    """Redis is read first, then the rows (unlocked), then the lost ones are locked: a job
+    claimed while Redis was read, or sent again after the rows were read, is not sent again;
+    only a row still queued with the dispatch Redis did not hold is."""
+    claimed, resent, lost = (queued_job(db, clean) for _ in range(3))  # never sent: absent from Redis
+    db.execute(update(Job).values(enqueued_at=utcnow() - timedelta(minutes=1)))
+    db.commit()
+    held, dispatches = queue.held, jobs_repo.queued_dispatches
+
+    def elsewhere(statement) -> None:
+        with get_engine(clean.database_url).begin() as other:
+            other.execute(statement)
+
+    def held_meanwhile(connection):
+        found = held(connection)
+        elsewhere(update(Job).where(Job.id == claimed.id).values(status=JobStatus.RUNNING))
+        return found
+
+    def read_meanwhile(*args, **kwargs):
+        pages = list(dispatches(*args, **kwargs))
+        assert sorted(job_id for page in pages for job_id, _ in page) == sorted([resent.id, lost.id])
+        elsewhere(update(Job).where(Job.id == resent.id).values(rq_job_id="sent-meanwhile", enqueued_at=utcnow()))
+        yield from pages
+
+    monkeypatch.setattr(queue, "held", held_meanwhile)
+    monkeypatch.setattr(jobs_repo, "queued_dispatches", read_meanwhile)
+    report = maintenance.run_once(clean, redis)
+    assert report.redispatched == [str(lost.id)]
+    assert fresh(db, claimed.id).status == JobStatus.RUNNING and fresh(db, resent.id).rq_job_id == "sent-meanwhile"
+    assert redis.llen("rq:queue:training") == 1
+
+
+def test_when_redis_lost_everything_every_queued_job_is_sent_again_within_a_few_passes(db, redis, clean):
+    """1,201 queued, Redis holds none of them: the oldest 500 are sent again each pass, so all
+    are back in Redis after three passes, each once."""
+    rows = insert_queued(db, 1201)
+    sent = [maintenance.run_once(clean, redis).redispatched for _ in range(4)]
+    assert [len(batch) for batch in sent] == [500, 500, 201, 0]
+    assert [job_id for batch in sent for job_id in batch] == [str(row.id) for row in rows], "oldest first, once"
+    assert sum(redis.llen(queue.get_queue(redis, p).key) for p in ("high", "normal", "low")) == 1201

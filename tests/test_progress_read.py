@@ -122,9 +122,10 @@ def test_an_unknown_job_is_not_found(clean):
         asyncio.run(_read_body(clean.database_url, uuid.uuid4()))
 
 
-def test_a_connection_the_server_closed_is_replaced_and_an_errored_one_is_not_reused(clean):
+def test_a_connection_the_server_closed_is_replaced_and_one_left_in_a_failed_transaction_is_not_reused(clean):
     """What a PostgreSQL restart does to an idle pooled connection (its server process ends),
-    and a read that fails: neither connection serves the next read."""
+    and a statement that fails inside a transaction: neither connection serves the next read
+    (an error in autocommit leaves the connection healthy: tests/test_hot_paths.py)."""
     job_id = _store(clean.database_url, {"status": JobStatus.QUEUED}, [], False)
 
     async def scenario() -> None:
@@ -141,6 +142,7 @@ def test_a_connection_the_server_closed_is_replaced_and_an_errored_one_is_not_re
             assert second != first
             with pytest.raises(psycopg.errors.DivisionByZero):
                 async with pool.connection() as conn:
+                    await conn.execute("BEGIN")
                     await conn.execute("SELECT 1 / 0")
             assert conn.closed
             async with pool.connection() as conn:

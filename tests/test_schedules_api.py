@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy import update as sa_update
 
 from app.clock import utcnow
 from app.models import Schedule
@@ -146,3 +147,39 @@ def test_metrics_count_schedules_and_show_the_fire_lag(client, anon_client, db):
     db.commit()
     lag = next(line for line in anon_client.get("/metrics").text.splitlines() if line.startswith("trad_schedule_fire"))
     assert 600 <= float(lag.split()[1]) < 3600
+
+
+@pytest.mark.parametrize("expression", ["0 0 30 2 *", "0 0 31 4 *", "0 0 30 2 * 15"])
+def test_a_cron_that_never_fires_is_422_and_writes_nothing(client, db, expression):
+    """Fields each in range, but no date ever matches (30 February, 31 April): refused on create,
+    paused or not, and on update, naming `cron`; nothing stored or changed."""
+    for paused in (True, False):
+        resp = client.post(URL, json={**GOOD, "cron": expression, "paused": paused})
+        assert resp.status_code == 422, resp.text
+        [error] = resp.json()["detail"]
+        assert error["loc"][-1] == "cron" and "never" in error["msg"]
+        assert schedule_count(db) == 0
+    created = client.post(URL, json=GOOD).json()
+    resp = client.patch(f"{URL}/{created['id']}", json={"cron": expression})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["loc"][-1] == "cron"
+    assert client.get(f"{URL}/{created['id']}").json()["cron"] == GOOD["cron"]
+    assert client.post(f"{URL}/{created['id']}/pause").status_code == 200
+    assert client.post(f"{URL}/{created['id']}/resume").status_code == 200
+
+
+def test_resuming_a_stored_schedule_that_never_fires_is_409_and_changes_nothing(client, db):
+    """A paused schedule with such a cron, stored before it was refused, is not resumed."""
+    created = client.post(URL, json={**GOOD, "paused": True}).json()
+    db.execute(sa_update(Schedule).where(Schedule.id == uuid.UUID(created["id"])).values(cron="0 0 30 2 *"))
+    db.commit()
+    for resp in (
+        client.post(f"{URL}/{created['id']}/resume"),
+        client.patch(f"{URL}/{created['id']}", json={"paused": False}),
+    ):
+        assert resp.status_code == 409, resp.text
+        assert "never fires" in resp.json()["detail"]
+    after = client.get(f"{URL}/{created['id']}").json()
+    assert after["paused"] is True and after["next_fire_at"] is None
+    resp = client.patch(f"{URL}/{created['id']}", json={"cron": "0 2 * * *", "paused": False})
+    assert resp.status_code == 200 and resp.json()["next_fire_at"] is not None

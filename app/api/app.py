@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api import errors
 from app.api.deps import require_token
 from app.api.follow import FollowHub
-from app.api.routes import configurations, dashboard, health, metrics, results, schedules, training
+from app.api.routes import catalog, configurations, dashboard, health, metrics, results, schedules, training
 from app.db import configure_pool
 from app.loop_pool import LoopPool
 from app.queue import redis_connection
@@ -103,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     app.include_router(training.router, dependencies=[Depends(require_token)])
+    app.include_router(catalog.router, dependencies=[Depends(require_token)])
     app.include_router(configurations.router, dependencies=[Depends(require_token)])
     app.include_router(results.router, dependencies=[Depends(require_token)])
     app.include_router(schedules.router, dependencies=[Depends(require_token)])

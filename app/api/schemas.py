@@ -22,13 +22,19 @@ from pydantic import (
 
 from app import cron
 from app.kinds import KINDS
-from app.models import MISFIRE_POLICIES, OVERLAP_POLICIES, PRIORITIES
-from app.status import AttemptStatus, JobStatus
-from app.training.catalog import MAX_COST_BPS, OBJECTIVES, SYMBOL_PATTERN, TIMEFRAMES, strategy_names
+from app.status import AttemptStatus, FireOutcome, JobStatus, MisfirePolicy, OverlapPolicy, Priority
+from app.training.catalog import (
+    MAX_COST_BPS,
+    OBJECTIVES,
+    SYMBOL_PATTERN,
+    TIMEFRAMES,
+    VALIDATION_MODES,
+    strategy_names,
+)
 
-Priority = Literal[PRIORITIES]  # a tuple subscript: Literal of each of its values
-Timeframe = Literal[TIMEFRAMES]
+Timeframe = Literal[TIMEFRAMES]  # a tuple subscript: Literal of each of its values
 Objective = Literal[OBJECTIVES]
+ValidationMode = Literal[VALIDATION_MODES]
 Status = JobStatus
 Kind = Literal[tuple(KINDS)]
 EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -68,13 +74,9 @@ class WalkForward(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["holdout", "walk_forward"] = "holdout"
+    mode: ValidationMode = "holdout"
     windows: Integer = Field(5, ge=2, le=20, description="walk-forward windows")
     anchored: StrictBool = Field(False, description="in-sample windows all start at the first bar")
-
-
-MisfirePolicy = Literal[MISFIRE_POLICIES]
-OverlapPolicy = Literal[OVERLAP_POLICIES]
 
 
 class StartTraining(BaseModel):
@@ -88,7 +90,7 @@ class StartTraining(BaseModel):
     start: datetime | None = Field(None, description="first candle (inclusive); default: all data")
     end: datetime | None = Field(None, description="last candle (exclusive); default: all data")
     n_iterations: Integer = Field(50, ge=1, le=2000, description="optimisation trials")
-    priority: Priority = "normal"
+    priority: Priority = Priority.NORMAL
     seed: Integer = Field(0, ge=0, le=2**31 - 1)
     objective: Objective = "sharpe"
     holdout_fraction: StrictFloat = Field(0.2, ge=0.05, le=0.5, allow_inf_nan=False)
@@ -283,7 +285,7 @@ class ConfigurationDetail(Configuration):
     walk-forward windows and the statistics of the search (see docs/results.md)."""
 
     details: FiniteJson
-    validation_mode: Literal["holdout", "walk_forward"] = "holdout"
+    validation_mode: ValidationMode = "holdout"
     min_trades: int | None = None
     equity_curve: FiniteJson = Field(default_factory=dict)
     validation_start: int | None = None
@@ -388,8 +390,8 @@ class ScheduleCreate(ScheduleFields):
     cron: StrictStr = Field(max_length=120, description="5 fields, or 6 with seconds last; e.g. '0 2 * * *'")
     timezone: StrictStr = Field("UTC", max_length=64, description="IANA name, e.g. Europe/London")
     template: ScheduleTemplate
-    misfire_policy: MisfirePolicy = "run_once"
-    overlap_policy: OverlapPolicy = "skip"
+    misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
     paused: StrictBool = False
 
     def changes(self) -> dict[str, Any]:
@@ -400,7 +402,7 @@ class ScheduleCreate(ScheduleFields):
 
 class ScheduleFireOut(BaseModel):
     fire_time: datetime
-    outcome: str
+    outcome: FireOutcome
     message: str | None
     job_id: uuid.UUID | None
     job_status: Status | None
@@ -427,3 +429,46 @@ class ScheduleDetail(ScheduleOut):
 
 class SchedulePage(BaseModel):
     items: list[ScheduleOut]
+
+
+class ParamRange(BaseModel):
+    name: str
+    kind: Literal["int", "float"]
+    low: float
+    high: float
+
+
+class StrategyInfo(BaseModel):
+    name: StrategyName
+    params: list[ParamRange] = Field(description="the parameter space the search draws from")
+
+
+class JobStatusInfo(BaseModel):
+    value: Status
+    finished: bool = Field(description="nothing more happens to the job unless a user retries it")
+    cancelable: bool
+    retryable: bool
+
+
+class CatalogDefaults(BaseModel):
+    priority: Priority
+    objective: Objective
+    validation_mode: ValidationMode
+    misfire_policy: MisfirePolicy
+    overlap_policy: OverlapPolicy
+
+
+class Catalog(BaseModel):
+    """Every value list a request may name or a response may hold, each from its one source; the
+    dashboard fills its selects from it."""
+
+    strategies: list[StrategyInfo]
+    timeframes: list[Timeframe]
+    objectives: list[Objective]
+    validation_modes: list[ValidationMode]
+    priorities: list[Priority] = Field(description="highest first: a worker drains the first queue before the next")
+    job_statuses: list[JobStatusInfo]
+    misfire_policies: list[MisfirePolicy]
+    overlap_policies: list[OverlapPolicy]
+    fire_outcomes: list[FireOutcome]
+    defaults: CatalogDefaults = Field(description="what a start or schedule request that leaves the field out gets")

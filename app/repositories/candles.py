@@ -238,3 +238,29 @@ def _coverage(rows, cap: int) -> Coverage:
         bars_to_load=own or base,
         revision=revision,
     )
+
+
+@dataclass(frozen=True)
+class Span:
+    """What is stored for one symbol and timeframe: first and last open time (ms), and the
+    sources of those two bars (two walks of the primary key, however many bars are stored)."""
+
+    first_ms: int | None
+    last_ms: int | None
+    sources: tuple[str, ...]
+
+
+_END_BAR = (
+    "SELECT (extract(epoch FROM open_time) * 1000)::int8, source FROM candles "
+    "WHERE symbol = :s AND timeframe = :t ORDER BY open_time {} LIMIT 1"
+)
+
+
+def span(session: Session, symbol: str, timeframe: str) -> Span:
+    ends = [
+        session.execute(text(_END_BAR.format(order)), {"s": symbol, "t": timeframe}).first()
+        for order in ("ASC", "DESC")
+    ]
+    if ends[0] is None:
+        return Span(None, None, ())
+    return Span(ends[0][0], ends[1][0], tuple(sorted({ends[0][1], ends[1][1]})))

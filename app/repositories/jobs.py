@@ -3,12 +3,13 @@ start's admission also runs on the event loop (`admit_from_loop`), with the same
 
 from __future__ import annotations
 
+import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from psycopg import AsyncClientCursor, AsyncConnection
-from sqlalchemy import BigInteger, Integer, bindparam, exists, func, select, update
+from sqlalchemy import BigInteger, Integer, bindparam, exists, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
@@ -84,7 +85,10 @@ _ADMITTED_COLUMNS = [c for c in Job.__table__.columns if c.server_default is Non
 def _admit_statement():
     """Insert one job's row (every column a parameter) only while fewer than `max_queued` jobs
     are queued, its idempotency key (if any) is new and, when `candle_revision` is given, the
-    candles are still at that revision; return the server's timestamps."""
+    candles are still at that revision. Always one row: the server's timestamps of the row
+    written (null when none was), and whether the candles had moved from `candle_revision`
+    (so a refusal says which it was: the candles moved, or the queue is full or the key taken).
+    One statement: the count, the revision and the insert share one snapshot."""
     max_queued = bindparam("max_queued", type_=Integer)
     queued = select(func.count()).select_from(
         select(Job.id).where(Job.status == JobStatus.QUEUED).limit(max_queued).subquery()
@@ -92,16 +96,23 @@ def _admit_statement():
     # A start on a kept candle check gives the revision it was made at; any other passes None.
     candle_revision = bindparam("candle_revision", type_=BigInteger)
     current_revision = func.coalesce(select(CandleRevision.revision).where(CandleRevision.id == 1).scalar_subquery(), 0)
-    row = select(*(bindparam(c.key, type_=c.type) for c in _ADMITTED_COLUMNS)).where(
-        queued.scalar_subquery() < max_queued,
-        candle_revision.is_(None) | (current_revision == candle_revision),
+    state = select(queued.scalar_subquery().label("queued"), current_revision.label("revision")).cte("state")
+    moved = candle_revision.is_not(None) & (state.c.revision != candle_revision)
+    row = (
+        select(*(bindparam(c.key, type_=c.type) for c in _ADMITTED_COLUMNS))
+        .select_from(state)
+        .where(state.c.queued < max_queued, ~moved)
     )
     table = Job.__table__  # a Core insert: the ORM would take a dict of parameters as a bulk insert
-    return (
+    inserted = (
         pg_insert(table)
         .from_select([c.key for c in _ADMITTED_COLUMNS], row)
         .on_conflict_do_nothing(index_elements=[table.c.idempotency_key])
         .returning(table.c.created_at, table.c.updated_at)
+        .cte("inserted")
+    )
+    return select(inserted.c.created_at, inserted.c.updated_at, moved.label("candles_moved")).select_from(
+        state.outerjoin(inserted, true())
     )
 
 
@@ -142,28 +153,38 @@ def admit(session: Session, job: Job, max_queued: int) -> bool:
     timestamps). False: the queue is full, or the key was committed concurrently."""
     values = _admission_values(job)
     lock_admission(session)
-    inserted = session.execute(_ADMIT, {**values, "max_queued": max_queued, "candle_revision": None}).one_or_none()
-    if inserted is None:
+    created_at, updated_at, _ = session.execute(
+        _ADMIT, {**values, "max_queued": max_queued, "candle_revision": None}
+    ).one()
+    if created_at is None:
         return False
-    job.created_at, job.updated_at = inserted
+    job.created_at, job.updated_at = created_at, updated_at
     make_transient_to_detached(job)  # as if loaded: no flush, no further SQL
     session.add(job)
     return True
 
 
+class Admission(enum.Enum):
+    """What `admit_from_loop` did."""
+
+    ADMITTED = "admitted"
+    REFUSED = "refused"  # the queue is full, or the key was committed concurrently
+    CANDLES_MOVED = "candles_moved"  # not at the kept check's revision: check them again
+
+
 async def admit_from_loop(
     conn: AsyncConnection, job: Job, max_queued: int, *, candle_revision: int | None = None
-) -> bool:
+) -> Admission:
     """`admit` and its commit on an autocommit connection of the event loop, in one round trip:
     BEGIN, the lock, the insert and COMMIT go to the server as one query string (parameters
     bound by the driver on the client, as the protocol allows several statements only in a
     simple query), so the lock is held for the server's work alone, never while the API gets
     round to sending the next statement. Each statement still takes its own snapshot, so the
     count under the lock sees every admission committed before it. With `candle_revision` (a
-    kept candle check's) the row is written only while the candles are still at that revision.
-    True: the row is committed (and `job` has the server's timestamps); False as for `admit`, or
-    the candles changed. A failure raises with nothing committed (and the connection in a failed
-    transaction: the pool closes it)."""
+    kept candle check's) the row is written only while the candles are still at that revision,
+    and a refusal for that reason is told apart from a full queue. ADMITTED: the row is
+    committed (and `job` has the server's timestamps). A failure raises with nothing committed
+    (and the connection in a failed transaction: the pool closes it)."""
     values = _admission_values(job)
     async with AsyncClientCursor(conn) as cursor:
         await cursor.execute(
@@ -172,12 +193,12 @@ async def admit_from_loop(
         )
         cursor.nextset()  # BEGIN's result, then the lock's
         cursor.nextset()
-        assert (cursor.statusmessage or "").startswith("INSERT"), cursor.statusmessage
-        inserted = await cursor.fetchone()
-    if inserted is None:
-        return False
-    job.created_at, job.updated_at = inserted
-    return True
+        assert (cursor.statusmessage or "").startswith("SELECT"), cursor.statusmessage
+        created_at, updated_at, candles_moved = await cursor.fetchone()
+    if created_at is not None:
+        job.created_at, job.updated_at = created_at, updated_at
+        return Admission.ADMITTED
+    return Admission.CANDLES_MOVED if candles_moved else Admission.REFUSED
 
 
 def lock_admission(session: Session) -> None:
@@ -227,15 +248,34 @@ def oldest_queued_age_s(session: Session) -> float:
     return float(age or 0)
 
 
-def due_queued(session: Session, now: datetime, enqueued_before: datetime, limit: int = 500) -> Sequence[Job]:
-    """Queued rows a worker may take now that were dispatched long enough ago (or never)."""
+def queued_dispatches(
+    session: Session, now: datetime, enqueued_before: datetime, page: int = 1000
+) -> Iterator[Sequence[tuple[uuid.UUID, str | None]]]:
+    """Every queued row a worker may take now that was dispatched long enough ago (or never),
+    as (id, rq_job_id), oldest first, in pages of `page` rows: one statement whose rows are
+    fetched a page at a time (a server-side cursor), so one pass covers the whole queue however
+    long it is without holding it all. Nothing is locked (see `lock_queued`)."""
     stmt = (
-        select(Job)
+        select(Job.id, Job.rq_job_id)
         .where(Job.status == JobStatus.QUEUED)
         .where((Job.not_before.is_(None)) | (Job.not_before <= now))
         .where((Job.enqueued_at.is_(None)) | (Job.enqueued_at <= enqueued_before))
-        .order_by(Job.created_at)
-        .limit(limit)
+        .order_by(Job.created_at, Job.id)
+        .execution_options(stream_results=True, max_row_buffer=page)
+    )
+    with session.connection().execute(stmt) as result:
+        yield from result.partitions(page)
+
+
+def lock_queued(session: Session, dispatches: Sequence[tuple[uuid.UUID, str | None]]) -> Sequence[Job]:
+    """The rows of these (id, rq_job_id), locked, that are still queued with the same dispatch
+    (not claimed, canceled or sent again since they were read), oldest first; rows another
+    transaction holds are skipped."""
+    wanted = dict(dispatches)
+    stmt = (
+        select(Job)
+        .where(Job.id.in_(wanted), Job.status == JobStatus.QUEUED)
+        .order_by(Job.created_at, Job.id)
         .with_for_update(skip_locked=True)
     )
-    return session.scalars(stmt).all()
+    return [job for job in session.scalars(stmt) if job.rq_job_id == wanted[job.id]]

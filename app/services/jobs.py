@@ -24,7 +24,7 @@ from app.repositories import jobs as jobs_repo
 from app.services import candles as candles_service
 from app.services import dispatch, lifecycle
 from app.settings import Settings
-from app.status import JobStatus
+from app.status import JobStatus, Priority
 
 
 class JobError(Exception):
@@ -124,7 +124,7 @@ async def start_from_loop(
     """`start` on an autocommit connection of the event loop (the API's start), committed when
     it returns: the candle check (skipped when `checks` keeps one), then the admission in one
     round trip (`admit_from_loop`), which writes the job only while the candles are at the
-    revision the check saw. If they are not, or the admission was refused for another reason,
+    revision the check saw. If they are not (and only then: a full queue is answered at once),
     the start is tried once more on a fresh check admitted as `start` admits (no revision to
     compare). The caller sends the dispatch of a created job (`dispatch.send`); until it does,
     or if it cannot, the reconciler will."""
@@ -147,9 +147,10 @@ async def start_from_loop(
                 checks.keep(key, check)
                 revision = None if _again else check.revision
     job = _new_job(settings, kind, priority, params, idempotency_key, digest)
-    if await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs, candle_revision=revision):
+    admission = await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs, candle_revision=revision)
+    if admission is jobs_repo.Admission.ADMITTED:
         return StartResult(job, created=True)
-    if revision is not None:  # the candles may have changed since the check: check them again
+    if admission is jobs_repo.Admission.CANDLES_MOVED:  # changed since the check: check them again
         checks.drop(key)
         return await start_from_loop(
             conn,
@@ -197,7 +198,7 @@ def _with_default_costs(settings: Settings, kind: str, params: dict[str, Any]) -
     return {"fee_bps": settings.default_fee_bps, "slippage_bps": settings.default_slippage_bps, **params}
 
 
-def start_smoke(session: Session, settings: Settings, *, priority: str = "high", **params: Any) -> Job:
+def start_smoke(session: Session, settings: Settings, *, priority: str = Priority.HIGH, **params: Any) -> Job:
     """A smoke job (not committed): the CLI's `trad smoke`, the deploy health check, benchmarks."""
     return start(
         session,

@@ -9,15 +9,20 @@ advisory lock), run by every worker every few seconds.
   (and PostgreSQL itself has been up that long), giving every live attempt time to beat.
 - Reconciler: a job `queued` in PostgreSQL, due, whose dispatch is in no queue in Redis
   (Redis was down at submit, lost its data, or a worker popped it and died) is dispatched
-  again. A duplicate dispatch is harmless: only one can claim the job.
+  again. Every pass reads what Redis holds (one read per priority), then compares every such
+  row with it, however long the queue (read a page at a time); only the lost ones are locked
+  and sent, the oldest 500 a pass. A duplicate dispatch is harmless: only one can claim the
+  job.
 - Schedules: due cron schedules start their jobs (`app.services.schedules.fire_due`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -36,6 +41,7 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 LOCK_KEY = 0x7472_6164  # "trad"
+RECONCILE_BATCH = 500  # lost dispatches sent again per pass, oldest first
 
 
 @dataclass
@@ -122,12 +128,16 @@ def _reap(
 
 
 def _reconcile(session: Session, connection: Redis, settings: Settings, now: datetime) -> None:
+    """Redis first: a dispatch sent after this read is younger than the grace, so not listed."""
+    held = queue.held(connection)
     grace = now - timedelta(seconds=settings.reconcile_grace_s)
-    due = jobs_repo.due_queued(session, now, grace)
-    found = queue.present(connection, [(job.rq_job_id, job.priority) for job in due if job.rq_job_id])
-    for job in due:
-        if job.rq_job_id in found:
-            continue
+    lost: list[tuple[uuid.UUID, str | None]] = []
+    with contextlib.closing(jobs_repo.queued_dispatches(session, now, grace)) as pages:
+        for page in pages:
+            lost += [(job_id, rq_job_id) for job_id, rq_job_id in page if rq_job_id not in held]
+            if len(lost) >= RECONCILE_BATCH:  # the rest next pass: each pass sends the oldest lost
+                break
+    for job in jobs_repo.lock_queued(session, lost[:RECONCILE_BATCH]):
         dispatch.prepare(session, job)
         log.info("queued job absent from Redis: dispatching again", extra={"job_id": str(job.id)})
 

@@ -29,6 +29,7 @@ from app.repositories import schedules as schedules_repo
 from app.services import jobs as jobs_service
 from app.services.jobs import JobConflict, JobError, JobNotFound
 from app.settings import Settings
+from app.status import FireOutcome, MisfirePolicy, OverlapPolicy, Priority
 
 log = logging.getLogger(__name__)
 EDITABLE = ("name", "cron", "timezone", "template", "lookback", "misfire_policy", "overlap_policy", "paused")
@@ -112,7 +113,7 @@ def fire_due(session: Session, settings: Settings, now: datetime) -> list[uuid.U
         tick = cron.latest_at_or_before(schedule.cron, schedule.timezone, now)
         late = (now - tick).total_seconds() > settings.schedule_misfire_grace_s
         if schedule.next_fire_at is not None and tick >= schedule.next_fire_at:
-            if late and schedule.misfire_policy == "skip":
+            if late and schedule.misfire_policy == MisfirePolicy.SKIP:
                 log.info("schedule %s: tick %s missed, skipped by policy", schedule.name, tick.isoformat())
             else:
                 job_id = _fire(session, settings, schedule, tick)
@@ -123,7 +124,7 @@ def fire_due(session: Session, settings: Settings, now: datetime) -> list[uuid.U
 
 
 def _fire(session: Session, settings: Settings, schedule: Schedule, tick: datetime) -> uuid.UUID | None:
-    fire = ScheduleFire(schedule_id=schedule.id, fire_time=tick, outcome="started")
+    fire = ScheduleFire(schedule_id=schedule.id, fire_time=tick, outcome=FireOutcome.STARTED)
     try:
         with session.begin_nested():
             session.add(fire)
@@ -132,12 +133,13 @@ def _fire(session: Session, settings: Settings, schedule: Schedule, tick: dateti
         log.info("schedule %s: tick %s already fired", schedule.name, tick.isoformat())
         return None
     schedule.last_fired_at = tick
-    if schedule.overlap_policy == "skip" and schedules_repo.has_active_job(session, schedule.id):
-        fire.outcome, fire.message = "skipped_overlap", "the previous job of this schedule is still queued or running"
+    if schedule.overlap_policy == OverlapPolicy.SKIP and schedules_repo.has_active_job(session, schedule.id):
+        fire.outcome = FireOutcome.SKIPPED_OVERLAP
+        fire.message = "the previous job of this schedule is still queued or running"
         log.info("schedule %s: tick %s skipped, previous job still active", schedule.name, tick.isoformat())
         return None
     params = dict(schedule.template)
-    priority = params.pop("priority", "normal")
+    priority = params.pop("priority", Priority.NORMAL)
     if schedule.lookback:
         params["start"] = _json_time(tick - cron.lookback(schedule.lookback))
         params["end"] = _json_time(tick)
@@ -152,7 +154,7 @@ def _fire(session: Session, settings: Settings, schedule: Schedule, tick: dateti
                 idempotency_key=idempotency_key(schedule.id, tick),
             )
     except JobError as exc:  # queue full: this tick is refused, the next one tries again
-        fire.outcome, fire.message = "refused", exc.message
+        fire.outcome, fire.message = FireOutcome.REFUSED, exc.message
         log.warning("schedule %s: tick %s refused: %s", schedule.name, tick.isoformat(), exc.message)
         return None
     fire.job_id = result.job.id
@@ -166,6 +168,8 @@ def _json_time(instant: datetime) -> str:
 
 
 def _plan(schedule: Schedule, now: datetime) -> None:
+    if not schedule.paused and not cron.fires(schedule.cron):  # stored paused by an older release
+        raise JobConflict(f"the schedule's cron {schedule.cron!r} never fires: give it one that does")
     schedule.next_fire_at = None if schedule.paused else cron.next_after(schedule.cron, schedule.timezone, now)
     schedule.updated_at = now
 

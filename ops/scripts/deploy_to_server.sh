@@ -7,7 +7,7 @@
 # Builds a release (the code, named by a hash of its content) and a wheelhouse of the pinned
 # Python dependencies here, ships both, and runs ops/scripts/server_install.sh on the server,
 # which needs no package-index access for Python. Running it again with nothing changed
-# changes nothing but the restart.
+# changes and restarts nothing.
 set -Eeuo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,7 +46,9 @@ Installs or upgrades trad on a Debian or Ubuntu server over SSH and restarts it.
              primary: the private address worker hosts connect to; its PostgreSQL and Redis then
              listen there over TLS only (kept by later deploys). Unset: loopback only
   WORKER_HOST
-             --remove of a host that no longer answers: its host name (remote_access.sh list)
+             ROLE=worker: the name the primary knows SERVER by (default: its hostname):
+             lowercase letters, digits and - only. --remove of a host that no longer answers:
+             that name, or its role as remote_access.sh list prints it
   --remove   ROLE=worker: stop SERVER's workers (running jobs checkpoint and go back to the
              queue) and revoke its PostgreSQL role and Redis user on PRIMARY
   SSH_USER   login user: root, or a user with passwordless sudo (default root)

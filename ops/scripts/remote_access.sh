@@ -8,9 +8,12 @@
 #   remote_access.sh add HOST        (re)issue HOST's PostgreSQL role and Redis user and print its
 #                                    access on stdout: database_url=…, redis_url=…, the CA certificate
 #   remote_access.sh has HOST        exit status 0 if HOST has both
-#   remote_access.sh remove HOST     revoke both; HOST's open connections are closed
+#   remote_access.sh remove HOST     revoke both; HOST's open connections are closed (HOST: a
+#                                    name, or a role name as 'list' prints it)
 #   remote_access.sh list            the worker hosts' role names
 #
+# A host's name is lowercase letters, digits and '-' (what Debian's hostname prints); its role
+# and Redis user are trad_host_ and the name with '-' as '_', so no two names share them.
 # The CA key never leaves /etc/trad/ca (0700 root). Passwords reach psql and redis-cli on
 # stdin, never in arguments; Redis keeps only their SHA-256.
 set -Eeuo pipefail
@@ -45,10 +48,17 @@ psql_admin() {  # SQL on stdin, as the postgres superuser, in database trad
   runuser -u postgres -- psql -p "$port" -d trad -v ON_ERROR_STOP=1 -qtA
 }
 
-role_name() {  # the PostgreSQL role and Redis user of a worker host
-  local host=${1,,}
-  [[ "$host" =~ ^[a-z0-9][a-z0-9.-]{0,40}$ ]] || die "host name '$1': letters, digits, . and - only"
-  echo "$ROLE_PREFIX${host//[.-]/_}"
+role_name() {  # the PostgreSQL role and Redis user of a worker host: each name its own
+  # Only names already in one form: '-' becomes '_' and nothing else changes, so no two names
+  # share a role (node-2, node.2 and Node-2 would all have been trad_host_node_2).
+  [[ "$1" =~ ^[a-z0-9][a-z0-9-]{0,40}$ ]] \
+    || die "worker host name '$1': lowercase letters, digits and - only (set WORKER_HOST=such a name)"
+  echo "$ROLE_PREFIX${1//-/_}"
+}
+
+named_role() {  # a host given by name, or by its role as 'list' prints it (a host added under a
+  # name no longer accepted: dots or capitals)
+  if [[ "$1" =~ ^${ROLE_PREFIX}[a-z0-9_]{1,41}$ ]]; then echo "$1"; else role_name "$1"; fi
 }
 
 listen_address() {
@@ -220,7 +230,7 @@ SQL
 
 remove() {
   local role
-  role=$(role_name "$1")
+  role=$(named_role "$1")
   bash "$SCRIPT_DIR/install_redis.sh" del-user "$role" >&2
   # No new logins first, then close the open ones, then drop the role (it owns nothing).
   psql_admin >/dev/null <<SQL
@@ -252,4 +262,5 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced (the tests call its functions), it only defines them.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the server as root (deploy_to_server.sh calls it): installs or upgrades trad from an
 # unpacked release and a wheelhouse. Every step checks before it acts and says what it did;
-# a second run with the same release changes nothing but the restart. A failed health check
+# a second run with the same release changes and restarts nothing. A failed health check
 # switches back to the previous release.
 #
 #   --role primary (default): API, PostgreSQL, Redis, nginx and workers; with --listen-address
@@ -25,6 +25,9 @@ NGINX_SITE=/etc/nginx/sites-available/trad
 TRAD_BIN=/usr/local/bin/trad
 UNIT_DIR=/etc/systemd/system
 KEEP_RELEASES=5
+# A start may take this long while its units are alive (the units' TimeoutStartSec); a unit
+# that fails ends the wait at once.
+START_BUDGET_S=180
 PACKAGES=(python3 python3-venv postgresql redis-server curl nginx openssl jq)
 WORKER_PACKAGES=(python3 python3-venv)
 LISTEN_FILE=$ENV_DIR/listen_address
@@ -33,6 +36,11 @@ WORKER_CA=$ENV_DIR/ca.crt
 
 VERSION="" WORKERS="" SOURCE="" WHEELHOUSE_TAR="" ROLE=primary LISTEN="" ACCESS=""
 WORKER_UNITS=()
+RESTARTED=() BEFORE=()  # the units restarted last, and their invocation ids before it
+FAILED_UNIT=""
+UNITS_CHANGED=0  # a unit file changed: the units restart even on an unchanged release
+SOCKET_CHANGED=0  # trad-api.socket's unit or port changed: it must listen anew
+SOCKET_DROPIN=$UNIT_DIR/trad-api.socket.d/port.conf
 
 log() { printf '[server %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[server] error: %s\n' "$*" >&2; exit 1; }
@@ -63,6 +71,7 @@ parse_args() {
 }
 
 enabled_workers() {  # the trad-worker@N instances enabled on this server, one per line
+  [ -d "$UNIT_DIR/trad.target.wants" ] || return 0  # none yet: a first install
   find "$UNIT_DIR/trad.target.wants" -maxdepth 1 -name 'trad-worker@*.service' -printf '%f\n' 2>/dev/null | sort -V
 }
 
@@ -298,8 +307,27 @@ migrate() {
   log "database schema: at the latest revision"
 }
 
+socket_port_dropin() {  # trad-api.socket listens on API_PORT when it is not the unit's 8000
+  local port tmp
+  port=$(api_port)
+  if [ "$port" = 8000 ]; then
+    [ -e "$SOCKET_DROPIN" ] || return 0
+    rm -f "$SOCKET_DROPIN"
+  else
+    tmp=$(mktemp)
+    printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%s\n' "$port" > "$tmp"
+    if cmp -s "$tmp" "$SOCKET_DROPIN"; then rm -f "$tmp"; return 0; fi
+    install -d -m 0755 "${SOCKET_DROPIN%/*}"
+    install -m 0644 "$tmp" "$SOCKET_DROPIN"
+    rm -f "$tmp"
+  fi
+  log "trad-api.socket: listens on 127.0.0.1:$port"
+  return 1
+}
+
 ensure_units() {
-  local changed=0 unit units=("$SOURCE"/ops/systemd/*) wanted=(trad.target trad-api.service "${WORKER_UNITS[@]}")
+  local changed=0 unit units=("$SOURCE"/ops/systemd/*)
+  local wanted=(trad.target trad-api.socket trad-api.service "${WORKER_UNITS[@]}")
   if [ "$ROLE" = worker ]; then
     units=("$SOURCE/ops/systemd/trad.target" "$SOURCE/ops/systemd/trad-worker@.service")
     wanted=(trad.target "${WORKER_UNITS[@]}")
@@ -309,8 +337,14 @@ ensure_units() {
       install -m 0644 "$unit" "$UNIT_DIR/$(basename "$unit")"
       log "unit $(basename "$unit"): installed"
       changed=1
+      [ "$(basename "$unit")" != trad-api.socket ] || SOCKET_CHANGED=1
     fi
   done
+  if [ "$ROLE" = primary ] && ! socket_port_dropin; then
+    changed=1
+    SOCKET_CHANGED=1
+  fi
+  UNITS_CHANGED=$changed
   if [ "$changed" -eq 1 ]; then
     systemctl daemon-reload
   else
@@ -337,17 +371,114 @@ ensure_units() {
   done
 }
 
-switch_current() {  # switch_current VERSION
+switch_current() {  # switch_current VERSION — it goes live; `ls -t releases` is deploy order
   ln -sfn "releases/$1" "$CURRENT.new"
   mv -T "$CURRENT.new" "$CURRENT"
+  touch "$RELEASES/$1"
 }
 
-restart() {
-  local units=(trad-api.service "${WORKER_UNITS[@]}")
-  [ "$ROLE" = primary ] || units=("${WORKER_UNITS[@]}")
-  log "restarting ${units[*]} (running jobs checkpoint and resume)"
-  systemctl restart "${units[@]}" || log "restart reported a failure; the health check decides"
-  systemctl start trad.target
+mark_broken() {  # mark_broken VERSION WHY — renamed VERSION.broken, WHY in its file BROKEN
+  local dir=$RELEASES/$1 deployed
+  deployed=$(stat -c %Y "$dir")
+  rm -rf "$dir.broken"
+  mv -T "$dir" "$dir.broken"
+  printf '%s\n' "$2" > "$dir.broken/BROKEN"
+  touch -d "@$deployed" "$dir.broken"  # keeps its place in deploy order, below the rollback
+  log "release $1: renamed $1.broken (a deploy of the same code installs it afresh)"
+}
+
+unit_states() {  # unit_states UNIT... — "InvocationID ActiveState SubState Result", a line per unit
+  systemctl show -p InvocationID -p ActiveState -p SubState -p Result "$@" | awk -F= '
+    /^$/ { print id, a, s, r; id = a = s = r = "-"; n++; next }
+    $1 == "InvocationID" { id = ($2 == "" ? "-" : $2) } $1 == "ActiveState" { a = $2 }
+    $1 == "SubState" { s = $2 } $1 == "Result" { r = $2 }
+    END { print id, a, s, r }' id=- a=- s=- r=-
+}
+
+serves_socket() {  # serves_socket RELEASE — its API takes trad-api.socket from systemd
+  [ -f "$RELEASES/$1/ops/systemd/trad-api.socket" ]
+}
+
+ensure_socket() {  # ensure_socket RELEASE — trad-api.socket listening iff RELEASE's API takes it
+  if [ "$ROLE" != primary ]; then return 0; fi
+  if ! serves_socket "$1"; then
+    if systemctl is-active --quiet trad-api.socket || systemctl is-enabled --quiet trad-api.socket 2>/dev/null; then
+      systemctl disable --now --quiet trad-api.socket
+      log "trad-api.socket: stopped and disabled ($1 binds its port itself)"
+    fi
+    return 0
+  fi
+  if systemctl is-active --quiet trad-api.socket && [ "$SOCKET_CHANGED" -eq 0 ]; then return 0; fi
+  # The port passes from the API process to systemd once (or to a new port): a short stop.
+  systemctl stop trad-api.service trad-api.socket
+  systemctl start trad-api.socket
+  SOCKET_CHANGED=0
+  log "trad-api.socket: listening; restarts of the API refuse no connection from now on"
+}
+
+restart() {  # restart RELEASE [keep] — (re)start the units on RELEASE, now live; with keep
+  # (nothing changed since they started on it) the running units keep running
+  local i
+  RESTARTED=(trad-api.service "${WORKER_UNITS[@]}")
+  [ "$ROLE" = primary ] || RESTARTED=("${WORKER_UNITS[@]}")
+  ensure_socket "$1"
+  mapfile -t BEFORE < <(unit_states "${RESTARTED[@]}" | cut -d' ' -f1)
+  if [ "${2:-}" = keep ]; then
+    for i in "${!RESTARTED[@]}"; do
+      if systemctl is-active --quiet "${RESTARTED[$i]}"; then BEFORE[i]=any; fi
+    done
+    log "nothing to restart: ${RESTARTED[*]} keep running (any found stopped are started)"
+    systemctl start --no-block "${RESTARTED[@]}"
+    systemctl start --no-block trad.target
+    return 0
+  fi
+  log "restarting ${RESTARTED[*]} (running jobs checkpoint and resume)"
+  # Not waited for here: units_started watches every unit and ends at the first that fails.
+  systemctl restart --no-block "${RESTARTED[@]}"
+  systemctl start --no-block trad.target
+}
+
+units_started() {
+  # Until every restarted unit runs a new process that told systemd it is ready. A unit whose
+  # new process exits (failed, or waiting for systemd to start it again) ends the wait at
+  # once; a start that is slow but alive has START_BUDGET_S. One line per change of state.
+  local deadline=$((SECONDS + START_BUDGET_S)) i id active sub result up states last="" failed_id=""
+  local -a lines
+  FAILED_UNIT=""
+  while :; do
+    mapfile -t lines < <(unit_states "${RESTARTED[@]}")
+    up=0 states=""
+    for i in "${!RESTARTED[@]}"; do
+      read -r id active sub result <<<"${lines[$i]:-- - - -}"
+      if [ "$id" = - ] || [ "$id" = "${BEFORE[$i]:-}" ]; then
+        states+=", ${RESTARTED[$i]%.service} stopping"  # still the process from before
+        continue
+      fi
+      states+=", ${RESTARTED[$i]%.service} $active/$sub"
+      case "$active/$sub" in
+        active/*) up=$((up + 1)) ;;
+        failed/* | inactive/* | */auto-restart)
+          if [ -z "$FAILED_UNIT" ]; then
+            FAILED_UNIT="${RESTARTED[$i]} ($active/$sub, result $result)"
+            failed_id=$id
+          fi
+          ;;
+      esac
+    done
+    [ "$states" = "$last" ] || log "units: ${states#, }"
+    last=$states
+    if [ -n "$FAILED_UNIT" ]; then
+      log "unit FAILED: $FAILED_UNIT; its last lines:"
+      journalctl "_SYSTEMD_INVOCATION_ID=$failed_id" -n 8 --no-pager -o cat 2>/dev/null | sed 's/^/    /' || true
+      return 1
+    fi
+    [ "$up" -lt "${#RESTARTED[@]}" ] || return 0
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "units not ready after ${START_BUDGET_S}s: ${states#, }"
+      return 1
+    fi
+    sleep 0.2
+  done
 }
 
 ensure_tls() {
@@ -410,35 +541,26 @@ ensure_proxy() {
 }
 
 healthy() {
-  [ "$ROLE" = primary ] || { workers_healthy; return; }
-  local port _
+  units_started || return 1
+  [ "$ROLE" = primary ] || return 0
+  local port error="" _
   port=$(api_port)
+  # The API is READY once it listens and PostgreSQL and Redis answered; /readyz confirms it.
+  # Polled quietly: one line at the end, not one per try.
   for _ in $(seq 1 60); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:${port:-8000}/readyz"; then
-      # The token goes to curl on stdin, never in its arguments.
-      printf 'Authorization: Bearer %s\n' "$(secret api_token)" \
-        | curl -fsS -o /dev/null -H @- "http://127.0.0.1:${port:-8000}/api/v2/training/queue" || return 1
-      curl -fsS -o /dev/null --cacert "$TLS_DIR/trad.crt" --resolve "localhost:443:127.0.0.1" \
-        https://localhost/readyz || return 1
-      "$TRAD_BIN" smoke --timeout 90 || return 1
-      return 0
+    if error=$(curl -fsS -o /dev/null "http://127.0.0.1:${port:-8000}/readyz" 2>&1); then
+      error=""
+      break
     fi
-    sleep 1
+    sleep 0.5
   done
-  return 1
-}
-
-workers_healthy() {  # every worker unit reached READY: PostgreSQL and Redis of the primary answer
-  local unit _ down
-  for _ in $(seq 1 60); do
-    down=0
-    for unit in "${WORKER_UNITS[@]}"; do
-      systemctl is-active --quiet "$unit" || down=1
-    done
-    [ "$down" -eq 1 ] || return 0
-    sleep 1
-  done
-  return 1
+  [ -z "$error" ] || { log "/readyz did not answer within 30s: $error"; return 1; }
+  # The token goes to curl on stdin, never in its arguments.
+  printf 'Authorization: Bearer %s\n' "$(secret api_token)" \
+    | curl -fsS -o /dev/null -H @- "http://127.0.0.1:${port:-8000}/api/v2/training/queue" || return 1
+  curl -fsS -o /dev/null --cacert "$TLS_DIR/trad.crt" --resolve "localhost:443:127.0.0.1" \
+    https://localhost/readyz || return 1
+  "$TRAD_BIN" smoke --timeout 90 || return 1
 }
 
 prune() {
@@ -495,12 +617,17 @@ main() {
   local previous=""
   [ -L "$CURRENT" ] && previous=$(basename "$(readlink "$CURRENT")")
   if [ "$previous" = "$VERSION" ]; then
+    touch "$RELEASES/$VERSION"
     log "current release: unchanged ($VERSION)"
   else
     switch_current "$VERSION"
     log "current release: $VERSION (was ${previous:-none})"
   fi
-  restart
+  if [ "$previous" = "$VERSION" ] && [ "$UNITS_CHANGED" -eq 0 ]; then
+    restart "$VERSION" keep
+  else
+    restart "$VERSION"
+  fi
   if healthy; then
     if [ "$ROLE" = primary ]; then
       log "health check passed: /readyz, API token, smoke job"
@@ -512,9 +639,16 @@ main() {
   fi
   if [ -n "$previous" ] && [ "$previous" != "$VERSION" ]; then
     log "health check FAILED for $VERSION: rolling back to $previous"
+    local why
+    why="failed its health check on $(date '+%F %T %Z')${FAILED_UNIT:+: $FAILED_UNIT}; rolled back to $previous"
     switch_current "$previous"
-    restart
-    healthy || die "the previous release $previous is not healthy either; see: journalctl -u trad-api -u 'trad-worker@*'"
+    restart "$previous"
+    if ! healthy; then
+      mark_broken "$VERSION" "$why"
+      die "the previous release $previous is not healthy either; see: journalctl -u trad-api -u 'trad-worker@*'"
+    fi
+    log "rolled back: $previous is live and healthy again"
+    mark_broken "$VERSION" "$why"
     die "deploy of $VERSION failed its health check and was rolled back to $previous; see: journalctl -u trad-api -u 'trad-worker@*' --since -10min"
   fi
   die "release $VERSION failed its health check and there is no previous release; see: journalctl -u trad-api -u 'trad-worker@*' --since -10min"

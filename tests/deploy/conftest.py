@@ -47,8 +47,14 @@ class Deployer:
         self.vm = vm
         self.timings: dict[str, float] = {}
 
-    def __call__(self, tree: Path = ROOT, workers: int = 2, label: str = "deploy") -> subprocess.CompletedProcess:
-        env = {**os.environ, "SERVER": "trad-vm", "SSH_OPTS": f"-F {self.vm.ssh_config}", "WORKERS": str(workers)}
+    def __call__(
+        self, tree: Path = ROOT, workers: int | None = 2, label: str = "deploy"
+    ) -> subprocess.CompletedProcess:
+        """`workers=None` leaves WORKERS unset: the server keeps its workers (2 on a first install)."""
+        env = {**os.environ, "SERVER": "trad-vm", "SSH_OPTS": f"-F {self.vm.ssh_config}"}
+        env.pop("WORKERS", None)
+        if workers is not None:
+            env["WORKERS"] = str(workers)
         started = time.monotonic()
         result = subprocess.run(
             ["bash", str(tree / "ops/scripts/deploy_to_server.sh")],

@@ -6,6 +6,7 @@ The tests run in order and share one container."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -52,11 +53,13 @@ def state_digest(vm) -> str:
 
 
 def test_fresh_deploy(vm, deploy):
-    result = deploy(label="fresh deploy")
+    result = deploy(workers=None, label="fresh deploy")  # as README says: WORKERS unset, 2 workers
     assert result.returncode == 0, result.stdout + result.stderr
     assert "health check passed" in result.stdout
     assert "created with new secrets" in result.stdout
     assert "nginx: TLS proxy on port 443" in result.stdout
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error:" in line]
+    assert errors == [], errors  # a first install that succeeds reports no error
     # The upload directory is gone, and its root-only parent is all that is left.
     assert vm.ssh("ls -A /var/lib/trad-deploy").stdout.strip() == ""
     assert vm.ssh("stat -c '%a %U' /var/lib/trad-deploy").stdout.strip() == "700 root"
@@ -391,11 +394,35 @@ def test_stopping_the_target_returns_once_every_unit_is_inactive(vm):
     assert history == ["preempted", "succeeded"], history
 
 
+@contextlib.contextmanager
+def local_exchange(vm, port: int = 8765):
+    """tests/exchange_server.py inside the container (it has no internet), with the services'
+    settings pointing `trad candles fetch` at it; both undone at the end."""
+    source = (ROOT / "tests" / "exchange_server.py").read_text()
+    vm.ssh(f"cat > /var/tmp/exchange_server.py <<'PYEOF'\n{source}\nPYEOF")
+    vm.ssh(
+        "systemd-run --quiet --collect --unit=trad-test-exchange "
+        f"python3 /var/tmp/exchange_server.py --port {port} --since 2024-01-01"
+    )
+    wait_until(
+        lambda: vm.ssh(f"curl -sf http://127.0.0.1:{port}/api/v3/exchangeInfo", check=False).returncode == 0,
+        timeout=30,
+        what="the local exchange answers",
+    )
+    vm.ssh(f"echo EXCHANGE_BASE_URL=http://127.0.0.1:{port} >> /etc/trad/trad.env")
+    try:
+        yield
+    finally:
+        vm.ssh("sed -i '/^EXCHANGE_BASE_URL=/d' /etc/trad/trad.env; systemctl stop trad-test-exchange", check=False)
+
+
 def run_block(vm, name: str, env: str = "", timeout: float = 300):
     """One block of docs/operations.md, run as written; `env` sets the variables it names."""
     commands = runnable()[name]
     result = vm.ssh(f"set -e\n{env}\n{commands}", check=False, timeout=timeout)
     assert result.returncode == 0, f"runbook block {name!r} failed:\n{commands}\n{result.stdout}\n{result.stderr}"
+    # Run from root's home, as an operator does: nothing may complain it cannot enter it.
+    assert "could not change directory" not in result.stderr, (name, result.stderr)
     return result.stdout
 
 
@@ -409,6 +436,13 @@ def test_every_runbook_command_works_as_written(vm):
     )
     data = run_block(vm, "data")
     assert "new bars for BTCUSDT 1m" in data and "ETHUSDT\t1m\t150000" in data, data
+    with local_exchange(vm):
+        fetched = run_block(vm, "fetch")
+    head = "binance BTC/USDT 1h -> BTCUSDT (source binance): "
+    runs = [line for line in fetched.splitlines() if line.startswith(head)]
+    assert len(runs) == 2 and re.search(r": \d{5} bars fetched in \d+ requests, \d{5} new$", runs[0]), fetched
+    assert "up to date" in runs[1] or "resumed after" in fetched, fetched  # the second run resumes
+    assert re.search(r"^BTCUSDT\t1h\t\d{5}\t2024-01-01T00:00:00\+00:00\t.*\tbinance$", fetched, re.M), fetched
     job_id = start_job(vm, 40, seed=6)
     jobs = run_block(vm, "jobs", env=f"JOB={job_id}")
     assert any(line.startswith("succeeded") and "100.0%" in line for line in jobs.splitlines()), jobs
@@ -447,11 +481,16 @@ def test_poweroff_and_boot_with_jobs_queued_loses_none(vm):
         assert wait_status(vm, job_id, timeout=300)["status"] == JobStatus.SUCCEEDED
 
 
-def test_second_deploy_changes_nothing_but_the_restart(vm, deploy):
-    before = state_digest(vm)
+def main_pids(vm) -> list[str]:
+    return vm.ssh("systemctl show -p MainPID --value trad-api trad-worker@1 trad-worker@2").stdout.split()
+
+
+def test_second_deploy_changes_nothing_and_restarts_nothing(vm, deploy):
+    before, pids = state_digest(vm), main_pids(vm)
     result = deploy(label="no-change redeploy")
     assert result.returncode == 0, result.stdout + result.stderr
     assert state_digest(vm) == before
+    assert main_pids(vm) == pids, "a deploy with nothing to change restarts nothing"
     out = result.stdout
     for step in (
         "user trad: unchanged",
@@ -463,27 +502,94 @@ def test_second_deploy_changes_nothing_but_the_restart(vm, deploy):
         "nginx: unchanged",
         "enabled units: unchanged",
         "current release: unchanged",
+        "nothing to restart",
     ):
         assert step in out, step
     assert "created" not in out and "installed into" not in out
 
 
-def test_broken_release_rolls_back_by_itself(vm, deploy, tmp_path: Path):
-    live = vm.ssh("readlink /srv/trad/current").stdout.strip()
-    tree = tmp_path / "broken"
+def copy_of_the_tree(tree: Path) -> Path:
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in files:
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, tree / name)
+    return tree
+
+
+def test_no_request_fails_while_the_api_restarts_or_a_deploy_runs(vm, deploy, tmp_path: Path):
+    """10 requests a second through nginx (reads, and starts with an Idempotency-Key) during
+    `systemctl restart trad-api`, a deploy with nothing to change, and an upgrade to a new
+    release: the API's listening socket is systemd's, so a restart refuses no connection."""
+    poller = base64.b64encode((ROOT / "tests/deploy/poller.py").read_bytes()).decode()
+    vm.ssh(
+        f"echo {poller} | base64 -d > /root/poller.py; rm -f /root/poll.jsonl*\n"
+        # Only the poller in the background, with no descriptor of this ssh session.
+        "nohup python3 /root/poller.py /root/poll.jsonl /etc/trad/credentials/api_token "
+        "> /root/poller.err 2>&1 < /dev/null &\necho $! > /root/poller.pid"
+    )
+
+    def polled() -> list[dict]:
+        return [json.loads(line) for line in vm.ssh("cat /root/poll.jsonl", check=False).stdout.splitlines()]
+
+    wait_until(lambda: len(polled()) >= 20, timeout=60, interval=0.5, what="the poller to be under way")
+    vm.ssh("systemctl restart trad-api")
+    assert deploy(label="no-change redeploy under load").returncode == 0
+    upgrade = copy_of_the_tree(tmp_path / "upgrade")
+    (upgrade / "docs/operations.md").write_text((upgrade / "docs/operations.md").read_text() + "\n")
+    before = vm.ssh("readlink /srv/trad/current").stdout.strip()
+    result = deploy(tree=upgrade, label="upgrade under load")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert vm.ssh("readlink /srv/trad/current").stdout.strip() != before
+    vm.ssh(
+        "sleep 2; touch /root/poll.jsonl.stop; while kill -0 $(cat /root/poller.pid) 2>/dev/null; do sleep 0.5; done;"
+    )
+    lines = polled()
+    failed = [line for line in lines if line.get("status") not in (200, 202)]
+    starts = [line for line in lines if line["kind"] == "start"]
+    jobs_by_key: dict[str, set[str]] = {}
+    for line in starts:
+        jobs_by_key.setdefault(line["key"], set()).add(line.get("job_id"))
+    print(
+        f"\npoller: {len(lines)} requests through nginx, {len(failed)} failed, {len(jobs_by_key)} keys, "
+        f"slowest {max(line['took'] for line in lines):.1f}s"
+    )
+    assert failed == [], failed[:10]
+    assert len(lines) > 200 and len(starts) > 50, vm.ssh("cat /root/poller.err", check=False).stdout
+    assert all(len(jobs) == 1 for jobs in jobs_by_key.values()), jobs_by_key  # one job per key, no duplicate
+    assert len({job for jobs in jobs_by_key.values() for job in jobs}) == len(jobs_by_key)
+
+
+def test_broken_release_rolls_back_by_itself(vm, deploy, tmp_path: Path):
+    live = vm.ssh("readlink /srv/trad/current").stdout.strip()
+    tree = copy_of_the_tree(tmp_path / "broken")
     main = tree / "app/api/__main__.py"
     main.write_text(
         main.read_text().replace(
             "def main() -> None:\n", "def main() -> None:\n    raise SystemExit('broken on purpose')\n"
         )
     )
+    since = vm.ssh("date +%s").stdout.strip()
     result = deploy(tree=tree, label="broken deploy")
+    out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "rolled back to" in result.stderr, result.stdout + result.stderr
+    assert "rolled back to" in result.stderr, out
+    # The failed unit ends the health check at once, named, with its last lines, and no
+    # wall of connection errors while it waits.
+    assert "unit FAILED: trad-api.service" in result.stdout and "    broken on purpose" in result.stdout, out
+    assert "curl: (7)" not in out, out
     assert vm.ssh("readlink /srv/trad/current").stdout.strip() == live
     ready = vm.curl("-fsS", "http://127.0.0.1:8000/readyz")
     assert ready.returncode == 0 and json.loads(ready.stdout)["status"] == "ready"
+    journal = vm.ssh(f"journalctl -u trad-api -o short-unix --no-pager --since @{since}").stdout.splitlines()
+    # Rolled back before systemd tried the broken release a second time (RestartSec=5).
+    assert sum("broken on purpose" in line for line in journal) == 1, journal
+    failed = next(float(line.split()[0]) for line in journal if "Main process exited" in line)
+    started = next(
+        float(line.split()[0]) for line in journal if "Started trad-api" in line and float(line.split()[0]) > failed
+    )
+    print(f"\nbroken release: its API failed, the previous one served again {started - failed:.1f}s later")
+    # Releases in deploy order: the live one first, the broken one named as such.
+    releases = vm.ssh("trad releases").stdout.splitlines()
+    assert releases[0].split()[0] == os.path.basename(live) and releases[0].endswith("live"), releases
+    assert any(line.split()[0].endswith(".broken") and "broken: failed its health check" in line for line in releases)
+    assert vm.ssh("ls -t /srv/trad/releases").stdout.split()[0] == os.path.basename(live)

@@ -130,6 +130,15 @@ def test_every_runbook_block_is_marked_run_or_not_run():
     assert {"data", "jobs", "logs", "scale", "backup", "restore", "https", "redis-admin"} <= set(labels)
 
 
+def test_the_api_socket_is_systemds_and_stops_with_the_target():
+    socket_unit = (ROOT / "ops/systemd/trad-api.socket").read_text().splitlines()
+    api = (ROOT / "ops/systemd/trad-api.service").read_text().splitlines()
+    assert "ListenStream=127.0.0.1:8000" in socket_unit  # loopback only, like API_HOST
+    assert "PartOf=trad.target" in socket_unit and "WantedBy=trad.target" in socket_unit
+    # Not required by the API: a release that binds its port itself still starts without it.
+    assert not any(line.startswith(("Requires=trad-api.socket", "BindsTo=trad-api.socket")) for line in api)
+
+
 DEBIAN_NGINX_CONF = """user www-data;
 worker_processes auto;
 pid /run/nginx.pid;

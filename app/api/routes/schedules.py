@@ -50,7 +50,11 @@ def get_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDetail:
 @router.patch(
     "/{schedule_id}",
     response_model=ScheduleDetail,
-    responses={**_WITH_BODY, **_BY_ID, 409: {**responses(409)[409], "description": "a schedule with this name exists"}},
+    responses={
+        **_WITH_BODY,
+        **_BY_ID,
+        409: {**responses(409)[409], "description": "a schedule with this name exists; or its cron never fires"},
+    },
 )
 def update_schedule(schedule_id: uuid.UUID, body: ScheduleUpdate, session: SessionDep) -> ScheduleDetail:
     schedules_service.update(session, schedule_id, **body.changes())
@@ -65,7 +69,11 @@ def pause_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDetai
     return _detail(session, schedule_id)
 
 
-@router.post("/{schedule_id}/resume", response_model=ScheduleDetail, responses=_BY_ID)
+@router.post(
+    "/{schedule_id}/resume",
+    response_model=ScheduleDetail,
+    responses={**_BY_ID, 409: {**responses(409)[409], "description": "the schedule's cron never fires"}},
+)
 def resume_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDetail:
     """Ticks that passed while paused are not caught up: the next fire is the next tick."""
     schedules_service.resume(session, schedule_id)

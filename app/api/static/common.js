@@ -86,6 +86,28 @@ function cell(row, text, className) {
   return td;
 }
 
+// The API's catalogue (/api/v2/training/catalog): strategies, timeframes, priorities, job statuses,
+// schedule policies and the request defaults. Asked for once per page; the pages keep no copy.
+let catalogRequest = null;
+
+function loadCatalog() {
+  catalogRequest ??= api("GET", "/api/v2/training/catalog").catch((e) => { catalogRequest = null; throw e; });
+  return catalogRequest;
+}
+
+// What a job in this status allows: {value, finished, cancelable, retryable}.
+function statusInfo(catalog, status) {
+  return catalog.job_statuses.find((s) => s.value === status) || { value: status };
+}
+
+// A select's options from a list of values; `all` adds a first option with the empty value.
+function fillSelect(select, values, chosen, all) {
+  const options = values.map((value) => el("option", { value }, value));
+  if (all) options.unshift(el("option", { value: "" }, all));
+  select.replaceChildren(...options);
+  if (chosen !== undefined && values.includes(chosen)) select.value = chosen;
+}
+
 function statusText(job) {
   return job.status + (job.cancel_requested && job.status === "running" ? " (canceling)" : "");
 }

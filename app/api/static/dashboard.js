@@ -2,7 +2,9 @@
 // the schedules panel (schedules.js) refreshes with it.
 "use strict";
 const PAGE_SIZE = 25;
+const TIMEFRAME = "5m"; // the one offered first, when the catalogue has it
 let offset = 0;
+let catalog = null;
 
 function showError(text) { $("error").textContent = text || ""; }
 
@@ -19,6 +21,18 @@ function outcome(job) {
   if (job.status === "failed") return job.error ? job.error.type : "failed";
   if (job.status === "canceled") return "canceled";
   return null;
+}
+
+// The selects, filled once from the API's catalogue (the HTML holds no option lists).
+function fillChoices() {
+  const start = $("start").elements, filters = $("filters").elements;
+  const strategies = catalog.strategies.map((s) => s.name);
+  fillSelect(start.strategy, strategies);
+  fillSelect(start.timeframe, catalog.timeframes, TIMEFRAME);
+  fillSelect(start.priority, catalog.priorities, catalog.defaults.priority);
+  fillSelect(filters.status, catalog.job_statuses.map((s) => s.value), "", "all");
+  fillSelect(filters.strategy, strategies, "", "all");
+  fillScheduleChoices(catalog, TIMEFRAME);
 }
 
 function render(page) {
@@ -44,9 +58,10 @@ function render(page) {
     cell(row, job.attempts);
     cell(row, when(job.created_at));
     const actions = row.insertCell();
-    if (job.status === "queued" || job.status === "running") {
+    const allows = statusInfo(catalog, job.status);
+    if (allows.cancelable) {
       actionButton(actions, "Cancel", () => api("DELETE", "/api/v2/training/jobs/" + job.job_id));
-    } else if (job.status === "failed" || job.status === "canceled") {
+    } else if (allows.retryable) {
       actionButton(actions, "Retry", () => api("POST", "/api/v2/training/jobs/" + job.job_id + "/retry"));
     }
     if (job.error) row.title = job.error.type + ": " + job.error.message;
@@ -79,6 +94,13 @@ function listPath() {
 
 async function refresh() {
   try {
+    if (!catalog) {
+      const loaded = await loadCatalog();
+      if (!catalog) {
+        catalog = loaded;
+        fillChoices();
+      }
+    }
     const [page, queue] = await Promise.all([
       api("GET", listPath()), api("GET", "/api/v2/training/queue"), refreshSchedules(),
     ]);

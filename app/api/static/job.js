@@ -2,7 +2,6 @@
 "use strict";
 const JOB_ID = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
 const JOB = "/api/v2/training/jobs/" + encodeURIComponent(JOB_ID);
-const TERMINAL = ["succeeded", "failed", "canceled"];
 const TRADES_SHOWN = 100;
 // What the page shows, kept for whoever looks (and for the browser tests).
 const page = window.tradPage = { job: null, configuration: null, trials: [], charts: {} };
@@ -73,8 +72,9 @@ function renderStatus(job) {
     });
     actions.append(button);
   };
-  if (job.status === "queued" || job.status === "running") act("Cancel", "DELETE", JOB);
-  if (job.status === "failed" || job.status === "canceled") act("Retry", "POST", JOB + "/retry");
+  const allows = statusInfo(catalog, job.status);
+  if (allows.cancelable) act("Cancel", "DELETE", JOB);
+  if (allows.retryable) act("Retry", "POST", JOB + "/retry");
 
   const failed = job.status === "failed" && job.error;
   $("failure").hidden = !failed;
@@ -409,10 +409,14 @@ async function loadResults(job) {
 
 let resultsShown = false;
 let timer = null;
+let catalog = null; // the API's value lists: what each status allows
+
+function finished(status) { return statusInfo(catalog, status).finished; }
 
 async function load() {
   try {
-    const job = await api("GET", JOB);
+    const [job, loaded] = await Promise.all([api("GET", JOB), loadCatalog()]);
+    catalog = loaded;
     page.job = job;
     renderHeader(job);
     renderStatus(job);
@@ -424,7 +428,7 @@ async function load() {
     }
     showError("");
     $("auth").hidden = true;
-    if (!TERMINAL.includes(job.status) && timer === null) timer = setInterval(poll, 2000);
+    if (!finished(job.status) && timer === null) timer = setInterval(poll, 2000);
     document.body.dataset.ready = "1";
   } catch (e) {
     showError(e.message);
@@ -440,8 +444,8 @@ async function poll() {
     const before = page.job.status;
     Object.assign(page.job, progress);
     renderStatus(page.job);
-    if (progress.status !== before || TERMINAL.includes(progress.status)) {
-      if (TERMINAL.includes(progress.status)) { clearInterval(timer); timer = null; }
+    if (progress.status !== before || finished(progress.status)) {
+      if (finished(progress.status)) { clearInterval(timer); timer = null; }
       await load();
     }
   } catch (e) {

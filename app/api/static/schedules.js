@@ -126,10 +126,13 @@ $("schedule-form").addEventListener("submit", async (event) => {
   await refreshSchedules().catch((e) => showScheduleError(e.message));
 });
 
-// The strategies and timeframes offered are the start form's.
-for (const name of ["strategy", "timeframe"]) {
-  $("schedule-form").elements[name].replaceChildren(
-    ...[...$("start").elements[name].options].map((option) => option.cloneNode(true)));
+// The form's choices, from the API's catalogue; the strategies and timeframes are the start form's.
+function fillScheduleChoices(catalog, timeframe) {
+  const form = $("schedule-form").elements;
+  fillSelect(form.strategy, catalog.strategies.map((s) => s.name));
+  fillSelect(form.timeframe, catalog.timeframes, timeframe);
+  fillSelect(form.misfire_policy, catalog.misfire_policies, catalog.defaults.misfire_policy);
+  fillSelect(form.overlap_policy, catalog.overlap_policies, catalog.defaults.overlap_policy);
 }
 if (Intl.supportedValuesOf) {
   $("timezones").replaceChildren(...Intl.supportedValuesOf("timeZone").map((zone) => el("option", { value: zone })));
