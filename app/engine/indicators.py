@@ -77,16 +77,33 @@ class Rolling:
         kernel.crossover(self.x, high, low, self._changes, fast, slow, rtol, out)
         return out
 
+    def bollinger_states(self, window: int, k: float, start: int, rtol: float = SIGN_RTOL) -> np.ndarray:
+        """bollinger_breakout's held states (see `strategies._bollinger_breakout_numpy`) from this
+        series' mean and deviation sums, in one compiled pass (`kernel.bollinger`)."""
+        from app.engine import kernel  # numba loads on the first use, not with the strategies
+
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        first, second = self._deviations()
+        out = np.empty(len(self.x))
+        high, low = self._sums
+        kernel.bollinger(self.x, high, low, *first, *second, self._changes, window, k, start, rtol, out)
+        return out
+
+    def _deviations(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """Prefix sums of the deviations from the series' first value and of their squares."""
+        if self._deviation_sums is None:
+            d = self.x - self.x[0]
+            self._deviation_sums = (_prefix_sums(d), _prefix_sums(d * d))
+        return self._deviation_sums
+
     def std(self, window: int) -> np.ndarray:
         """Population standard deviation. Sums are of deviations from the series' first value,
         so the variance does not drown in the square of the price level."""
         out = np.full(len(self.x), np.nan)
         if window > len(self.x):
             return out
-        if self._deviation_sums is None:
-            d = self.x - self.x[0]
-            self._deviation_sums = (_prefix_sums(d), _prefix_sums(d * d))
-        first, second = self._deviation_sums
+        first, second = self._deviations()
         mean = _window_sums(first, window, np.empty(len(self.x) - window + 1))
         mean /= window
         var = _window_sums(second, window, out[window - 1 :])

@@ -331,23 +331,65 @@ def _sign(diff, scale, rtol):
     return np.nan
 
 
+def _band_step(value, upper, lower, mid, breakout, previous, rtol):
+    """One bar of `strategies._band_events_numpy`: (the event, NaN for none; the side of mid)."""
+    side = _sign(value - mid, mid, rtol)
+    event = np.nan
+    if side != previous and not np.isnan(mid):
+        event = 0.0
+    above = _sign(value - upper, upper, rtol) > 0
+    below = _sign(value - lower, lower, rtol) < 0
+    if above if breakout else below:
+        event = 1.0
+    if below if breakout else above:
+        event = -1.0
+    return event, side
+
+
 def _band_events(close, upper, lower, mid, breakout, start, rtol, out):
     """`strategies._band_events_numpy` in one pass: entry events at band crossings, exit events
     when the value crosses `mid`, the state held in between, flat before `start`."""
     previous = np.nan
     state = 0.0
     for t in range(len(close)):
-        side = _sign(close[t] - mid[t], mid[t], rtol)
-        event = np.nan
-        if side != previous and not np.isnan(mid[t]):
-            event = 0.0
-        previous = side
-        above = _sign(close[t] - upper[t], upper[t], rtol) > 0
-        below = _sign(close[t] - lower[t], lower[t], rtol) < 0
-        if below if not breakout else above:
-            event = 1.0
-        if above if not breakout else below:
-            event = -1.0
+        event, previous = _band_step(close[t], upper[t], lower[t], mid[t], breakout, previous, rtol)
+        if t < start:
+            out[t] = 0.0
+            continue
+        if not np.isnan(event):
+            state = event
+        out[t] = state
+
+
+def _window_sum(high, low, t, window):
+    """`indicators._window_sums` at bar t: the window ending at t from a compensated prefix pair."""
+    s = high[t + 1] - high[t + 1 - window]
+    s += low[t + 1]
+    s -= low[t + 1 - window]
+    return s
+
+
+def _bollinger(x, high, low, first_high, first_low, second_high, second_low, changes, window, k, start, rtol, out):
+    """`strategies._bollinger_breakout_numpy` in one pass: `Rolling.mean` and `Rolling.std` of
+    each window (the same sums, the same flat-window rule), its bands at ±k deviations, and the
+    band events' held states, with no array in between."""
+    previous = np.nan
+    state = 0.0
+    for t in range(len(x)):
+        mid, upper, lower = np.nan, np.nan, np.nan
+        if t >= window - 1:
+            flat = changes[t] == changes[t + 1 - window]
+            mid = _window_sum(high, low, t, window) / window
+            mean = _window_sum(first_high, first_low, t, window) / window
+            var = _window_sum(second_high, second_low, t, window) / window
+            mean *= mean
+            var -= mean
+            sd = math.sqrt(max(var, 0.0))
+            if flat:
+                mid, sd = x[t], 0.0
+            band = k * sd
+            upper, lower = mid + band, mid - band
+        event, previous = _band_step(x[t], upper, lower, mid, True, previous, rtol)
         if t < start:
             out[t] = 0.0
             continue
@@ -357,10 +399,16 @@ def _band_events(close, upper, lower, mid, breakout, start, rtol, out):
 
 
 _sign = numba.njit(inline="always")(_sign)
+_band_step = numba.njit(inline="always")(_band_step)
+_window_sum = numba.njit(inline="always")(_window_sum)
 try:
     band_events = numba.njit(cache=True, nogil=True)(_band_events)
 except RuntimeError:
     band_events = numba.njit(nogil=True)(_band_events)
+try:
+    bollinger = numba.njit(cache=True, nogil=True)(_bollinger)
+except RuntimeError:
+    bollinger = numba.njit(nogil=True)(_bollinger)
 
 
 def warm() -> None:
@@ -374,3 +422,5 @@ def warm() -> None:
     crossover(prices, np.zeros(4), np.zeros(4), np.zeros(3, dtype=np.int64), 1, 2, 1e-12, np.empty(3, dtype=np.int8))
     sweep(prices, prices, prices, prices, 1, 0.01, 1, 0, np.empty(3, dtype=np.int8), np.empty(3))
     band_events(prices, prices, prices, prices, True, 0, 1e-12, np.empty(3))
+    sums = [np.zeros(4)] * 6  # the (high, low) prefix pairs of the values, deviations and squares
+    bollinger(prices, *sums, np.zeros(3, dtype=np.int64), 2, 1.0, 0, 1e-12, np.empty(3))

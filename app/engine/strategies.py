@@ -136,6 +136,11 @@ def _band_events_numpy(
 
 
 def _bollinger_breakout(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
+    """`_bollinger_breakout_numpy` (below), the same states, in one compiled pass."""
+    return _rolling_close(c).bollinger_states(p["window"], p["k"], start)
+
+
+def _bollinger_breakout_numpy(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
     close = _rolling_close(c)
     mid, sd = close.mean(p["window"]), close.std(p["window"])
     return _band_events(c.close, mid + p["k"] * sd, mid - p["k"] * sd, mid, breakout=True, start=start)

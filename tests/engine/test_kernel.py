@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from app.engine import benchmark, pipeline, ranges, stats, strategies
 from app.engine import indicators as ind
 from app.engine.backtest import Costs, backtest, numpy_backtest
-from app.engine.candles import synthetic
+from app.engine.candles import Candles, synthetic
 from app.engine.errors import InvalidPositions
 from app.engine.pipeline import TrainingSpec, run_training
 from app.engine.strategies import get_strategy
@@ -252,7 +252,7 @@ WARM_PROBE = """
 import json, numpy as np
 from app.engine import kernel
 kernel.warm()
-kernels = (kernel.fused, kernel.crossover, kernel.sweep, kernel.band_events)
+kernels = (kernel.fused, kernel.crossover, kernel.sweep, kernel.band_events, kernel.bollinger)
 before = [len(k.signatures) for k in kernels]
 from app.engine.backtest import Costs, backtest
 from app.engine.candles import synthetic
@@ -318,3 +318,16 @@ def test_the_compiled_band_events_equal_the_numpy_ones(x, window, k, breakout, s
     fifty = np.where(np.isnan(r), np.nan, 50.0)
     args = (r, np.full(len(r), 70.0), np.full(len(r), 30.0), fifty, False, start)
     np.testing.assert_array_equal(strategies._band_events(*args), strategies._band_events_numpy(*args))
+
+
+@seed(32)
+@settings(max_examples=300, deadline=None)
+@given(x=closes(), window=st.integers(1, 80), k=st.sampled_from([0.0, 0.5, 2.0, 4.0]), start=st.integers(0, 100))
+def test_the_compiled_bollinger_breakout_equals_the_numpy_one(x, window, k, start):
+    """Means, deviations, bands and states in one pass: walks, flat prices (a deviation of
+    exactly 0), prices bouncing between two ticks, windows longer than the series."""
+    t = 1_700_000_000_000 + 60_000 * np.arange(len(x), dtype=np.int64)
+    candles = Candles("1m", t, x, x, x, x, np.ones(len(x)))
+    params = {"window": window, "k": k}
+    got = strategies._bollinger_breakout(candles, params, start)
+    np.testing.assert_array_equal(got, strategies._bollinger_breakout_numpy(candles, params, start))
