@@ -180,6 +180,24 @@ def rsi(close: np.ndarray, period: int, moves: tuple[Rolling, Rolling] | None = 
     return out
 
 
+def rsi_states(
+    moves: tuple[Rolling, Rolling], period: int, upper: float, lower: float, start: int, rtol: float = SIGN_RTOL
+) -> np.ndarray:
+    """rsi_reversion's held states from `gains_and_losses` (see
+    `strategies._rsi_reversion_numpy`), in one compiled pass (`kernel.rsi_states`)."""
+    from app.engine import kernel  # numba loads on the first use, not with the strategies
+
+    if period < 1:
+        raise ValueError(f"period must be at least 1, got {period}")
+    gains, losses = moves
+    out = np.empty(len(gains.x))
+    kernel.rsi_states(
+        gains.x, *gains._sums, gains._changes, losses.x, *losses._sums, losses._changes,
+        period, float(upper), float(lower), start, rtol, out,
+    )  # fmt: skip
+    return out
+
+
 def shift(x: np.ndarray, n: int = 1) -> np.ndarray:
     """x delayed by n bars (NaN-filled): the value known before bar t."""
     out = np.full(len(x), np.nan)

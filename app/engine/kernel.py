@@ -332,7 +332,7 @@ def _sign(diff, scale, rtol):
 
 
 def _band_step(value, upper, lower, mid, breakout, previous, rtol):
-    """One bar of `strategies._band_events_numpy`: (the event, NaN for none; the side of mid)."""
+    """One bar of `strategies._band_events`: (the event, NaN for none; the side of mid)."""
     side = _sign(value - mid, mid, rtol)
     event = np.nan
     if side != previous and not np.isnan(mid):
@@ -344,21 +344,6 @@ def _band_step(value, upper, lower, mid, breakout, previous, rtol):
     if below if breakout else above:
         event = -1.0
     return event, side
-
-
-def _band_events(close, upper, lower, mid, breakout, start, rtol, out):
-    """`strategies._band_events_numpy` in one pass: entry events at band crossings, exit events
-    when the value crosses `mid`, the state held in between, flat before `start`."""
-    previous = np.nan
-    state = 0.0
-    for t in range(len(close)):
-        event, previous = _band_step(close[t], upper[t], lower[t], mid[t], breakout, previous, rtol)
-        if t < start:
-            out[t] = 0.0
-            continue
-        if not np.isnan(event):
-            state = event
-        out[t] = state
 
 
 def _window_sum(high, low, t, window):
@@ -398,17 +383,66 @@ def _bollinger(x, high, low, first_high, first_low, second_high, second_low, cha
         out[t] = state
 
 
+def _mean_at(x, high, low, changes, t, window):
+    """`Rolling.mean` of the window ending at bar t (t ≥ window − 1)."""
+    if changes[t] == changes[t + 1 - window]:
+        return x[t]
+    return _window_sum(high, low, t, window) / window
+
+
+def _rsi_states(
+    gains,
+    gain_high,
+    gain_low,
+    gain_changes,
+    losses,
+    loss_high,
+    loss_low,
+    loss_changes,
+    period,
+    upper,
+    lower,
+    start,
+    rtol,
+    out,
+):
+    """`strategies._rsi_reversion_numpy` in one pass: `indicators.rsi` from the rolling means
+    of the gains and losses (the same sums and rules), and the band events' held states at the
+    fixed levels around 50. Division by zero follows IEEE (error_model="numpy") as in NumPy."""
+    previous = np.nan
+    state = 0.0
+    for t in range(len(gains)):
+        r, mid = np.nan, np.nan
+        if t >= period:
+            gain = _mean_at(gains, gain_high, gain_low, gain_changes, t, period)
+            loss = _mean_at(losses, loss_high, loss_low, loss_changes, t, period)
+            r = 100.0 - 100.0 / (1.0 + gain / loss)
+            if loss == 0 and gain > 0:
+                r = 100.0
+            if loss == 0 and gain == 0:
+                r = 50.0
+            mid = np.nan if np.isnan(r) else 50.0
+        event, previous = _band_step(r, upper, lower, mid, False, previous, rtol)
+        if t < start:
+            out[t] = 0.0
+            continue
+        if not np.isnan(event):
+            state = event
+        out[t] = state
+
+
 _sign = numba.njit(inline="always")(_sign)
 _band_step = numba.njit(inline="always")(_band_step)
 _window_sum = numba.njit(inline="always")(_window_sum)
-try:
-    band_events = numba.njit(cache=True, nogil=True)(_band_events)
-except RuntimeError:
-    band_events = numba.njit(nogil=True)(_band_events)
+_mean_at = numba.njit(inline="always")(_mean_at)
 try:
     bollinger = numba.njit(cache=True, nogil=True)(_bollinger)
 except RuntimeError:
     bollinger = numba.njit(nogil=True)(_bollinger)
+try:
+    rsi_states = numba.njit(cache=True, nogil=True, error_model="numpy")(_rsi_states)
+except RuntimeError:
+    rsi_states = numba.njit(nogil=True, error_model="numpy")(_rsi_states)
 
 
 def warm() -> None:
@@ -421,6 +455,7 @@ def warm() -> None:
         run(prices, prices, positions, np.full(3, np.nan), 0.0)
     crossover(prices, np.zeros(4), np.zeros(4), np.zeros(3, dtype=np.int64), 1, 2, 1e-12, np.empty(3, dtype=np.int8))
     sweep(prices, prices, prices, prices, 1, 0.01, 1, 0, np.empty(3, dtype=np.int8), np.empty(3))
-    band_events(prices, prices, prices, prices, True, 0, 1e-12, np.empty(3))
     sums = [np.zeros(4)] * 6  # the (high, low) prefix pairs of the values, deviations and squares
     bollinger(prices, *sums, np.zeros(3, dtype=np.int64), 2, 1.0, 0, 1e-12, np.empty(3))
+    counts = np.zeros(3, dtype=np.int64)
+    rsi_states(prices, *sums[:2], counts, prices, *sums[:2], counts, 2, 70.0, 30.0, 0, 1e-12, np.empty(3))

@@ -109,17 +109,6 @@ def _sma_crossover(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
 def _band_events(
     close: np.ndarray, upper: np.ndarray, lower: np.ndarray, mid: np.ndarray, breakout: bool, start: int
 ) -> np.ndarray:
-    """`_band_events_numpy` (below), the same states, in one compiled pass (`kernel.band_events`)."""
-    from app.engine import kernel  # numba loads on the first use, not with the strategies
-
-    out = np.empty(len(close))
-    kernel.band_events(close, upper, lower, mid, breakout, start, ind.SIGN_RTOL, out)
-    return out
-
-
-def _band_events_numpy(
-    close: np.ndarray, upper: np.ndarray, lower: np.ndarray, mid: np.ndarray, breakout: bool, start: int
-) -> np.ndarray:
     """Entry events at band crossings, exit events when price crosses `mid`, held in between;
     the state starts flat at `start` and only events from there on count."""
     events = np.full(len(close), np.nan)
@@ -147,6 +136,12 @@ def _bollinger_breakout_numpy(c: Candles, p: dict[str, Any], start: int) -> np.n
 
 
 def _rsi_reversion(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
+    """`_rsi_reversion_numpy` (below), the same states, in one compiled pass."""
+    moves = c.memo("gains_and_losses", lambda: ind.gains_and_losses(c.close))
+    return ind.rsi_states(moves, p["period"], p["upper"], p["lower"], start)
+
+
+def _rsi_reversion_numpy(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
     r = ind.rsi(c.close, p["period"], c.memo("gains_and_losses", lambda: ind.gains_and_losses(c.close)))
     fifty = np.where(np.isnan(r), np.nan, 50.0)
     return _band_events(r, np.full(len(r), p["upper"]), np.full(len(r), p["lower"]), fifty, False, start)

@@ -1,8 +1,8 @@
 """The compiled backtest (`backtest`, app/engine/kernel.py) against the whole-array NumPy path
 (`numpy_backtest`): the same equity, trades and metrics on random markets with ruin, flat
 prices, gaps in time and stop exits, and the same errors for bad positions; the compiled
-crossover signal against the NumPy means and signs, the compiled liquidity sweep and band
-events against the NumPy ones."""
+crossover signal against the NumPy means and signs, the compiled liquidity_sweep,
+bollinger_breakout and rsi_reversion against their NumPy versions."""
 
 from __future__ import annotations
 
@@ -252,7 +252,7 @@ WARM_PROBE = """
 import json, numpy as np
 from app.engine import kernel
 kernel.warm()
-kernels = (kernel.fused, kernel.crossover, kernel.sweep, kernel.band_events, kernel.bollinger)
+kernels = (kernel.fused, kernel.crossover, kernel.sweep, kernel.bollinger, kernel.rsi_states)
 before = [len(k.signatures) for k in kernels]
 from app.engine.backtest import Costs, backtest
 from app.engine.candles import synthetic
@@ -297,29 +297,6 @@ def test_the_compiled_liquidity_sweep_equals_the_numpy_one(data, lookback, stop_
     np.testing.assert_array_equal(exits, want_exits)
 
 
-@seed(31)
-@settings(max_examples=300, deadline=None)
-@given(
-    x=closes(),
-    window=st.integers(1, 60),
-    k=st.sampled_from([0.0, 0.5, 2.0, 4.0]),
-    breakout=st.booleans(),
-    start=st.integers(0, 100),
-    period=st.integers(2, 30),
-)
-def test_the_compiled_band_events_equal_the_numpy_ones(x, window, k, breakout, start, period):
-    """bollinger_breakout's bands (k = 0: the bands are the mean, ties everywhere on flat
-    prices) and rsi_reversion's fixed levels around 50 (NaN during the warm-up)."""
-    rolling = ind.Rolling(x)
-    mid, sd = rolling.mean(window), rolling.std(window)
-    args = (x, mid + k * sd, mid - k * sd, mid, breakout, start)
-    np.testing.assert_array_equal(strategies._band_events(*args), strategies._band_events_numpy(*args))
-    r = ind.rsi(x, period)
-    fifty = np.where(np.isnan(r), np.nan, 50.0)
-    args = (r, np.full(len(r), 70.0), np.full(len(r), 30.0), fifty, False, start)
-    np.testing.assert_array_equal(strategies._band_events(*args), strategies._band_events_numpy(*args))
-
-
 @seed(32)
 @settings(max_examples=300, deadline=None)
 @given(x=closes(), window=st.integers(1, 80), k=st.sampled_from([0.0, 0.5, 2.0, 4.0]), start=st.integers(0, 100))
@@ -331,3 +308,21 @@ def test_the_compiled_bollinger_breakout_equals_the_numpy_one(x, window, k, star
     params = {"window": window, "k": k}
     got = strategies._bollinger_breakout(candles, params, start)
     np.testing.assert_array_equal(got, strategies._bollinger_breakout_numpy(candles, params, start))
+
+
+@seed(33)
+@settings(max_examples=300, deadline=None)
+@given(
+    x=closes(),
+    period=st.integers(2, 80),
+    levels=st.sampled_from([(30.0, 70.0), (5.0, 95.0), (45.0, 55.0)]),
+    start=st.integers(0, 100),
+)
+def test_the_compiled_rsi_reversion_equals_the_numpy_one(x, period, levels, start):
+    """RSI from the rolling gains and losses and its held states: walks, flat prices (no
+    moves: RSI 50), prices bouncing between two ticks."""
+    t = 1_700_000_000_000 + 60_000 * np.arange(len(x), dtype=np.int64)
+    candles = Candles("1m", t, x, x, x, x, np.ones(len(x)))
+    params = {"period": period, "lower": levels[0], "upper": levels[1]}
+    got = strategies._rsi_reversion(candles, params, start)
+    np.testing.assert_array_equal(got, strategies._rsi_reversion_numpy(candles, params, start))
