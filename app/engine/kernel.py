@@ -8,6 +8,10 @@ win rate are the NumPy path's to the last bit. The Sharpe ratio's mean and stand
 come from compensated sums (Neumaier) instead of NumPy's pairwise ones: they agree to ~1e-13
 relative. Tests compare the two paths on random markets, ruin, flat prices, gaps and stops.
 
+The built-in strategies' signals are here too, each one pass with the arithmetic of the NumPy
+version it replaced (kept beside it in `strategies` as the reference its tests compare with):
+`crossover` (sma_crossover), `sweep` (liquidity_sweep), `bollinger`, `rsi_states`.
+
 Compiled with numba (`cache=True`): the machine code is kept in numba's cache directory
 (NUMBA_CACHE_DIR, which the worker unit sets to its systemd cache directory) so a process
 loads it instead of compiling it again. Where no cache directory can be written the kernel is
