@@ -72,13 +72,19 @@ class BacktestResult:
         return [[int(self.open_time[i]), round(float(self.equity[i]), 8)] for i in idx]
 
 
-def checked_positions(positions: Any, n: int) -> np.ndarray:
-    """Positions as float64, or InvalidPositions naming the first bad value."""
+def _numbers_per_candle(positions: Any, n: int) -> np.ndarray:
+    """Positions as an array of one number per candle (values unchecked), or InvalidPositions."""
     p = np.asarray(positions)
     if p.ndim != 1 or len(p) != n:
         raise InvalidPositions(f"positions must be one value per candle: got shape {p.shape} for {n} candles")
     if p.dtype.kind not in "iuf":
         raise InvalidPositions(f"positions must be numbers in {{-1, 0, 1}}, got dtype {p.dtype}")
+    return p
+
+
+def checked_positions(positions: Any, n: int) -> np.ndarray:
+    """Positions as float64, or InvalidPositions naming the first bad value."""
+    p = _numbers_per_candle(positions, n)
     if p.dtype.kind in "iu" and (n == 0 or (p.min() >= -1 and p.max() <= 1)):
         return p.astype(np.float64)
     ok = (p == 0) | (p == 1) | (p == -1)
@@ -302,11 +308,7 @@ def numpy_backtest(
 
 def _kernel_positions(positions: Any, n: int) -> np.ndarray:
     """Positions as int8 or float64 arrays (the kernel checks their values), or InvalidPositions."""
-    p = np.asarray(positions)
-    if p.ndim != 1 or len(p) != n:
-        raise InvalidPositions(f"positions must be one value per candle: got shape {p.shape} for {n} candles")
-    if p.dtype.kind not in "iuf":
-        raise InvalidPositions(f"positions must be numbers in {{-1, 0, 1}}, got dtype {p.dtype}")
+    p = _numbers_per_candle(positions, n)
     return p if p.dtype in (np.int8, np.float64) else p.astype(np.float64)
 
 
