@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import ROOT, process_env, wait_until
+from tests.support import ROOT, process_env, stop_process, wait_until
 
 # Puts the socket on fd 3 and names this process (exec keeps its pid) as the one meant.
 LAUNCH = (
@@ -36,15 +36,6 @@ def serve(settings, sock: socket.socket, log: Path) -> subprocess.Popen:
         )
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def healthz(url: str) -> int:
     return httpx.get(f"{url}/healthz", timeout=60).status_code
 
@@ -57,7 +48,7 @@ def test_connections_made_between_two_api_processes_wait_for_the_second(clean, t
     try:
         wait_until(lambda: first.poll() is None and healthz(url) == 200, timeout=30, what="the first API process")
     finally:
-        stop(first)
+        stop_process(first)
     # No process serves the port now; the socket still listens. These connect and wait.
     with ThreadPoolExecutor(8) as pool:
         waiting = [pool.submit(healthz, url) for _ in range(8)]
@@ -65,7 +56,7 @@ def test_connections_made_between_two_api_processes_wait_for_the_second(clean, t
         try:
             answers = [future.result() for future in waiting]
         finally:
-            stop(second)
+            stop_process(second)
     assert answers == [200] * 8, log.read_text()
     text = log.read_text()
     assert text.count("serving the socket systemd passed") == 2, text

@@ -66,6 +66,7 @@ def _finite_or_none(value: Any) -> Any:
 
 FiniteFloat = Annotated[float | None, BeforeValidator(_finite_or_none)]
 FiniteJson = Annotated[dict[str, Any], BeforeValidator(_finite_or_none)]
+CostBps = Annotated[StrictFloat, Field(ge=0, le=MAX_COST_BPS, allow_inf_nan=False)]  # a cost per fill
 
 
 class WalkForward(BaseModel):
@@ -99,19 +100,11 @@ class StartTraining(BaseModel):
         None, description="minimum trades in the training window; default by timeframe"
     )
     validation: WalkForward = Field(default_factory=WalkForward)
-    fee_bps: StrictFloat | None = Field(
-        None,
-        ge=0,
-        le=MAX_COST_BPS,
-        allow_inf_nan=False,
-        description="fee per fill in basis points of its notional (10 = 0.1 %); default DEFAULT_FEE_BPS (10)",
+    fee_bps: CostBps | None = Field(
+        None, description="fee per fill in basis points of its notional (10 = 0.1 %); default DEFAULT_FEE_BPS (10)"
     )
-    slippage_bps: StrictFloat | None = Field(
-        None,
-        ge=0,
-        le=MAX_COST_BPS,
-        allow_inf_nan=False,
-        description="slippage per fill in basis points of its notional; default DEFAULT_SLIPPAGE_BPS (2)",
+    slippage_bps: CostBps | None = Field(
+        None, description="slippage per fill in basis points of its notional; default DEFAULT_SLIPPAGE_BPS (2)"
     )
 
     @field_validator("start", "end")
