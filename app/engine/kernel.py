@@ -201,10 +201,16 @@ def _kernel(
     return k, -1, held_bars, wins, max_dd, mean, m2
 
 
-try:
-    fused = numba.njit(cache=True, nogil=True)(_kernel)
-except RuntimeError:  # no writable cache directory (numba: "no locator available"): compile per process
-    fused = numba.njit(nogil=True)(_kernel)
+def _compiled(function, **options):
+    """`function` compiled with numba, kept in its cache directory; compiled in each process
+    instead when no cache directory is writable (numba: "no locator available")."""
+    try:
+        return numba.njit(cache=True, nogil=True, **options)(function)
+    except RuntimeError:
+        return numba.njit(nogil=True, **options)(function)
+
+
+fused = _compiled(_kernel)
 
 
 def run(open_: np.ndarray, close: np.ndarray, positions: np.ndarray, exits: np.ndarray | None, c: float):
@@ -242,19 +248,8 @@ def _crossover(x, high, low, changes, fast, slow, rtol, out):
     for t in range(min(slow - 1, n)):
         out[t] = 0
     for t in range(slow - 1, n):
-        f = high[t + 1] - high[t + 1 - fast]
-        f += low[t + 1]
-        f -= low[t + 1 - fast]
-        f /= fast
-        if changes[t] == changes[t + 1 - fast]:
-            f = x[t]
-        s = high[t + 1] - high[t + 1 - slow]
-        s += low[t + 1]
-        s -= low[t + 1 - slow]
-        s /= slow
-        if changes[t] == changes[t + 1 - slow]:
-            s = x[t]
-        d = f - s
+        s = _mean_at(x, high, low, changes, t, slow)
+        d = _mean_at(x, high, low, changes, t, fast) - s
         if abs(d) <= rtol * abs(s):
             out[t] = 0
         elif d > 0:
@@ -263,10 +258,7 @@ def _crossover(x, high, low, changes, fast, slow, rtol, out):
             out[t] = -1
 
 
-try:
-    crossover = numba.njit(cache=True, nogil=True)(_crossover)
-except RuntimeError:
-    crossover = numba.njit(nogil=True)(_crossover)
+crossover = _compiled(_crossover)
 
 
 def _sweep(open_, high, low, close, lookback, stop, max_hold, start, positions, exits):
@@ -318,10 +310,7 @@ def _sweep(open_, high, low, close, lookback, stop, max_hold, start, positions, 
         l_end += 1
 
 
-try:
-    sweep = numba.njit(cache=True, nogil=True)(_sweep)
-except RuntimeError:
-    sweep = numba.njit(nogil=True)(_sweep)
+sweep = _compiled(_sweep)
 
 
 def _sign(diff, scale, rtol):
@@ -439,14 +428,8 @@ _sign = numba.njit(inline="always")(_sign)
 _band_step = numba.njit(inline="always")(_band_step)
 _window_sum = numba.njit(inline="always")(_window_sum)
 _mean_at = numba.njit(inline="always")(_mean_at)
-try:
-    bollinger = numba.njit(cache=True, nogil=True)(_bollinger)
-except RuntimeError:
-    bollinger = numba.njit(nogil=True)(_bollinger)
-try:
-    rsi_states = numba.njit(cache=True, nogil=True, error_model="numpy")(_rsi_states)
-except RuntimeError:
-    rsi_states = numba.njit(nogil=True, error_model="numpy")(_rsi_states)
+bollinger = _compiled(_bollinger)
+rsi_states = _compiled(_rsi_states, error_model="numpy")
 
 
 def warm() -> None:
