@@ -316,7 +316,9 @@ def _checked(name: str, positions: Any, n: int) -> np.ndarray:
     ok = (p == 0) | (p == 1) | (p == -1)
     if not ok.all():
         i = int(np.argmin(ok))
-        raise InvalidPositions(f"{name}: position at bar {i} is {p[i]!r}; positions must be -1, 0 or 1 (NaN is not)")
+        raise InvalidPositions(
+            f"{name}: position at bar {i} is {p[i].item()!r}; positions must be -1, 0 or 1 (NaN is not)"
+        )
     return p
 
 
