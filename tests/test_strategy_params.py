@@ -5,11 +5,13 @@ version it was accepted with."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy import func, select
 
 from app.engine.registry import get_strategy
-from app.models import Job, Schedule
+from app.models import Job, Schedule, TrainedConfiguration
 
 GOOD = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
 pytestmark = pytest.mark.usefixtures("candles_1h")
@@ -105,3 +107,52 @@ def test_a_schedule_template_with_bad_params_is_422_and_stores_nothing(client, d
     resp = client.post("/api/v2/training/schedules", json=body)
     assert resp.status_code == 201, resp.text
     assert resp.json()["template"]["params"] == {"fast": {"low": 5, "high": 20}}
+
+
+def _saved(db, version: str | None, score: float, created_at: datetime, strategy: str = "sma_crossover") -> str:
+    job = Job(kind="training", params={"strategy": strategy}, attempts=1)
+    db.add(job)
+    db.flush()
+    config = TrainedConfiguration(
+        job_id=job.id,
+        strategy=strategy,
+        strategy_package=None if version is None else "trad",
+        strategy_version=version,
+        symbol="BTCUSDT",
+        timeframe="1h",
+        params={},
+        objective="sharpe",
+        score=score,
+        train_metrics={},
+        validation_metrics={},
+        seed=1,
+        code_version="test",
+        created_at=created_at,
+    )
+    db.add(config)
+    db.commit()
+    return str(config.id)
+
+
+def test_the_best_configuration_never_mixes_versions(client, db):
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    legacy = _saved(db, None, 9.0, day)  # saved before versions were kept: a version of its own
+    old = _saved(db, "1.0", 5.0, day + timedelta(days=1))
+    new_low = _saved(db, "1.1", 1.0, day + timedelta(days=2))
+    new_high = _saved(db, "1.1", 2.0, day + timedelta(days=3))
+    other = _saved(db, "1.0", 3.0, day + timedelta(days=4), strategy="rsi_reversion")
+
+    def best(**query) -> str:
+        resp = client.get("/api/v2/training/configurations/best", params={"symbol": "BTCUSDT", **query})
+        assert resp.status_code == 200, resp.text
+        return resp.json()["id"]
+
+    # Newest version of sma_crossover is 1.1: its best, though 1.0 and the legacy one scored higher.
+    assert best(strategy="sma_crossover") == new_high != new_low
+    assert best(strategy="sma_crossover", version="1.0") == old
+    assert best() == other  # each strategy's newest version, then the best of those
+    assert legacy not in (best(), best(strategy="sma_crossover"))
+    missing = client.get("/api/v2/training/configurations/best", params={"symbol": "BTCUSDT", "version": "7.0"})
+    assert missing.status_code == 404 and "7.0" in missing.text
+    bad = client.get("/api/v2/training/configurations/best", params={"symbol": "BTCUSDT", "version": "1 0"})
+    assert bad.status_code == 422 and "version" in bad.text

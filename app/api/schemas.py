@@ -299,8 +299,8 @@ class Configuration(BaseModel):
     id: uuid.UUID
     job_id: uuid.UUID
     strategy: str
-    strategy_package: str | None = Field(description="the distribution the strategy came from; null: saved before kept")
-    strategy_version: str | None = Field(description="that distribution's version; results of versions never mix")
+    strategy_package: str | None = Field(None, description="the strategy's distribution; null: saved before kept")
+    strategy_version: str | None = Field(None, description="that distribution's version; versions never mix")
     symbol: str
     timeframe: str
     params: FiniteJson
