@@ -80,6 +80,14 @@ class _Bounded:
     def corners(self) -> tuple[Any, ...]:
         return (self.low, self.high)
 
+    def sample(self, rng: np.random.Generator) -> int | float:
+        """A value drawn uniformly from the range (on a log scale for a log-scaled one)."""
+        if self.kind == "int":
+            return int(rng.integers(int(self.low), int(self.high) + 1))
+        if self.log:
+            return float(np.exp(rng.uniform(np.log(self.low), np.log(self.high))))
+        return float(rng.uniform(self.low, self.high))
+
     @property
     def fixed(self) -> bool:
         return self.low == self.high
@@ -169,6 +177,10 @@ class CategoricalParam:
 
     def corners(self) -> tuple[Any, ...]:
         return self.choices
+
+    def sample(self, rng: np.random.Generator) -> Scalar:
+        """One of the choices, drawn uniformly."""
+        return self.choices[int(rng.integers(len(self.choices)))]
 
     @property
     def fixed(self) -> bool:

@@ -58,6 +58,15 @@ def test_parameters_validate_their_values_and_default_inside_the_space():
             param.validate(bad)
 
 
+def test_samples_are_inside_the_space():
+    rng = np.random.default_rng(1)
+    draws = [{p.name: p.sample(rng) for p in MOMENTUM.space} for _ in range(200)]
+    for params in draws:
+        assert MOMENTUM.validate_params(params) == params
+    assert {d["side"] for d in draws} == {"both", "long"}
+    assert sum(d["scale"] < 0.0316 for d in draws) > 60  # half the decades lie below the geometric middle
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
     [
