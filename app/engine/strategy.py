@@ -324,6 +324,8 @@ def _checked(name: str, positions: Any, n: int) -> np.ndarray:
         raise InvalidPositions(f"{name} returned positions of shape {p.shape} for {n} candles: one value per candle")
     if p.dtype.kind not in "iufb":
         raise InvalidPositions(f"{name} returned positions of dtype {p.dtype}: numbers in {{-1, 0, 1}}")
+    if p.dtype.kind in "iub" and (n == 0 or (p.min() >= -1 and p.max() <= 1)):
+        return p  # integers within −1..1: nothing more to look at
     p = p.astype(np.float64)
     ok = (p == 0) | (p == 1) | (p == -1)
     if not ok.all():
