@@ -33,8 +33,9 @@ import numpy as np
 from app.engine.candles import Candles
 from app.engine.errors import InvalidPositions, LookaheadBias, WarmupTooShort
 
-LOOKAHEAD_POINTS = 6  # bars t after which the future is replaced
+LOOKAHEAD_POINTS = 6  # bars t after which the future is replaced: half anywhere, half where positions change
 WARMUP_POINTS = 3  # ranges whose positions are computed with more history in front
+JUMP = 0.5  # the log move of the first replaced bar (about 65 % up or 40 % down)
 SPAN = 2_000  # bars compared before each t, and the least compared in each warm-up range
 LOOKAHEAD_CAUSES = "shift(-1), a centred window, a normalisation or fit over the whole series"
 WARMUP_CAUSES = "a recursive indicator such as an EMA or Wilder's smoothing, or a window longer than the warm-up"
@@ -116,14 +117,20 @@ def _join(head: Candles, tail: dict[str, np.ndarray]) -> Candles:
 
 
 def other_future(data: Candles, t: int, length: int, rng: np.random.Generator, up: bool) -> Candles:
-    """`data[: t + 1]` as it is, then `length` other valid bars at the next open times: a random
-    walk from bar t's close, more volatile than the data, ending at twice the data's highest high
-    (`up`) or half its lowest low, with other volumes."""
+    """`data[: t + 1]` as it is, then `length` other valid bars at the next open times: a jump of
+    `JUMP` (log) up (`up`) or down at the first, then a random walk more volatile than the data
+    ending at ten times the data's highest high (`up`) or a tenth of its lowest low, with other
+    volumes."""
     close_t = float(data.close[t])
     moves = np.diff(np.log(data.close[max(0, t - SPAN) : t + 1]))
     vol = max(float(np.std(moves)) if len(moves) > 1 else 0.0, 1e-4) * 2
-    target = 2 * float(data.high.max()) if up else 0.5 * float(data.low.min())
-    steps = np.log(target / close_t) / length + vol * rng.standard_normal(length)
+    jump = JUMP if up else -JUMP
+    target = np.log(10 * float(data.high.max()) if up else 0.1 * float(data.low.min()))
+    steps = np.empty(length)
+    steps[0] = jump
+    if length > 1:
+        drift = (target - np.log(close_t) - jump) / (length - 1)
+        steps[1:] = drift + vol * rng.standard_normal(length - 1)
     close = close_t * np.exp(np.cumsum(steps))
     open_ = np.r_[close_t, close[:-1]] * np.exp(vol / 2 * rng.standard_normal(length))
     wicks = np.exp(np.abs(vol * rng.standard_normal((2, length))))
@@ -159,18 +166,25 @@ def check_lookahead(
     should_stop: Callable[[], None] = lambda: None,
 ) -> list[int]:
     """Raise LookaheadBias if a position up to some bar t changes when the bars after t are
-    replaced; the bars t tried otherwise. `first` is the first bar the strategy may trade."""
+    replaced; the bars t tried otherwise. `first` is the first bar the strategy may trade. Half
+    the bars t are drawn from the whole range, half from the bars where the position changes
+    (where a decision is closest to going the other way, so a small read of the future shows)."""
     warmup = max(0, int(strategy.warmup(params)))
     n = len(data)
     rng = np.random.default_rng([seed, 0x1A])
     margin = max(SPAN, 2 * warmup)
-    tried = _spread(rng, first, n - 2, points)  # t needs at least one bar after it
-    for k, t in enumerate(tried):
+    anywhere = _spread(rng, first, n - 2, (points + 1) // 2)  # t needs at least one bar after it
+    changes = np.flatnonzero(np.diff(_positions(strategy, data, params, first))) + 1
+    changes = changes[(changes >= first) & (changes <= n - 2)]
+    turns = [int(changes[i]) for i in _spread(rng, 0, len(changes) - 1, points // 2)]
+    tried = sorted(set(anywhere) | set(turns))
+    for t in tried:
         should_stop()
         s = max(first, t - SPAN)  # the first bar compared
         lo = max(0, s - warmup)
         real = data[lo : min(n, t + 1 + 2 * margin)]
-        other = other_future(real, t - lo, min(margin, n - 1 - t), rng, up=k % 2 == 0)
+        up = data.close[t + 1] <= data.close[t]  # the other future goes the other way from the next bar on
+        other = other_future(real, t - lo, min(margin, n - 1 - t), rng, up=bool(up))
         before = _positions(strategy, real, params, s - lo)
         after = _positions(strategy, other, params, s - lo)
         differ = _first_difference(before[s - lo : t - lo + 1], after[s - lo : t - lo + 1])

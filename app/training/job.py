@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from app.engine import errors as engine_errors
 from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS
 from app.engine.errors import NoViableConfiguration as EngineNoViableConfiguration
 from app.engine.errors import TrainingInputError
@@ -133,6 +134,16 @@ class NoViableConfiguration(JobInputError):
     """The search found nothing worth saving: the job fails, and is not retried."""
 
 
+class LookaheadBias(JobInputError):
+    """The chosen parameters' positions read bars after the one they decide on (engine `bias`):
+    nothing is saved, and the job is not retried."""
+
+
+class WarmupTooShort(JobInputError):
+    """The chosen parameters' positions need more history than the strategy declares (engine
+    `bias`): nothing is saved, and the job is not retried."""
+
+
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -165,6 +176,10 @@ def run_training_job(ctx: JobContext):
         outcome = run_training(spec, candles, hooks)
     except EngineNoViableConfiguration as exc:
         raise NoViableConfiguration(str(exc)) from exc
+    except engine_errors.LookaheadBias as exc:
+        raise LookaheadBias(str(exc)) from exc
+    except engine_errors.WarmupTooShort as exc:
+        raise WarmupTooShort(str(exc)) from exc
     except TrainingInputError as exc:
         raise JobInputError(str(exc)) from exc
     hooks.progress("saving", 0.0, "saving the configuration")
@@ -206,6 +221,7 @@ def _writer(job_id: uuid.UUID, spec: TrainingSpec, outcome: TrainingOutcome):
                     "fee_bps": spec.fee_bps,
                     "slippage_bps": spec.slippage_bps,
                     "holdout_fraction": spec.holdout_fraction,
+                    "bias_checks": outcome.bias_checks,
                 }
             ),
             data_start=_ms(outcome.data_start_ms),
