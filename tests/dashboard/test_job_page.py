@@ -247,7 +247,7 @@ def test_a_biased_job_page_says_what_to_fix(
     """A job whose strategy failed a bias check (run in a process forked from this one, where the
     biased strategies are registered) shows the error, the bar and what to do; no results."""
     from app.engine.strategies import STRATEGIES
-    from tests.test_bias_job import BIASED, run_in_fork, submit
+    from tests.training.test_bias import BIASED, run_in_fork, submit
 
     for name, biased in BIASED.items():
         monkeypatch.setitem(STRATEGIES, name, biased)

@@ -12,8 +12,8 @@ import pytest
 from app import cli
 from app.engine.strategies import STRATEGIES, Strategy, get_strategy
 from app.services import candles as candles_service
-from tests.test_bias_job import BIASED
-from tests.test_cli import trad
+from tests.cli.test_commands import trad
+from tests.training.test_bias import BIASED
 
 
 @pytest.fixture
