@@ -5,12 +5,14 @@ Both look only at what a strategy does, never at its code: its positions
 (`strategy.signals(candles, params, start)`, decided on each bar's close, flat before `start`)
 and its declared warm-up (`strategy.warmup(params)`).
 
-- Look-ahead: at several bars t drawn at random (seeded) across the range, the bars after t are
-  replaced by other valid candles (a random walk from t's close that runs to twice the data's
-  highest price or half its lowest, so a normalisation over the whole series moves, and shorter
-  than the real future, so a read past the end moves too). Every position up to and including
-  t must stay as it was. Each comparison runs on a slice: up to `SPAN` bars before t with the
-  warm-up in front, and up to twice `SPAN` (at least four warm-ups) after it.
+- Look-ahead: at several bars t (seeded: three spread across the range, each followed by one
+  where the position changes near it, where a decision is closest to going the other way), the
+  bars after t are replaced by other valid candles: a jump the other way from the real next
+  bar, then a random walk to ten times the data's highest price or a tenth of its lowest, so a
+  normalisation over the whole series moves; and shorter than the real future, so a read past
+  the end moves too. Every position up to and including t must stay as it was. Each comparison
+  runs on a slice: up to `SPAN` bars before t with the warm-up in front, and up to twice
+  max(`SPAN`, two warm-ups) after it.
 - Warm-up: at a few ranges drawn at random, positions are computed with the declared warm-up of
   history in front, with twice it and, on the range furthest in, with all the history the data
   has. They must be equal.
@@ -167,39 +169,42 @@ def check_lookahead(
 ) -> list[int]:
     """Raise LookaheadBias if a position up to some bar t changes when the bars after t are
     replaced; the bars t tried otherwise. `first` is the first bar the strategy may trade. Half
-    the bars t are drawn from the whole range, half from the bars where the position changes
-    (where a decision is closest to going the other way, so a small read of the future shows)."""
+    the bars t are drawn across the range; each of those is followed by one drawn among the bars
+    where the position changes near it (where a decision is closest to going the other way, so
+    a small read of the future shows), compared against the same real slice."""
     warmup = max(0, int(strategy.warmup(params)))
     n = len(data)
     rng = np.random.default_rng([seed, 0x1A])
     margin = max(SPAN, 2 * warmup)
-    anywhere = _spread(rng, first, n - 2, (points + 1) // 2)  # t needs at least one bar after it
-    changes = np.flatnonzero(np.diff(_positions(strategy, data, params, first))) + 1
-    changes = changes[(changes >= first) & (changes <= n - 2)]
-    turns = [int(changes[i]) for i in _spread(rng, 0, len(changes) - 1, points // 2)]
-    tried = sorted(set(anywhere) | set(turns))
-    for t in tried:
+    tried: list[int] = []
+    for t in _spread(rng, first, n - 2, (points + 1) // 2):  # t needs at least one bar after it
         should_stop()
         s = max(first, t - SPAN)  # the first bar compared
         lo = max(0, s - warmup)
         real = data[lo : min(n, t + 1 + 2 * margin)]
-        up = data.close[t + 1] <= data.close[t]  # the other future goes the other way from the next bar on
-        other = other_future(real, t - lo, min(margin, n - 1 - t), rng, up=bool(up))
         before = _positions(strategy, real, params, s - lo)
-        after = _positions(strategy, other, params, s - lo)
-        differ = _first_difference(before[s - lo : t - lo + 1], after[s - lo : t - lo + 1])
-        if differ is not None:
-            bar = s + differ
-            raise LookaheadBias(
-                f"look-ahead bias in {strategy.name} with parameters {params}: the position at {when(data, bar)} "
-                f"(bar {bar}) changed when only the bars after {when(data, t)} were replaced. A position is decided "
-                f"on its bar's close and may use that bar and earlier ones only; the strategy reads later data "
-                f"({LOOKAHEAD_CAUSES}). Compute every indicator from past and current bars only.",
-                bar=bar,
-                time=when(data, bar),
-                params=params,
-            )
-    return tried
+        turns = np.flatnonzero(np.diff(before[s - lo :])) + s + 1  # bars where the position changes
+        turns = turns[turns <= min(n - 2, t + margin)]
+        bars = [t, int(rng.choice(turns))] if len(turns) and len(tried) < points else [t]
+        for u in dict.fromkeys(bars):
+            up = data.close[u + 1] <= data.close[u]  # the other future goes the other way from the next bar on
+            other = other_future(real, u - lo, min(margin, n - 1 - u), rng, up=bool(up))
+            after = _positions(strategy, other, params, s - lo)
+            differ = _first_difference(before[s - lo : u - lo + 1], after[s - lo : u - lo + 1])
+            tried.append(u)
+            if differ is not None:
+                bar = s + differ
+                raise LookaheadBias(
+                    f"look-ahead bias in {strategy.name} with parameters {params}: the position at "
+                    f"{when(data, bar)} (bar {bar}) changed when only the bars after {when(data, u)} were replaced. "
+                    f"A position is decided on its bar's close and may use that bar and earlier ones only; the "
+                    f"strategy reads later data ({LOOKAHEAD_CAUSES}). Compute every indicator from past and "
+                    f"current bars only.",
+                    bar=bar,
+                    time=when(data, bar),
+                    params=params,
+                )
+    return sorted(set(tried))
 
 
 def _bars(n: int) -> str:
