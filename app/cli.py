@@ -449,13 +449,6 @@ def build_parser() -> argparse.ArgumentParser:
     stsub = strategies.add_subparsers(dest="action", required=True)
     stsub.add_parser("list", help="name, package, version, warm-up and parameters of each")
     strategies.set_defaults(func=cmd_strategies)
-
-    maint = sub.add_parser("maintenance", help="reaper, reconciler and schedules")
-    maint.add_argument("action", choices=["run-once"])
-    maint.set_defaults(func=cmd_maintenance)
-
-    strategies = sub.add_parser("strategies", help="training strategies")
-    stsub = strategies.add_subparsers(dest="action", required=True)
     check = stsub.add_parser(
         "check",
         help="run the look-ahead and warm-up bias checks on stored candles (exit 0 passed, 1 bias found, 2 bad input)",
@@ -470,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--seed", type=int, default=1, help="picks the bars tried and the parameters drawn")
     check.set_defaults(func=cmd_strategies_check)
+
+    maint = sub.add_parser("maintenance", help="reaper, reconciler and schedules")
+    maint.add_argument("action", choices=["run-once"])
+    maint.set_defaults(func=cmd_maintenance)
+
     return parser
 
 
