@@ -21,6 +21,7 @@ import json
 import signal
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -355,6 +356,9 @@ def cmd_strategies_check(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         except TrainingInputError as exc:
             raise CliError(f"{strategy.name} with parameters {params}: {exc}") from None
+        except Exception as exc:  # the strategy's own code failed: not a bias, and not exit 1
+            traceback.print_exc()
+            raise CliError(f"{strategy.name} with parameters {params} raised {type(exc).__name__}: {exc}") from None
         found = report.as_dict()
         warm = found["warmup"]
         histories = ", ".join(str(h) for h in warm["history_lengths"]) or "none"

@@ -115,3 +115,17 @@ def test_without_params_a_biased_strategy_fails_on_the_first_drawn_set(clean, st
     assert cli.main(["strategies", "check", "tomorrows_crossover", "--symbol", "BTCUSDT", "--timeframe", "5m"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and out[1].startswith("FAILED LookaheadBias")
+
+
+def test_a_strategy_that_raises_exits_2_naming_it(clean, stored, monkeypatch, capsys):
+    """Its own error, with the traceback, is bad input (2), never a bias found (1)."""
+
+    def broken(c, p, start):
+        raise ZeroDivisionError("the strategy divided by zero")
+
+    monkeypatch.setitem(STRATEGIES, "broken", Strategy("broken", (), broken, lambda p: 1))
+    monkeypatch.setattr(cli, "get_settings", lambda: clean)
+    argv = ["strategies", "check", "broken", "--symbol", "BTCUSDT", "--timeframe", "5m", "--params", "{}"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "trad: error: broken with parameters {} raised ZeroDivisionError" in err
