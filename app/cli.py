@@ -9,6 +9,7 @@ trad candles fetch --exchange binance --symbol BTC/USDT --timeframe 1m [--since 
 trad jobs list [--status S] | jobs show ID | jobs cancel ID | jobs retry ID
 trad jobs follow ID [--interval S]   (exit status: 0 succeeded, 1 failed, 4 canceled)
 trad schedules list | schedules show ID|NAME | schedules pause ID|NAME | schedules resume ID|NAME
+trad strategies list   (exit status 1 when an installed strategy is broken)
 trad maintenance run-once
 trad strategies check NAME --symbol S --timeframe TF [--start …] [--end …] [--params JSON] [--seed N]
                           (exit status: 0 passed, 1 bias found, 2 bad input)
@@ -273,6 +274,27 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _param_text(p: dict) -> str:
+    if p["kind"] == "categorical":
+        return f"{p['name']}∈{{{','.join(map(str, p['choices']))}}}={p['default']}"
+    scale = " log" if p.get("log") else ""
+    return f"{p['name']}:{p['kind']}{scale}[{p['low']:g},{p['high']:g}]={p['default']:g}"
+
+
+def cmd_strategies(args: argparse.Namespace, settings: Settings) -> int:
+    from app.training.catalog import broken_strategies, strategies
+
+    print("name\tpackage\tversion\twarmup\tparameters")
+    for s in strategies().values():
+        info = s.describe()
+        warmup = f"{info['warmup']} (max {info['max_warmup']})"
+        print(f"{s.name}\t{s.package}\t{s.version}\t{warmup}\t{' '.join(_param_text(p) for p in info['params'])}")
+    broken = broken_strategies()
+    for name, why in broken.items():
+        print(f"trad: strategy {name} is broken: {why}", file=sys.stderr)
+    return 1 if broken else 0
+
+
 def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import maintenance
 
@@ -297,27 +319,22 @@ def _params_json(value: str) -> dict:
     return params
 
 
-def _sampled_params(strategy, seed: int, count: int = 3) -> list[dict]:
-    """`count` parameter sets drawn from the strategy's space (seeded), each meeting its constraints."""
+def _default_and_drawn(strategy, seed: int, drawn: int = 2) -> list[dict]:
+    """The strategy's defaults, then `drawn` other parameter sets drawn from its space (seeded),
+    each meeting its constraint."""
     import numpy as np
 
     from app.engine.errors import InvalidParams
 
-    rng, found = np.random.default_rng(seed), []
-    for _ in range(100 * count):
-        drawn = {
-            spec.name: int(rng.integers(int(spec.low), int(spec.high) + 1))
-            if spec.kind == "int"
-            else float(rng.uniform(spec.low, spec.high))
-            for spec in strategy.space
-        }
+    rng, found = np.random.default_rng(seed), [strategy.validate_params(strategy.defaults)]
+    for _ in range(100 * drawn):
         try:
-            clean = strategy.validate_params(drawn)
+            clean = strategy.validate_params({spec.name: spec.sample(rng) for spec in strategy.space})
         except InvalidParams:
             continue
         if clean not in found:
             found.append(clean)
-        if len(found) == count:
+        if len(found) == 1 + drawn:
             break
     return found
 
@@ -325,7 +342,7 @@ def _sampled_params(strategy, seed: int, count: int = 3) -> list[dict]:
 def cmd_strategies_check(args: argparse.Namespace, settings: Settings) -> int:
     from app.engine import bias
     from app.engine.errors import InvalidParams, StrategyBias, TrainingInputError, UnknownStrategy
-    from app.engine.strategies import get_strategy
+    from app.engine.registry import get_strategy
     from app.services import candles as candles_service
 
     try:
@@ -338,7 +355,7 @@ def cmd_strategies_check(args: argparse.Namespace, settings: Settings) -> int:
         except InvalidParams as exc:
             raise CliError(f"--params: {exc}") from None
     else:
-        param_sets = _sampled_params(strategy, args.seed)
+        param_sets = _default_and_drawn(strategy, args.seed)
     if args.start and args.end and args.start >= args.end:
         raise CliError("--end: must be after --start")
     with transaction(settings.database_url) as session:
@@ -427,12 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
         ssub.add_parser(action).add_argument("schedule", help="id or name")
     schedules.set_defaults(func=cmd_schedules)
 
-    maint = sub.add_parser("maintenance", help="reaper, reconciler and schedules")
-    maint.add_argument("action", choices=["run-once"])
-    maint.set_defaults(func=cmd_maintenance)
-
-    strategies = sub.add_parser("strategies", help="training strategies")
+    strategies = sub.add_parser("strategies", help="the installed strategies")
     stsub = strategies.add_subparsers(dest="action", required=True)
+    stsub.add_parser("list", help="name, package, version, warm-up and parameters of each")
+    strategies.set_defaults(func=cmd_strategies)
     check = stsub.add_parser(
         "check",
         help="run the look-ahead and warm-up bias checks on stored candles (exit 0 passed, 1 bias found, 2 bad input)",
@@ -443,10 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--start", type=_when, help="first open time, UTC unless it says (default: the first stored)")
     check.add_argument("--end", type=_when, help="stop before this open time (default: after the last stored)")
     check.add_argument(
-        "--params", type=_params_json, help="a JSON object of parameters (default: three drawn from the space)"
+        "--params", type=_params_json, help="a JSON object of parameters (default: the defaults and two drawn)"
     )
     check.add_argument("--seed", type=int, default=1, help="picks the bars tried and the parameters drawn")
     check.set_defaults(func=cmd_strategies_check)
+
+    maint = sub.add_parser("maintenance", help="reaper, reconciler and schedules")
+    maint.add_argument("action", choices=["run-once"])
+    maint.set_defaults(func=cmd_maintenance)
+
     return parser
 
 

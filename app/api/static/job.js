@@ -21,6 +21,13 @@ const HINTS = {
     "need more bars than the warm-up it declares (a recursive indicator such as an EMA, or a window longer than " +
     "the warm-up). Nothing was saved. Declare at least the warm-up the message names, check it with " +
     "`trad strategies check NAME --symbol … --timeframe …`, deploy it, then start a new job.",
+  StrategyUnavailable: "A worker that took the job lacks its strategy or has another version of it. Deploy " +
+    "the same strategy packages (STRATEGY_PACKAGES) to the primary and every worker host, check with " +
+    "`trad strategies list`, then start a new job.",
+  StrategyError: "The strategy's own code raised. Its message names the error; fix the package, check it " +
+    "with `trad strategies check`, deploy it and start a new job.",
+  InvalidPositions: "The strategy returned positions that are not -1, 0 or 1 for every bar (NaN included). " +
+    "Fix the package, check it with `trad strategies check`, deploy it and start a new job.",
   WorkerLost: "The worker running it stopped heartbeating (killed, crashed, or the machine restarted) on its " +
     "last attempt. Check `journalctl -u 'trad-worker@*'` around the finish time, then Retry.",
   AttemptTimeout: "It ran past the hard timeout for its kind. Use fewer iterations or a shorter range, or raise " +
@@ -106,7 +113,7 @@ function renderHeader(job) {
   const p = job.params || {};
   setText("title", JOB_ID);
   setText("subtitle", job.kind === "training"
-    ? [p.strategy, p.symbol, p.timeframe, (p.n_iterations ?? "?") + " trials", "seed " + p.seed,
+    ? [p.strategy_version ? p.strategy + " " + p.strategy_version : p.strategy, p.symbol, p.timeframe, (p.n_iterations ?? "?") + " trials", "seed " + p.seed,
        p.objective ? "objective " + p.objective : null, "priority " + job.priority].filter(Boolean).join(" · ")
     : job.kind + " · priority " + job.priority);
 }
