@@ -12,6 +12,13 @@ const HINTS = {
     "timeframe, then start a new job.",
   NoViableConfiguration: "No parameter set met the minimum number of trades or gave a defined score. Try a " +
     "longer range, a shorter timeframe, a lower min_trades or another strategy.",
+  StrategyUnavailable: "A worker that took the job lacks its strategy or has another version of it. Deploy " +
+    "the same strategy packages (STRATEGY_PACKAGES) to the primary and every worker host, check with " +
+    "`trad strategies list`, then start a new job.",
+  StrategyError: "The strategy's own code raised. Its message names the error; fix the package, check it " +
+    "with `trad strategies check`, deploy it and start a new job.",
+  InvalidPositions: "The strategy returned positions that are not -1, 0 or 1 for every bar (NaN included). " +
+    "Fix the package, check it with `trad strategies check`, deploy it and start a new job.",
   LookaheadBias: "The strategy's positions changed when only later bars changed: it reads data after the bar " +
     "it decides on (shift(-1), a centred window, a normalisation or fit over the whole series), so its results " +
     "would look better than any live run. Nothing was saved. Fix the strategy so each position uses its bar and " +
@@ -21,13 +28,6 @@ const HINTS = {
     "need more bars than the warm-up it declares (a recursive indicator such as an EMA, or a window longer than " +
     "the warm-up). Nothing was saved. Declare at least the warm-up the message names, check it with " +
     "`trad strategies check NAME --symbol … --timeframe …`, deploy it, then start a new job.",
-  StrategyUnavailable: "A worker that took the job lacks its strategy or has another version of it. Deploy " +
-    "the same strategy packages (STRATEGY_PACKAGES) to the primary and every worker host, check with " +
-    "`trad strategies list`, then start a new job.",
-  StrategyError: "The strategy's own code raised. Its message names the error; fix the package, check it " +
-    "with `trad strategies check`, deploy it and start a new job.",
-  InvalidPositions: "The strategy returned positions that are not -1, 0 or 1 for every bar (NaN included). " +
-    "Fix the package, check it with `trad strategies check`, deploy it and start a new job.",
   WorkerLost: "The worker running it stopped heartbeating (killed, crashed, or the machine restarted) on its " +
     "last attempt. Check `journalctl -u 'trad-worker@*'` around the finish time, then Retry.",
   AttemptTimeout: "It ran past the hard timeout for its kind. Use fewer iterations or a shorter range, or raise " +
