@@ -19,7 +19,9 @@ from app.engine import indicators as ind
 from app.engine.candles import Candles, synthetic
 from app.engine.errors import LookaheadBias, StrategyBias, WarmupTooShort
 from app.engine.pipeline import TrainingSpec, run_training
-from app.engine.registry import get_strategy, strategies
+from app.engine.registry import get_strategy
+from app.engine.registry import strategies as installed
+from app.engine.strategies import STRATEGIES
 from app.engine.strategy import FloatParam, IntParam, Strategy
 
 # --- hand-made strategies, built with the engine's Strategy -----------------------------------
@@ -114,7 +116,7 @@ def params_in(strategy: Strategy, draw) -> dict:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    name=st.sampled_from(sorted(s.name for s in strategies().values() if s.package == "trad")),
+    name=st.sampled_from(sorted(STRATEGIES)),
     data=st.data(),
     bars=st.integers(600, 9_000),
     seed=st.integers(0, 10_000),
@@ -322,7 +324,7 @@ def biased_sma(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
 def test_a_training_run_with_a_biased_strategy_fails_after_optimising(monkeypatch, mode):
     crossover = get_strategy("sma_crossover")
     biased = Strategy("biased_sma", crossover.space, biased_sma, crossover.warmup, crossover.constraint)
-    monkeypatch.setitem(strategies(), "biased_sma", biased)
+    monkeypatch.setitem(installed(), "biased_sma", biased)
     spec = TrainingSpec("biased_sma", "X", "5m", 8, 3, min_trades=3, validation_mode=mode, windows=3)
     hooks = Hooks()
     with pytest.raises(LookaheadBias) as raised:

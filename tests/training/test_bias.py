@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from app.engine import indicators as ind
 from app.engine.candles import Candles
-from app.engine.registry import get_strategy, strategies
+from app.engine.registry import get_strategy
+from app.engine.registry import strategies as installed
 from app.engine.strategy import IntParam, Strategy
 from app.execution import process
 from app.execution.runner import run_job
@@ -89,7 +90,7 @@ def submit(db, settings, strategy: str):
 )
 def test_a_biased_job_fails_without_retry_and_saves_nothing(db, settings, monkeypatch, strategy, error_type, words):
     for name, biased in BIASED.items():
-        monkeypatch.setitem(strategies(), name, biased)
+        monkeypatch.setitem(installed(), name, biased)
     load_demo(db, bars=8_000)
     job_id = submit(db, settings, strategy)
     run_in_fork(settings, job_id)
