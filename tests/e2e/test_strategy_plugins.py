@@ -23,6 +23,7 @@ from app.status import JobStatus
 from tests.support import ROOT, TOKEN, api_process, load_demo, process_env, start_body, start_worker, wait_until
 
 EXAMPLE = ROOT / "examples" / "ema_volatility"
+BIASED = ROOT / "examples" / "lookahead_biased"
 BAD_PACKAGE = """
 import numpy as np
 from app.engine.strategy import IntParam, vectorised
@@ -99,11 +100,13 @@ def _bad_package(into: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def venvs(tmp_path_factory) -> dict[str, str]:
-    """`plugins`: the example and the misbehaving package; `bare`: neither; `newer`: the
+    """`plugins`: the examples and the misbehaving package; `bare`: neither; `newer`: the
     example at 1.1.0."""
     base = tmp_path_factory.mktemp("strategy-venvs")
     return {
-        "plugins": _venv(base / "plugins", _package_copy(EXAMPLE, base), _bad_package(base)),
+        "plugins": _venv(
+            base / "plugins", _package_copy(EXAMPLE, base), _package_copy(BIASED, base), _bad_package(base)
+        ),
         "bare": _venv(base / "bare"),
         "newer": _venv(base / "newer", _package_copy(EXAMPLE, base, "1.1.0")),
     }
@@ -141,6 +144,10 @@ def test_a_package_strategy_trains_over_http_and_workers_must_have_its_version(v
         assert kinds["vol_max"] == ("float", True, None)
         assert kinds["mode"] == ("categorical", False, ["long_short", "long_only"])
         assert by_name["sma_crossover"]["package"] == "trad"  # the built-ins, the same way
+        assert (by_name["lookahead_biased"]["package"], by_name["lookahead_biased"]["version"]) == (
+            "trad-lookahead-biased",
+            "1.0.0",
+        )
         assert [b["name"] for b in listing["broken"]] == ["broken_import"]
         assert "no_such_object" in listing["broken"][0]["reason"]
         assert http.get("/healthz").status_code == 200
