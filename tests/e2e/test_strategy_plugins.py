@@ -3,8 +3,8 @@ reached through a `.pth` line, nothing downloaded) get the example package and a
 misbehaving strategies installed; the API and workers run from them against the suite's
 PostgreSQL and Redis. The example trains over HTTP and its configuration names its package
 and version; a worker without the strategy, or with another version of it, fails the job
-clearly and does not retry it; a strategy that raises or returns bad positions fails its job
-with a named error; one that fails to import is reported by name and takes nothing down."""
+clearly and does not retry it; the deliberately biased example fails with LookaheadBias, and a
+strategy that raises or returns bad positions fails its job with a named error; one that fails to import is reported by name and takes nothing down."""
 
 from __future__ import annotations
 
@@ -184,6 +184,7 @@ def test_a_package_strategy_trains_over_http_and_workers_must_have_its_version(v
         assert (config["strategy_package"], config["strategy_version"]) == ("trad-ema-volatility", "1.0.0")
         assert config["params"]["mode"] == "long_only" and 20 <= config["params"]["slow"] <= 60
         assert config["params"]["fast"] < config["params"]["slow"]
+        assert config["bias_checks"]["passed"] is True  # its warm-up is exact, it reads no later bar
         trials = http.get(f"/api/v2/training/jobs/{job}/trials", params={"limit": 100}).json()["items"]
         assert len(trials) == 10
         assert all(t["params"]["mode"] == "long_only" and 0.004 <= t["params"]["vol_max"] <= 0.05 for t in trials)
@@ -197,12 +198,13 @@ def test_a_package_strategy_trains_over_http_and_workers_must_have_its_version(v
 
         # Strategies that misbehave: a failed job with a named error each, nothing saved, no retry.
         expected = {
+            "lookahead_biased": ("LookaheadBias", "lookahead_biased"),
             "strategy_raises": ("StrategyError", "RuntimeError: boom at bar 7"),
             "wrong_length": ("InvalidPositions", "shape"),
             "out_of_range": ("InvalidPositions", "positions must be -1, 0 or 1"),
             "nan_positions": ("InvalidPositions", "NaN"),
         }
-        jobs = {name: _start(http, strategy=name, n_iterations=2) for name in expected}
+        jobs = {name: _start(http, strategy=name, n_iterations=4) for name in expected}
         for name, (error_type, words) in expected.items():
             final = _finish(http, jobs[name])
             assert final["status"] == JobStatus.FAILED and final["attempts"] == 1, final
