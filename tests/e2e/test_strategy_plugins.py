@@ -1,10 +1,11 @@
 """End to end: strategies as installed packages. Throwaway virtualenvs (the suite's packages
-reached through a `.pth` line, nothing downloaded) get the example package and a package of
+reached through a `.pth` line, nothing downloaded) get the example packages and a package of
 misbehaving strategies installed; the API and workers run from them against the suite's
 PostgreSQL and Redis. The example trains over HTTP and its configuration names its package
 and version; a worker without the strategy, or with another version of it, fails the job
-clearly and does not retry it; the deliberately biased example fails with LookaheadBias, and a
-strategy that raises or returns bad positions fails its job with a named error; one that fails to import is reported by name and takes nothing down."""
+clearly and does not retry it; the deliberately biased example fails with LookaheadBias; a
+strategy that raises or returns bad positions fails its job with a named error; one that fails
+to import is reported by name and takes nothing down."""
 
 from __future__ import annotations
 
