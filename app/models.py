@@ -260,5 +260,9 @@ class ScheduleFire(Base):
     fire_time: Mapped[datetime]
     outcome: Mapped[str] = mapped_column(String(16))
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("training_jobs.id", ondelete="SET NULL"), index=True)
+    # the candles refresh job that ran before the training job (a template with `refresh`)
+    refresh_job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="SET NULL"), index=True
+    )
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

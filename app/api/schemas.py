@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from app import cron
+from app import cron, exchanges
 from app.kinds import KINDS
 from app.status import AttemptStatus, FireOutcome, JobStatus, MisfirePolicy, OverlapPolicy, Priority
 from app.training.catalog import (
@@ -326,12 +326,82 @@ RESULT_FIELDS = (
 )
 
 
+EXCHANGE_SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,29}/[A-Za-z0-9][A-Za-z0-9._-]{0,29}(:[A-Za-z0-9._-]{1,30})?$"
+
+
+def _known_exchange(value: str) -> str:
+    if value not in exchanges.exchange_ids():
+        raise ValueError(f"unknown exchange {value!r}; ccxt's ids are lower case, e.g. binance")
+    return value
+
+
+ExchangeId = Annotated[StrictStr, Field(min_length=1, max_length=40, description="ccxt's id, e.g. binance")]
+ExchangeSymbol = Annotated[
+    StrictStr, Field(max_length=80, pattern=EXCHANGE_SYMBOL_PATTERN, description="the exchange's form, e.g. BTC/USDT")
+]
+
+
+class RefreshSource(BaseModel):
+    """Where a schedule's refresh fetches its template's symbol and timeframe from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exchange: ExchangeId
+    symbol: ExchangeSymbol
+
+    _exchange = field_validator("exchange")(classmethod(lambda cls, v: _known_exchange(v)))
+
+
+def _refresh_object(value: Any) -> Any:
+    if value is True:
+        raise ValueError('name the exchange to fetch from, e.g. {"exchange": "binance", "symbol": "BTC/USDT"}')
+    return value
+
+
+class RefreshCandles(BaseModel):
+    """POST /api/v2/candles/refresh. Unknown fields and wrong types are refused."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    exchange: ExchangeId
+    symbol: ExchangeSymbol
+    timeframe: Timeframe
+    since: datetime | None = Field(None, description="first bar to fetch; default: after the last stored bar")
+    until: datetime | None = Field(None, description="fetch bars opening before this; default: now")
+    store_as: StrictStr | None = Field(
+        None, alias="as", pattern=SYMBOL_PATTERN, description="trad's symbol; default: base and quote, e.g. BTCUSDT"
+    )
+    priority: Priority = Priority.NORMAL
+
+    _exchange = field_validator("exchange")(classmethod(lambda cls, v: _known_exchange(v)))
+    _times = field_validator("since", "until")(classmethod(lambda cls, v: StartTraining._aware(v)))
+
+
+class CandleSeries(BaseModel):
+    symbol: str
+    timeframe: str
+    first: datetime
+    last: datetime
+    bars: int
+    sources: list[str] = Field(description="who stored them: an exchange's id, import or synthetic")
+    last_refresh_at: datetime | None = Field(description="when a candles_refresh job last succeeded for them")
+
+
+class CandleSeriesPage(BaseModel):
+    items: list[CandleSeries]
+
+
 class ScheduleTemplate(StartTraining):
     """The job a schedule starts: the body of POST /start, where `lookback` may replace a fixed
     `start`/`end` so each run trains on the latest candles (end = the fire time)."""
 
     lookback: StrictStr | None = Field(
         None, pattern=cron.LOOKBACK_PATTERN, description="e.g. 90d, 12h, 4w: the window ending at the fire time"
+    )
+    refresh: Annotated[RefreshSource | None, BeforeValidator(_refresh_object)] = Field(
+        None,
+        description="fetch the symbol's candles from this exchange first; the training job starts only "
+        "after that refresh succeeded, its end at the last bar fetched",
     )
 
     @model_validator(mode="after")
@@ -342,7 +412,10 @@ class ScheduleTemplate(StartTraining):
 
     def stored(self) -> tuple[dict[str, Any], str | None]:
         """(the template as stored: a start body with its priority, the lookback)."""
-        return _without_unnamed_costs(self.model_dump(mode="json", exclude={"lookback"})), self.lookback
+        fields = _without_unnamed_costs(self.model_dump(mode="json", exclude={"lookback"}))
+        if fields.get("refresh") is None:
+            fields.pop("refresh", None)
+        return fields, self.lookback
 
 
 class ScheduleFields(BaseModel):
@@ -399,6 +472,8 @@ class ScheduleFireOut(BaseModel):
     message: str | None
     job_id: uuid.UUID | None
     job_status: Status | None
+    refresh_job_id: uuid.UUID | None = Field(None, description="the candles refresh job this fire ran first")
+    refresh_job_status: Status | None = None
 
 
 class ScheduleOut(BaseModel):
