@@ -145,7 +145,7 @@ def test_refresh_can_be_canceled_and_retried_and_keeps_the_pages_stored(client, 
 def test_unknown_symbol_fails_at_once_and_an_unanswering_exchange_after_its_attempts(
     client, db, clean, workers, exchange
 ):
-    workers("w1", env_overrides=exchange_env(exchange, CANDLES_REFRESH_MAX_ATTEMPTS="2"))
+    workers("w1", env_overrides=exchange_env(exchange))
     unknown = client.post(
         REFRESH, json={"exchange": "binance", "symbol": "DOGE/EUR", "timeframe": "1h", "since": iso(FIRST_MS)}
     )
@@ -158,7 +158,11 @@ def test_unknown_symbol_fails_at_once_and_an_unanswering_exchange_after_its_atte
         REFRESH, json={"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h", "since": iso(FIRST_MS)}
     )
     job = finished(db, down.json()["job_id"])
-    assert (job.status, job.error_type, job.attempts) == (JobStatus.FAILED, "ExchangeUnavailable", 2)
+    assert (job.status, job.error_type, job.attempts) == (
+        JobStatus.FAILED,
+        "ExchangeUnavailable",
+        clean.candles_refresh_max_attempts,
+    )
     assert stored_ms(db) == []
 
 
@@ -235,7 +239,7 @@ def test_a_failing_refresh_fails_the_fire_and_nothing_is_trained(client, db, cle
     refresh = {"symbol": "DOGE/EUR"} if failure == "unknown_symbol" else {}
     if failure == "exchange_down":
         exchange.state.faults.extend([("5xx", 502)] * 1000)
-    workers("w1", env_overrides=exchange_env(exchange, CANDLES_REFRESH_MAX_ATTEMPTS="2"))
+    workers("w1", env_overrides=exchange_env(exchange))
     schedule_id, tick = _schedule(client, f"failing-{failure}", _template(**refresh))
     schedules_service.fire_due(db, clean, tick)
     db.commit()
