@@ -30,6 +30,15 @@ function timeCell(row, value, zone) {
 // One fire: the job it started (linked, with its status) or what happened instead.
 function fireItem(fire) {
   const title = "fired for " + when(fire.fire_time) + (fire.message ? ": " + fire.message : "");
+  if (!fire.job_id && fire.refresh_job_id) {  // its candles refresh: running, or failed with nothing trained
+    const status = fire.refresh_job_status || "?";
+    return el("a", {
+      href: "/dashboard/jobs/" + encodeURIComponent(fire.refresh_job_id),
+      className: "mono status-" + status,
+      title,
+      dataset: { jobId: fire.refresh_job_id, status, outcome: fire.outcome },
+    }, fire.outcome + " " + fire.refresh_job_id.slice(0, 8));
+  }
   if (!fire.job_id) return el("span", { title, dataset: { outcome: fire.outcome } }, fire.outcome);
   const status = fire.job_status || "?";
   return el("a", {
