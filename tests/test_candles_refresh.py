@@ -6,6 +6,7 @@ with nothing trained; the crash between the refresh's success and its training j
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -297,3 +298,27 @@ def test_the_training_job_survives_a_crash_between_the_refresh_commit_and_its_se
     db.expire_all()
     training = job_row(db, fire.job_id)
     assert queue.is_present(redis, training.rq_job_id, training.priority)
+
+
+def test_sigterm_checkpoints_a_refresh_that_resumes_after_the_last_stored_bar(client, db, clean, workers, exchange):
+    exchange.state.faults.extend([None, ("429", 3), ("429", 3)])  # a page, then waits the stop interrupts
+    first = workers("w1", env_overrides=exchange_env(exchange, FETCH_RETRY_BUDGET_S="30"))
+    body = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h", "since": iso(FIRST_MS)}
+    job_id = client.post(REFRESH, json=body).json()["job_id"]
+    wait_until(lambda: len(exchange.state.klines()) >= 2, timeout=60, what="the refresh to wait out a 429")
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    job = job_row(db, job_id)
+    assert job.status == JobStatus.QUEUED and "checkpointed" in job.message
+    kept = stored_ms(db)
+    assert kept == [FIRST_MS + i * HOUR for i in range(100)]  # the page fetched before the stop
+    served_before = len(exchange.state.klines())
+    workers("w2", env_overrides=exchange_env(exchange, FETCH_RETRY_BUDGET_S="30"))
+    job = finished(db, job_id)
+    assert job.status == JobStatus.SUCCEEDED, (job.error_type, job.error_message)
+    statuses = [a["status"] for a in client.get(f"/api/v2/training/jobs/{job_id}").json()["attempt_history"]]
+    assert statuses == ["preempted", "succeeded"]
+    resumed = [int(k.query["startTime"]) for k in exchange.state.klines()[served_before:] if k.status == 200]
+    assert resumed[0] == kept[-1] + HOUR  # resumed after the last stored bar
+    bars = stored_ms(db)
+    assert bars == [FIRST_MS + i * HOUR for i in range(len(bars))] and bars[-1] >= closed_before(NOW_MS + HOUR) - HOUR
