@@ -322,3 +322,27 @@ def test_sigterm_checkpoints_a_refresh_that_resumes_after_the_last_stored_bar(cl
     assert resumed[0] == kept[-1] + HOUR  # resumed after the last stored bar
     bars = stored_ms(db)
     assert bars == [FIRST_MS + i * HOUR for i in range(len(bars))] and bars[-1] >= closed_before(NOW_MS + HOUR) - HOUR
+
+
+def test_a_running_refresh_counts_as_the_schedules_job_and_canceling_it_fails_the_fire(client, db, clean, redis):
+    """No worker: the refresh stays queued. The next tick meets `overlap_policy: skip`; a cancel
+    of the refresh makes the fire `refresh_failed` at the next maintenance pass, nothing trained."""
+    candles_repo.insert(
+        db, "BTCUSDT", "1h", [(FIRST_MS + i * HOUR, 1.0, 2.0, 0.5, 1.5, 1.0) for i in range(300)], "binance"
+    )
+    db.commit()
+    schedule_id, tick = _schedule(client, "overlap", _template())
+    schedules_service.fire_due(db, clean, tick)
+    db.commit()
+    schedules_service.fire_due(db, clean, tick + timedelta(hours=1))
+    db.commit()
+    first, second = sorted(_fires(db, schedule_id), key=lambda f: f.fire_time)
+    assert (first.outcome, second.outcome) == (FireOutcome.REFRESHING, FireOutcome.SKIPPED_OVERLAP)
+
+    assert client.delete(f"/api/v2/training/jobs/{first.refresh_job_id}").json()["status"] == "canceled"
+    maintenance.run_once(clean, redis, now=tick + timedelta(hours=1, minutes=1))
+    first = next(f for f in _fires(db, schedule_id) if f.id == first.id)
+    assert first.outcome == FireOutcome.REFRESH_FAILED and first.job_id is None
+    assert f"candles refresh job {first.refresh_job_id} canceled" in first.message
+    db.expire_all()
+    assert db.scalar(select(func.count()).select_from(Job).where(Job.kind == "training")) == 0
