@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.hybrid import hybrid_method
@@ -253,6 +254,8 @@ class ScheduleFire(Base):
     __table_args__ = (
         UniqueConstraint("schedule_id", "fire_time", name="uq_schedule_fires_schedule_id_fire_time"),
         CheckConstraint(_in("outcome", FireOutcome), name="outcome"),
+        # the few fires whose refresh is still running, which every maintenance pass looks at
+        Index("ix_schedule_fires_refreshing", "refresh_job_id", postgresql_where=text("outcome = 'refreshing'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

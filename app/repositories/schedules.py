@@ -95,7 +95,7 @@ def fail_ended_refreshes(session: Session) -> int:
                      || coalesce(': ' || j.error_type || ' ' || coalesce(j.error_message, ''), '')
                      || '; nothing was trained' END
             FROM schedule_fires f2 LEFT JOIN training_jobs j ON j.id = f2.refresh_job_id
-            WHERE f2.id = f.id AND f.outcome = :refreshing
+            WHERE f2.id = f.id AND f.outcome = :refreshing AND f2.outcome = :refreshing
               AND (j.id IS NULL OR j.status IN (:job_failed, :job_canceled))
             """
         ),

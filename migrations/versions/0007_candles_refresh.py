@@ -36,9 +36,16 @@ def upgrade() -> None:
     op.create_index(op.f("ix_schedule_fires_refresh_job_id"), "schedule_fires", ["refresh_job_id"])
     op.drop_constraint(op.f("ck_schedule_fires_outcome"), "schedule_fires", type_="check")
     op.create_check_constraint(op.f("ck_schedule_fires_outcome"), "schedule_fires", NEW)
+    op.create_index(
+        "ix_schedule_fires_refreshing",
+        "schedule_fires",
+        ["refresh_job_id"],
+        postgresql_where=sa.text("outcome = 'refreshing'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_schedule_fires_refreshing", table_name="schedule_fires")
     op.execute("DELETE FROM schedule_fires WHERE outcome IN ('refreshing', 'refresh_failed')")
     op.drop_constraint(op.f("ck_schedule_fires_outcome"), "schedule_fires", type_="check")
     op.create_check_constraint(op.f("ck_schedule_fires_outcome"), "schedule_fires", OLD)
