@@ -112,6 +112,10 @@ function scheduleBody(form) {
     n_iterations: Number(f.n_iterations),
   };
   if (f.lookback.trim()) template.lookback = f.lookback.trim();
+  // Refresh first: the exchange and its symbol, both or neither (the API says which is wrong).
+  if (f.refresh_exchange.trim() || f.refresh_symbol.trim()) {
+    template.refresh = { exchange: f.refresh_exchange.trim(), symbol: f.refresh_symbol.trim() };
+  }
   return {
     name: f.name.trim(),
     cron: f.cron.trim(),
