@@ -252,7 +252,7 @@ def train_after_refresh(session: Session, settings: Settings, refresh_job_id: uu
         fire.message = f"candles refreshed by job {refresh_job_id}; the training job was refused: {exc.message}"
         return
     fire.outcome, fire.job_id = FireOutcome.STARTED, result.job.id
-    fire.message = f"trained on candles refreshed by job {refresh_job_id}, up to the bar of {_json_time(last)}"
+    fire.message = f"training on candles refreshed by job {refresh_job_id}, up to the bar of {_json_time(last)}"
     log.info("refresh succeeded; training job started", extra={"job_id": str(result.job.id)})
 
 
