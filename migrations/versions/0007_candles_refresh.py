@@ -6,7 +6,7 @@ when it succeeds) and `refresh_failed` (it failed or was canceled: nothing was t
 Expand only: the previous release never writes either, and reads the column as absent.
 
 Revision ID: 0007_candles_refresh
-Revises: 0005_candle_revision
+Revises: 0006_strategy_versions
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_candles_refresh"
-down_revision: str | None = "0005_candle_revision"
+down_revision: str | None = "0006_strategy_versions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
