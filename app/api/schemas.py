@@ -25,6 +25,7 @@ from pydantic import (
 from app import cron, exchanges
 from app.engine.errors import InvalidParams
 from app.kinds import KINDS
+from app.services.candle_refresh import EXCHANGE_SYMBOL_PATTERN
 from app.status import AttemptStatus, FireOutcome, JobStatus, MisfirePolicy, OverlapPolicy, Priority
 from app.training.catalog import (
     MAX_COST_BPS,
@@ -55,6 +56,19 @@ def _number_not_text(value: Any) -> Any:
 Integer = Annotated[int, BeforeValidator(_number_not_text)]
 # The registered strategies, so that the OpenAPI document lists them as an enum.
 StrategyName = StrEnum("StrategyName", {name: name for name in strategy_names()})
+
+
+def _utc_in_range(value: datetime | None) -> datetime | None:
+    """UTC, between 1970 and 9999 (the range candles are looked up in)."""
+    if value is None:
+        return None
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date out of range") from None
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    return value
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -154,16 +168,7 @@ class StartTraining(BaseModel):
     @field_validator("start", "end")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        """UTC, between 1970 and 9999 (the range candles are looked up in)."""
-        if value is None:
-            return None
-        try:
-            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("date out of range") from None
-        if not EARLIEST <= value <= LATEST:
-            raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
-        return value
+        return _utc_in_range(value)
 
     @model_validator(mode="after")
     def _range(self) -> StartTraining:
@@ -387,9 +392,6 @@ RESULT_FIELDS = (
 )
 
 
-EXCHANGE_SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,29}/[A-Za-z0-9][A-Za-z0-9._-]{0,29}(:[A-Za-z0-9._-]{1,30})?$"
-
-
 def _known_exchange(value: str) -> str:
     if value not in exchanges.exchange_ids():
         raise ValueError(f"unknown exchange {value!r}; ccxt's ids are lower case, e.g. binance")
@@ -410,7 +412,10 @@ class RefreshSource(BaseModel):
     exchange: ExchangeId
     symbol: ExchangeSymbol
 
-    _exchange = field_validator("exchange")(classmethod(lambda cls, v: _known_exchange(v)))
+    @field_validator("exchange")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _known_exchange(value)
 
 
 def _refresh_object(value: Any) -> Any:
@@ -434,8 +439,15 @@ class RefreshCandles(BaseModel):
     )
     priority: Priority = Priority.NORMAL
 
-    _exchange = field_validator("exchange")(classmethod(lambda cls, v: _known_exchange(v)))
-    _times = field_validator("since", "until")(classmethod(lambda cls, v: StartTraining._aware(v)))
+    @field_validator("exchange")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _known_exchange(value)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return _utc_in_range(value)
 
 
 class CandleSeries(BaseModel):

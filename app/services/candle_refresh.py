@@ -11,6 +11,7 @@ then fails with a named error, without retrying.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -77,6 +78,28 @@ def job_params(
         "until": _json_time(until),
         "as": target,
     }
+
+
+@dataclass(frozen=True)
+class Series:
+    """What is stored of one symbol and timeframe."""
+
+    symbol: str
+    timeframe: str
+    first: datetime
+    last: datetime
+    bars: int
+    sources: list[str]
+    last_refresh_at: datetime | None  # when a refresh of it last succeeded
+
+
+def stored_series(session: Session) -> list[Series]:
+    """Every stored symbol and timeframe, with when a refresh last succeeded for it."""
+    refreshed = candles_repo.last_refreshes(session)
+    return [
+        Series(symbol, timeframe, first, last, bars, sorted(sources.split(",")), refreshed.get((symbol, timeframe)))
+        for symbol, timeframe, sources, bars, first, last in candles_repo.coverage(session)
+    ]
 
 
 def start(

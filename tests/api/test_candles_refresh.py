@@ -35,6 +35,7 @@ def count(db, model) -> int:
         ({"timeframe": None}, "timeframe"),
         ({"since": "yesterday"}, "since"),
         ({"since": "2999-01-01T00:00:00Z"}, "since"),
+        ({"since": "1960-01-01T00:00:00Z"}, "must be between 1970-01-01"),
         ({"until": "2023-01-01T00:00:00Z"}, "until"),
         ({"as": "btc-usdt"}, "as"),
         ({"priority": "urgent"}, "priority"),

@@ -11,7 +11,6 @@ from app.api.errors import responses
 from app.api.routes.training import IdempotencyKey
 from app.api.routes.training import router as training_router
 from app.api.schemas import CandleSeries, CandleSeriesPage, RefreshCandles, StartAccepted
-from app.repositories import candles as candles_repo
 from app.services import candle_refresh, dispatch
 
 router = APIRouter(prefix="/api/v2/candles", tags=["candles"], responses=responses(401, 500, 503))
@@ -20,19 +19,7 @@ router = APIRouter(prefix="/api/v2/candles", tags=["candles"], responses=respons
 @router.get("", response_model=CandleSeriesPage)
 def list_candles(session: SessionDep) -> CandleSeriesPage:
     """Each stored symbol and timeframe: its range, bar count, sources and last refresh."""
-    refreshed = candles_repo.last_refreshes(session)
-    items = [
-        CandleSeries(
-            symbol=symbol,
-            timeframe=timeframe,
-            first=first,
-            last=last,
-            bars=bars,
-            sources=sorted(sources.split(",")),
-            last_refresh_at=refreshed.get((symbol, timeframe)),
-        )
-        for symbol, timeframe, sources, bars, first, last in candles_repo.coverage(session)
-    ]
+    items = [CandleSeries(**vars(series)) for series in candle_refresh.stored_series(session)]
     return CandleSeriesPage(items=items)
 
 
