@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.hybrid import hybrid_method
@@ -256,6 +257,8 @@ class ScheduleFire(Base):
     __table_args__ = (
         UniqueConstraint("schedule_id", "fire_time", name="uq_schedule_fires_schedule_id_fire_time"),
         CheckConstraint(_in("outcome", FireOutcome), name="outcome"),
+        # the few fires whose refresh is still running, which every maintenance pass looks at
+        Index("ix_schedule_fires_refreshing", "refresh_job_id", postgresql_where=text("outcome = 'refreshing'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -263,5 +266,9 @@ class ScheduleFire(Base):
     fire_time: Mapped[datetime]
     outcome: Mapped[str] = mapped_column(String(16))
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("training_jobs.id", ondelete="SET NULL"), index=True)
+    # the candles refresh job that ran before the training job (a template with `refresh`)
+    refresh_job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="SET NULL"), index=True
+    )
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     smoke_max_attempts: int = Field(2, ge=1, le=100)
     smoke_timeout_s: int = Field(120, ge=10)
     smoke_stall_timeout_s: int = Field(60, ge=1)
+    # A refresh waits out an exchange for FETCH_RETRY_BUDGET_S without progress: its stall
+    # timeout must be longer than that.
+    candles_refresh_max_attempts: int = Field(3, ge=1, le=100)
+    candles_refresh_timeout_s: int = Field(3600, ge=10)
+    candles_refresh_stall_timeout_s: int = Field(300, ge=1)
 
     @field_validator("forwarded_allow_ips")
     @classmethod

@@ -79,7 +79,9 @@ class OverlapPolicy(StrEnum):
 
 
 class FireOutcome(StrEnum):
-    STARTED = "started"
+    STARTED = "started"  # its training job was started
+    REFRESHING = "refreshing"  # its candles refresh job runs first; the training job starts after it succeeds
+    REFRESH_FAILED = "refresh_failed"  # the refresh failed or was canceled: no training on stale candles
     SKIPPED_OVERLAP = "skipped_overlap"
     REFUSED = "refused"
 

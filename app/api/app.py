@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api import errors
 from app.api.deps import require_token
 from app.api.follow import FollowHub
-from app.api.routes import catalog, configurations, dashboard, health, metrics, results, schedules, training
+from app.api.routes import candles, catalog, configurations, dashboard, health, metrics, results, schedules, training
 from app.db import configure_pool
 from app.engine import registry
 from app.loop_pool import LoopPool
@@ -109,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(configurations.router, dependencies=[Depends(require_token)])
     app.include_router(results.router, dependencies=[Depends(require_token)])
     app.include_router(schedules.router, dependencies=[Depends(require_token)])
+    app.include_router(candles.router, dependencies=[Depends(require_token)])
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
 
     errors.install(app)

@@ -115,7 +115,7 @@ def schedule(row: Schedule) -> ScheduleOut:
     return ScheduleOut(**_schedule_fields(row))
 
 
-def schedule_detail(row: Schedule, fires: Sequence[tuple[ScheduleFire, Job | None]]) -> ScheduleDetail:
+def schedule_detail(row: Schedule, fires: Sequence[tuple[ScheduleFire, Job | None, Job | None]]) -> ScheduleDetail:
     recent = [
         ScheduleFireOut(
             fire_time=fire.fire_time,
@@ -123,8 +123,10 @@ def schedule_detail(row: Schedule, fires: Sequence[tuple[ScheduleFire, Job | Non
             message=fire.message,
             job_id=fire.job_id,
             job_status=job.status if job is not None else None,
+            refresh_job_id=fire.refresh_job_id,
+            refresh_job_status=refresh.status if refresh is not None else None,
         )
-        for fire, job in fires
+        for fire, job, refresh in fires
     ]
     return ScheduleDetail(**_schedule_fields(row), recent_fires=recent)
 

@@ -22,9 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-from app import cron
+from app import cron, exchanges
 from app.engine.errors import TrainingInputError
 from app.kinds import KINDS
+from app.services.candle_refresh import EXCHANGE_SYMBOL_PATTERN
 from app.status import AttemptStatus, FireOutcome, JobStatus, MisfirePolicy, OverlapPolicy, Priority
 from app.training.catalog import (
     MAX_COST_BPS,
@@ -55,6 +56,19 @@ def _number_not_text(value: Any) -> Any:
 Integer = Annotated[int, BeforeValidator(_number_not_text)]
 # The registered strategies, so that the OpenAPI document lists them as an enum.
 StrategyName = StrEnum("StrategyName", {name: name for name in strategy_names()})
+
+
+def _utc_in_range(value: datetime | None) -> datetime | None:
+    """UTC, between 1970 and 9999 (the range candles are looked up in)."""
+    if value is None:
+        return None
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date out of range") from None
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    return value
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -154,16 +168,7 @@ class StartTraining(BaseModel):
     @field_validator("start", "end")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        """UTC, between 1970 and 9999 (the range candles are looked up in)."""
-        if value is None:
-            return None
-        try:
-            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("date out of range") from None
-        if not EARLIEST <= value <= LATEST:
-            raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
-        return value
+        return _utc_in_range(value)
 
     @model_validator(mode="after")
     def _range(self) -> StartTraining:
@@ -415,12 +420,89 @@ RESULT_FIELDS = (
 )
 
 
+def _known_exchange(value: str) -> str:
+    if value not in exchanges.exchange_ids():
+        raise ValueError(f"unknown exchange {value!r}; ccxt's ids are lower case, e.g. binance")
+    return value
+
+
+ExchangeId = Annotated[StrictStr, Field(min_length=1, max_length=40, description="ccxt's id, e.g. binance")]
+ExchangeSymbol = Annotated[
+    StrictStr, Field(max_length=80, pattern=EXCHANGE_SYMBOL_PATTERN, description="the exchange's form, e.g. BTC/USDT")
+]
+
+
+class RefreshSource(BaseModel):
+    """Where a schedule's refresh fetches its template's symbol and timeframe from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exchange: ExchangeId
+    symbol: ExchangeSymbol
+
+    @field_validator("exchange")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _known_exchange(value)
+
+
+def _refresh_object(value: Any) -> Any:
+    if value is True:
+        raise ValueError('name the exchange to fetch from, e.g. {"exchange": "binance", "symbol": "BTC/USDT"}')
+    return value
+
+
+class RefreshCandles(BaseModel):
+    """POST /api/v2/candles/refresh. Unknown fields and wrong types are refused."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    exchange: ExchangeId
+    symbol: ExchangeSymbol
+    timeframe: Timeframe
+    since: datetime | None = Field(None, description="first bar to fetch; default: after the last stored bar")
+    until: datetime | None = Field(None, description="fetch bars opening before this; default: now")
+    store_as: StrictStr | None = Field(
+        None, alias="as", pattern=SYMBOL_PATTERN, description="trad's symbol; default: base and quote, e.g. BTCUSDT"
+    )
+    priority: Priority = Priority.NORMAL
+
+    @field_validator("exchange")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _known_exchange(value)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return _utc_in_range(value)
+
+
+class CandleSeries(BaseModel):
+    symbol: str
+    timeframe: str
+    first: datetime
+    last: datetime
+    bars: int
+    sources: list[str] = Field(description="who stored them: an exchange's id, import or synthetic")
+    last_refresh_at: datetime | None = Field(description="when a candles_refresh job last succeeded for them")
+
+
+class CandleSeriesPage(BaseModel):
+    items: list[CandleSeries]
+
+
 class ScheduleTemplate(StartTraining):
     """The job a schedule starts: the body of POST /start, where `lookback` may replace a fixed
     `start`/`end` so each run trains on the latest candles (end = the fire time)."""
 
     lookback: StrictStr | None = Field(
         None, pattern=cron.LOOKBACK_PATTERN, description="e.g. 90d, 12h, 4w: the window ending at the fire time"
+    )
+    refresh: Annotated[RefreshSource | None, BeforeValidator(_refresh_object)] = Field(
+        None,
+        description="fetch the symbol's candles from this exchange first; the training job starts only "
+        "after that refresh succeeded, its end at the last bar fetched",
     )
 
     @model_validator(mode="after")
@@ -431,7 +513,10 @@ class ScheduleTemplate(StartTraining):
 
     def stored(self) -> tuple[dict[str, Any], str | None]:
         """(the template as stored: a start body with its priority, the lookback)."""
-        return _without_unnamed(self.model_dump(mode="json", exclude={"lookback"})), self.lookback
+        fields = _without_unnamed(self.model_dump(mode="json", exclude={"lookback"}))
+        if fields.get("refresh") is None:
+            fields.pop("refresh", None)
+        return fields, self.lookback
 
 
 class ScheduleFields(BaseModel):
@@ -488,6 +573,8 @@ class ScheduleFireOut(BaseModel):
     message: str | None
     job_id: uuid.UUID | None
     job_status: Status | None
+    refresh_job_id: uuid.UUID | None = Field(None, description="the candles refresh job this fire ran first")
+    refresh_job_status: Status | None = None
 
 
 class ScheduleOut(BaseModel):

@@ -33,6 +33,7 @@ TIMEFRAMES: dict[str, int] = {
     "1d": 24 * 60 * 60_000,
 }
 SYNTHETIC_SOURCE = "synthetic"
+SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"  # trad's symbols, e.g. BTCUSDT (whatever exchange they came from)
 DEFAULT_START_MS = 1_672_531_200_000  # 2023-01-01T00:00:00Z
 YEAR_MS = 365.25 * 24 * 60 * 60_000
 DAY_MS = 24 * 60 * 60_000

@@ -7,7 +7,20 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 # or a call timed out. A DataError, IntegrityError or ProgrammingError will fail the same way
 # again: it is not among them.
 TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_DB_ERRORS, RedisError, ConnectionError, TimeoutError)
+
+
+class TransientJobError(Exception):
+    """A failure of the job's own that another attempt may cure (e.g. an exchange that did not
+    answer within its retry budget): retried with backoff while the job's attempts last."""
+
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    *TRANSIENT_DB_ERRORS,
+    RedisError,
+    ConnectionError,
+    TimeoutError,
+    TransientJobError,
+)
 
 
 class AttemptStopped(Exception):

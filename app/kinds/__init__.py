@@ -1,5 +1,5 @@
 """The registry of job kinds. Each kind owns its knowledge in its own module (`training`,
-`smoke`): how it reads its limits from the settings, how it counts iterations, and where its
+`smoke`, `candles_refresh`): how it reads its limits from the settings, how it counts iterations, and where its
 handler lives. The queue and execution layers look kinds up here and know nothing else about
 what a kind does. A leaf: it imports nothing of the service but the settings' type."""
 
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.kinds import smoke, training
+from app.kinds import candles_refresh, smoke, training
 from app.kinds.limits import Limits
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ KINDS: dict[str, JobKind] = {
     for kind in (
         JobKind(training.NAME, training.HANDLER, training.limits, training.count_iterations),
         JobKind(smoke.NAME, smoke.HANDLER, smoke.limits, smoke.count_iterations),
+        JobKind(
+            candles_refresh.NAME, candles_refresh.HANDLER, candles_refresh.limits, candles_refresh.count_iterations
+        ),
     )
 }
 

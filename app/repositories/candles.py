@@ -264,3 +264,22 @@ def span(session: Session, symbol: str, timeframe: str) -> Span:
     if ends[0] is None:
         return Span(None, None, ())
     return Span(ends[0][0], ends[1][0], tuple(sorted({ends[0][1], ends[1][1]})))
+
+
+def last_open_before(session: Session, symbol: str, timeframe: str, before: datetime) -> datetime | None:
+    """The open time of the last stored bar that opened before `before` (one walk of the key)."""
+    return session.execute(
+        text("SELECT max(open_time) FROM candles WHERE symbol = :s AND timeframe = :t AND open_time < :before"),
+        {"s": symbol, "t": timeframe, "before": before},
+    ).scalar()
+
+
+def last_refreshes(session: Session) -> dict[tuple[str, str], datetime]:
+    """When a `candles_refresh` job last succeeded, per stored symbol and timeframe."""
+    rows = session.execute(
+        text(
+            "SELECT params->>'as', params->>'timeframe', max(finished_at) FROM training_jobs "
+            "WHERE kind = 'candles_refresh' AND status = 'succeeded' GROUP BY 1, 2"
+        )
+    )
+    return {(symbol, timeframe): at for symbol, timeframe, at in rows}

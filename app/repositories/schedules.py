@@ -6,11 +6,11 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select, text
+from sqlalchemy.orm import Session, aliased
 
 from app.models import Job, Schedule, ScheduleFire
-from app.status import JobStatus
+from app.status import FireOutcome, JobStatus
 
 ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
@@ -39,25 +39,31 @@ def due(session: Session, now: datetime) -> Sequence[Schedule]:
 
 
 def has_active_job(session: Session, schedule_id: uuid.UUID) -> bool:
-    """A job this schedule started is still queued or running."""
+    """A job this schedule started (a training job, or the candles refresh before one) is
+    still queued or running."""
     query = (
         select(func.count())
         .select_from(ScheduleFire)
-        .join(Job, Job.id == ScheduleFire.job_id)
+        .join(Job, or_(Job.id == ScheduleFire.job_id, Job.id == ScheduleFire.refresh_job_id))
         .where(ScheduleFire.schedule_id == schedule_id, Job.status.in_(ACTIVE_JOB_STATUSES))
     )
     return bool(session.scalar(query))
 
 
-def recent_fires(session: Session, schedule_id: uuid.UUID, limit: int) -> Sequence[tuple[ScheduleFire, Job | None]]:
+def recent_fires(
+    session: Session, schedule_id: uuid.UUID, limit: int
+) -> Sequence[tuple[ScheduleFire, Job | None, Job | None]]:
+    """The latest fires, each with its training job and the candles refresh job it ran first."""
+    refresh = aliased(Job)
     query = (
-        select(ScheduleFire, Job)
+        select(ScheduleFire, Job, refresh)
         .outerjoin(Job, Job.id == ScheduleFire.job_id)
+        .outerjoin(refresh, refresh.id == ScheduleFire.refresh_job_id)
         .where(ScheduleFire.schedule_id == schedule_id)
         .order_by(ScheduleFire.fire_time.desc())
         .limit(limit)
     )
-    return [(fire, job) for fire, job in session.execute(query).all()]
+    return [(fire, job, refreshed) for fire, job, refreshed in session.execute(query).all()]
 
 
 def counts(session: Session) -> dict[bool, int]:
@@ -69,3 +75,35 @@ def counts(session: Session) -> dict[bool, int]:
 def oldest_overdue(session: Session) -> datetime | None:
     """The earliest next tick of an unpaused schedule (in the past when firing lags)."""
     return session.scalar(select(func.min(Schedule.next_fire_at)).where(Schedule.paused.is_(False)))
+
+
+def fire_of_refresh(session: Session, refresh_job_id: uuid.UUID) -> ScheduleFire | None:
+    """The fire that started this candles refresh job, locked."""
+    query = select(ScheduleFire).where(ScheduleFire.refresh_job_id == refresh_job_id).with_for_update()
+    return session.scalar(query)
+
+
+def fail_ended_refreshes(session: Session) -> int:
+    """Fires still `refreshing` whose refresh job failed, was canceled or is gone become
+    `refresh_failed`, with the job's error: one statement. The number of fires changed."""
+    result = session.execute(
+        text(
+            """
+            UPDATE schedule_fires f SET outcome = :failed, message = CASE
+                WHEN j.id IS NULL THEN 'its candles refresh job is gone; nothing was trained'
+                ELSE 'candles refresh job ' || j.id || ' ' || j.status
+                     || coalesce(': ' || j.error_type || ' ' || coalesce(j.error_message, ''), '')
+                     || '; nothing was trained' END
+            FROM schedule_fires f2 LEFT JOIN training_jobs j ON j.id = f2.refresh_job_id
+            WHERE f2.id = f.id AND f.outcome = :refreshing AND f2.outcome = :refreshing
+              AND (j.id IS NULL OR j.status IN (:job_failed, :job_canceled))
+            """
+        ),
+        {
+            "failed": FireOutcome.REFRESH_FAILED.value,
+            "refreshing": FireOutcome.REFRESHING.value,
+            "job_failed": JobStatus.FAILED.value,
+            "job_canceled": JobStatus.CANCELED.value,
+        },
+    )
+    return result.rowcount

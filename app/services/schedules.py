@@ -9,6 +9,14 @@ same path as `POST /start` (admission, idempotency key derived from the tick, co
   down). `run_once` fires that one tick (one catch-up run, never a burst); `skip` fires none.
 - Overlap: `skip` records the tick as skipped while a job of the schedule is queued or running;
   `queue` starts it anyway.
+- Refresh: a template with `refresh` (`{"exchange": "binance", "symbol": "BTC/USDT"}`) starts a
+  `candles_refresh` job instead, fetching the template's symbol and timeframe up to the fire
+  time (the fire is `refreshing`). The transaction that marks that job succeeded starts the
+  training job (`train_after_refresh`), its `end` just after the last bar stored before the
+  fire time, and the fire becomes `started`: a crash between the two steps cannot happen, and
+  the training job's dispatch is sent after that commit (or by the reconciler). A refresh that
+  fails or is canceled turns the fire `refresh_failed` at the next maintenance pass
+  (`fail_ended_refreshes`) and nothing is trained.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -24,8 +32,11 @@ from sqlalchemy.orm import Session
 
 from app import cron
 from app.clock import utcnow
+from app.engine.candles import TIMEFRAMES
 from app.models import Job, Schedule, ScheduleFire
+from app.repositories import candles as candles_repo
 from app.repositories import schedules as schedules_repo
+from app.services import candle_refresh
 from app.services import jobs as jobs_service
 from app.services.jobs import JobConflict, JobError, JobNotFound
 from app.settings import Settings
@@ -102,13 +113,15 @@ def list_schedules(session: Session) -> Sequence[Schedule]:
 
 def recent_fires(
     session: Session, schedule_id: uuid.UUID, limit: int = 10
-) -> Sequence[tuple[ScheduleFire, Job | None]]:
+) -> Sequence[tuple[ScheduleFire, Job | None, Job | None]]:
     return schedules_repo.recent_fires(session, schedule_id, limit)
 
 
 def fire_due(session: Session, settings: Settings, now: datetime) -> list[uuid.UUID]:
     """Act on every due schedule (not committed); the ids of the jobs started."""
     started: list[uuid.UUID] = []
+    if failed := schedules_repo.fail_ended_refreshes(session):
+        log.warning("%d schedule fires failed: their candles refresh did not succeed", failed)
     for schedule in schedules_repo.due(session, now):
         tick = cron.latest_at_or_before(schedule.cron, schedule.timezone, now)
         late = (now - tick).total_seconds() > settings.schedule_misfire_grace_s
@@ -140,9 +153,12 @@ def _fire(session: Session, settings: Settings, schedule: Schedule, tick: dateti
         return None
     params = dict(schedule.template)
     priority = params.pop("priority", Priority.NORMAL)
+    refresh = params.pop("refresh", None)
     if schedule.lookback:
         params["start"] = _json_time(tick - cron.lookback(schedule.lookback))
         params["end"] = _json_time(tick)
+    if refresh:
+        return _fire_refresh(session, settings, schedule, fire, tick, refresh, priority, params)
     try:
         with session.begin_nested():
             result = jobs_service.start(
@@ -160,6 +176,88 @@ def _fire(session: Session, settings: Settings, schedule: Schedule, tick: dateti
     fire.job_id = result.job.id
     log.info("schedule %s fired for %s", schedule.name, tick.isoformat(), extra={"job_id": str(result.job.id)})
     return result.job.id if result.created else None
+
+
+def _fire_refresh(
+    session: Session,
+    settings: Settings,
+    schedule: Schedule,
+    fire: ScheduleFire,
+    tick: datetime,
+    refresh: dict[str, Any],
+    priority: str,
+    params: dict[str, Any],
+) -> uuid.UUID | None:
+    """Start the fire's candles refresh; its success starts the training job (`train_after_refresh`)."""
+    until = _time(params.get("end")) or tick
+    try:
+        with session.begin_nested():
+            refresh_params = candle_refresh.job_params(
+                session,
+                exchange=refresh["exchange"],
+                symbol=refresh["symbol"],
+                timeframe=params["timeframe"],
+                since=_time(params.get("start")),
+                until=min(until, tick),
+                store_as=params["symbol"],
+            )
+            refresh_params["schedule"] = {
+                "id": str(schedule.id),
+                "fire_time": _json_time(tick),
+                "priority": priority,
+                "params": params,
+            }
+            result = candle_refresh.start(
+                session, settings, refresh_params, priority=priority, idempotency_key=idempotency_key(schedule.id, tick)
+            )
+    except JobError as exc:  # bad refresh (e.g. nothing stored and no start) or queue full
+        fire.outcome, fire.message = FireOutcome.REFUSED, f"candles refresh refused: {exc.message}"
+        log.warning("schedule %s: tick %s refused: %s", schedule.name, tick.isoformat(), exc.message)
+        return None
+    fire.outcome, fire.refresh_job_id = FireOutcome.REFRESHING, result.job.id
+    fire.message = f"refreshing {refresh['exchange']} {refresh['symbol']} first; the training job starts after it"
+    log.info(
+        "schedule %s fired for %s: refresh first", schedule.name, tick.isoformat(), extra={"job_id": str(result.job.id)}
+    )
+    return result.job.id if result.created else None
+
+
+def train_after_refresh(session: Session, settings: Settings, refresh_job_id: uuid.UUID, fire_info: dict) -> None:
+    """In the transaction that marks a fire's refresh job succeeded: start the fire's training
+    job on the candles just stored, its `end` just after the last bar before the fire's `until`;
+    the fire becomes `started` (or `refused`, queue full, or `refresh_failed`, no bar stored)."""
+    fire = schedules_repo.fire_of_refresh(session, refresh_job_id)
+    if fire is None or fire.outcome != FireOutcome.REFRESHING:
+        log.info("refresh %s: its fire is gone or already settled; no training job", refresh_job_id)
+        return
+    params = dict(fire_info["params"])
+    tick = _time(fire_info["fire_time"])
+    until = min(_time(params.get("end")) or tick, tick)
+    last = candles_repo.last_open_before(session, params["symbol"], params["timeframe"], until)
+    if last is None:
+        fire.outcome = FireOutcome.REFRESH_FAILED
+        fire.message = (
+            f"candles refresh job {refresh_job_id} stored no bar before {_json_time(until)}; nothing was trained"
+        )
+        return
+    params["end"] = _json_time(last + timedelta(milliseconds=TIMEFRAMES[params["timeframe"]]))
+    key = f"{idempotency_key(uuid.UUID(fire_info['id']), tick)}:train"
+    try:
+        with session.begin_nested():
+            result = jobs_service.start(
+                session, settings, kind="training", priority=fire_info["priority"], params=params, idempotency_key=key
+            )
+    except JobError as exc:
+        fire.outcome = FireOutcome.REFUSED
+        fire.message = f"candles refreshed by job {refresh_job_id}; the training job was refused: {exc.message}"
+        return
+    fire.outcome, fire.job_id = FireOutcome.STARTED, result.job.id
+    fire.message = f"training on candles refreshed by job {refresh_job_id}, up to the bar of {_json_time(last)}"
+    log.info("refresh succeeded; training job started", extra={"job_id": str(result.job.id)})
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _json_time(instant: datetime) -> str:

@@ -1,12 +1,13 @@
 """What a training request may name, from one source each: strategies (the installed ones, from
 the engine's registry), timeframes, objectives, validation modes and the bound on costs are the
-engine's; the symbol pattern is the service's."""
+engine's; the symbol pattern is the candles'."""
 
 from __future__ import annotations
 
 import re
 
 from app.engine import registry
+from app.engine.candles import SYMBOL_PATTERN
 from app.engine.candles import TIMEFRAMES as _TIMEFRAME_MS
 from app.engine.costs import MAX_COST_BPS
 from app.engine.optimise import OBJECTIVES
@@ -14,7 +15,6 @@ from app.engine.pipeline import VALIDATION_MODES
 from app.engine.strategy import Strategy
 
 TIMEFRAMES: tuple[str, ...] = tuple(_TIMEFRAME_MS)
-SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
 SYMBOL = re.compile(SYMBOL_PATTERN)
 
 __all__ = [

@@ -24,6 +24,10 @@ from app.settings import Settings
 from tests.support import TOKEN, add_candles_1h, api_process, reset
 
 START = ("POST", "/api/v2/training/start")
+REFRESH = ("POST", "/api/v2/candles/refresh")
+# What a refresh's document cannot express: an exchange ccxt knows, a range that has begun, and a
+# first bar to start from (`since`, or candles already stored under `as`).
+REFRESH_RULES = ("exchange", "since", "until", "as")
 SCHEDULES = "/api/v2/training/schedules"
 # What a schedule's document cannot express: a cron expression or IANA name that parses, and a
 # template's cross-field rules (lookback or start/end, end after start).
@@ -81,6 +85,14 @@ def test_the_api_keeps_to_its_openapi_document(fuzzed_api, method, path, mode):
             if response.status_code == 422:
                 for error in response.json()["detail"]:
                     assert set(error["loc"]) & set(SCHEDULE_RULES), error
+            return
+        if (method, path) == REFRESH and mode == GenerationMode.POSITIVE:
+            response = case.call_and_validate(
+                headers=headers, timeout=15, excluded_checks=[positive_data_acceptance, *excluded]
+            )
+            if response.status_code == 422:
+                for error in response.json()["detail"]:
+                    assert error["loc"][-1] in REFRESH_RULES, error
             return
         if (method, path) != START:
             case.call_and_validate(headers=headers, timeout=15, excluded_checks=excluded)

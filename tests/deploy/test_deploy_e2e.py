@@ -397,7 +397,7 @@ def test_stopping_the_target_returns_once_every_unit_is_inactive(vm):
 @contextlib.contextmanager
 def local_exchange(vm, port: int = 8765):
     """tests/exchange_server.py inside the container (it has no internet), with the services'
-    settings pointing `trad candles fetch` at it; both undone at the end."""
+    settings pointing `trad candles fetch` and the workers' refresh jobs at it; both undone at the end."""
     source = (ROOT / "tests" / "exchange_server.py").read_text()
     vm.ssh(f"cat > /var/tmp/exchange_server.py <<'PYEOF'\n{source}\nPYEOF")
     vm.ssh(
@@ -409,11 +409,16 @@ def local_exchange(vm, port: int = 8765):
         timeout=30,
         what="the local exchange answers",
     )
-    vm.ssh(f"echo EXCHANGE_BASE_URL=http://127.0.0.1:{port} >> /etc/trad/trad.env")
+    # The workers read it when they start (a refresh job runs in them).
+    vm.ssh(f"echo EXCHANGE_BASE_URL=http://127.0.0.1:{port} >> /etc/trad/trad.env; systemctl restart 'trad-worker@*'")
     try:
         yield
     finally:
-        vm.ssh("sed -i '/^EXCHANGE_BASE_URL=/d' /etc/trad/trad.env; systemctl stop trad-test-exchange", check=False)
+        vm.ssh(
+            "sed -i '/^EXCHANGE_BASE_URL=/d' /etc/trad/trad.env; systemctl stop trad-test-exchange; "
+            "systemctl restart 'trad-worker@*'",
+            check=False,
+        )
 
 
 def run_block(vm, name: str, env: str = "", timeout: float = 300):
@@ -438,6 +443,12 @@ def test_every_runbook_command_works_as_written(vm):
     assert "new bars for BTCUSDT 1m" in data and "ETHUSDT\t1m\t150000" in data, data
     with local_exchange(vm):
         fetched = run_block(vm, "fetch")
+        refreshed = run_block(vm, "refresh", env=f"TOKEN={token(vm)}")
+    items = [json.loads(line) for line in refreshed.splitlines() if line.startswith('{"symbol"')]
+    series = {(s["symbol"], s["timeframe"]): s for s in items}
+    btc_4h = series[("BTCUSDT", "4h")]
+    assert btc_4h["sources"] == ["binance"] and btc_4h["first"] == "2024-01-01T00:00:00Z", refreshed
+    assert btc_4h["bars"] > 4000 and btc_4h["last_refresh_at"] is not None, refreshed
     head = "binance BTC/USDT 1h -> BTCUSDT (source binance): "
     runs = [line for line in fetched.splitlines() if line.startswith(head)]
     assert len(runs) == 2 and re.search(r": \d{5} bars fetched in \d+ requests, \d{5} new$", runs[0]), fetched

@@ -102,7 +102,7 @@ async function refresh() {
       }
     }
     const [page, queue] = await Promise.all([
-      api("GET", listPath()), api("GET", "/api/v2/training/queue"), refreshSchedules(),
+      api("GET", listPath()), api("GET", "/api/v2/training/queue"), refreshSchedules(), refreshData(),
     ]);
     render(page);
     renderQueue(queue);

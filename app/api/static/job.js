@@ -37,6 +37,16 @@ const HINTS = {
   OperationalError: "PostgreSQL was unreachable for longer than the outage budget. Check " +
     "`systemctl status postgresql`, then Retry.",
   RedisError: "Redis was unreachable. Check `systemctl status redis-server`, then Retry.",
+  UnknownExchange: "ccxt knows no exchange by that id (ids are lower case, e.g. binance). Start a refresh " +
+    "with the right one.",
+  UnknownSymbol: "The exchange lists no spot market by that symbol (its form is BASE/QUOTE, e.g. BTC/USDT). " +
+    "Start a refresh with a symbol it lists.",
+  UnknownTimeframe: "The exchange does not offer that timeframe. Pick one it offers.",
+  RefreshInputError: "The refresh cannot run as asked (the range, or the symbol to store under): its message " +
+    "names the field. Start a new refresh with it corrected.",
+  ExchangeUnavailable: "The exchange did not answer (network errors, 429 or 5xx) within FETCH_RETRY_BUDGET_S on " +
+    "every attempt. Check the workers reach it (or EXCHANGE_BASE_URL), then Retry: it resumes after the last " +
+    "stored bar.",
 };
 const DEFAULT_HINT = "An unexpected error. The worker's log has the traceback (search for the job id); " +
   "Retry once the cause is fixed.";

@@ -30,6 +30,15 @@ function timeCell(row, value, zone) {
 // One fire: the job it started (linked, with its status) or what happened instead.
 function fireItem(fire) {
   const title = "fired for " + when(fire.fire_time) + (fire.message ? ": " + fire.message : "");
+  if (!fire.job_id && fire.refresh_job_id) {  // its candles refresh: running, or failed with nothing trained
+    const status = fire.refresh_job_status || "?";
+    return el("a", {
+      href: "/dashboard/jobs/" + encodeURIComponent(fire.refresh_job_id),
+      className: "mono status-" + status,
+      title,
+      dataset: { jobId: fire.refresh_job_id, status, outcome: fire.outcome },
+    }, fire.outcome + " " + fire.refresh_job_id.slice(0, 8));
+  }
   if (!fire.job_id) return el("span", { title, dataset: { outcome: fire.outcome } }, fire.outcome);
   const status = fire.job_status || "?";
   return el("a", {
@@ -103,6 +112,10 @@ function scheduleBody(form) {
     n_iterations: Number(f.n_iterations),
   };
   if (f.lookback.trim()) template.lookback = f.lookback.trim();
+  // Refresh first: the exchange and its symbol, both or neither (the API says which is wrong).
+  if (f.refresh_exchange.trim() || f.refresh_symbol.trim()) {
+    template.refresh = { exchange: f.refresh_exchange.trim(), symbol: f.refresh_symbol.trim() };
+  }
   return {
     name: f.name.trim(),
     cron: f.cron.trim(),

@@ -1,0 +1,1 @@
+"""The `candles_refresh` job kind's handler (`job`): candles from an exchange, in a worker."""
