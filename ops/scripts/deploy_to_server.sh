@@ -201,6 +201,10 @@ build_strategy_package() {  # build_strategy_package DIR — a wheel of it, cach
   STRATEGY_MANIFEST+="$hash  $(basename "${STRATEGY_WHEELS[-1]}")"$'\n'
 }
 
+manifest_names() {  # manifest_names TEXT — the names of a STRATEGIES manifest, comma-separated
+  printf '%s' "$1" | awk '{ sub(/^[^ ]+  /, ""); printf "%s%s", (NR > 1 ? ", " : ""), $0 }'
+}
+
 build_strategies() {  # the strategy packages' wheels, and a manifest of their content for the release
   local path
   STRATEGY_WHEELS=()
@@ -217,7 +221,7 @@ build_strategies() {  # the strategy packages' wheels, and a manifest of their c
   if [ -n "$STRATEGY_REQUIREMENTS" ]; then
     STRATEGY_MANIFEST+="$(sha256sum "$STRATEGY_REQUIREMENTS" | cut -c1-16)  requirements $(basename "$STRATEGY_REQUIREMENTS")"$'\n'
   fi
-  [ -z "$STRATEGY_MANIFEST" ] || log "strategy packages: $(printf '%s' "$STRATEGY_MANIFEST" | awk '{print $NF}' | paste -sd' ')"
+  [ -z "$STRATEGY_MANIFEST" ] || log "strategy packages: $(manifest_names "$STRATEGY_MANIFEST")"
 }
 
 build_release() {

@@ -287,7 +287,7 @@ install_strategies() {  # install_strategies DIR — the release's strategy pack
   "$dir/venv/bin/pip" install --quiet --no-index --find-links "$wheels" --find-links "$wheels/release/deps" \
     -c "$dir/requirements.txt" "${wanted[@]}" \
     || die "installing the strategy packages into the release's virtualenv failed; the live release is unchanged"
-  log "release $VERSION: strategy packages installed: $(cut -d' ' -f3- "$dir/STRATEGIES" | paste -sd' ')"
+  log "release $VERSION: strategy packages installed: $(awk '{ sub(/^[^ ]+  /, ""); printf "%s%s", (NR > 1 ? ", " : ""), $0 }' "$dir/STRATEGIES")"
 }
 
 ensure_release() {
