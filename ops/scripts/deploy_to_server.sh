@@ -74,6 +74,8 @@ Installs or upgrades trad on a Debian or Ubuntu server over SSH and restarts it.
              install the same way
   --build-only
              build the release and its wheels here, print its version and stop (no SERVER)
+  TRAD_DEPLOY_CACHE
+             where what is built here is kept (default ~/.cache/trad-deploy)
 Releases live in /srv/trad/releases/<version>; /srv/trad/current points at the live one.
 Changing a strategy package makes a new release; the same packages make the same release.
 A failed health check switches back to the previous release by itself.

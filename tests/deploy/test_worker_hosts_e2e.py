@@ -1,9 +1,10 @@
-"""Two real systemd hosts on a private network this test makes (tests/deploy/network.py): the
-primary is deployed with remote listening, a worker host is added with one command, jobs run on
-both, the primary's Redis and PostgreSQL refuse plain text and strangers from the worker's
-network, a partitioned worker host is fenced, a worker host powered off mid-job loses nothing,
-and removing a host re-queues its job and revokes its access. The tests run in order and share
-the two hosts. The measured times are printed (run with -s to see them)."""
+"""Two real systemd hosts on a private network this test makes (tests/deploy/network.py): the primary
+is deployed with remote listening, a worker host is added with one command, jobs run on both, the
+primary's Redis and PostgreSQL refuse plain text and strangers from the worker's network, both hosts
+get the same strategy packages (STRATEGY_PACKAGES), a partitioned worker host is fenced, a worker
+host powered off mid-job loses nothing, and removing a host re-queues its job and revokes its
+access. The tests run in order and share the two hosts. The measured times are printed (run with -s
+to see them)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from app.status import AttemptStatus, JobStatus
 from tests.deploy.api import api, progress, secret, start_job, wait_status
 from tests.deploy.conftest import HOST_ADDRESSES, HOST_NAMES
+from tests.deploy.strategy_package import release_entry_points, write_package
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -74,10 +76,27 @@ def print_connections(primary) -> None:
     print(f"\nFIGURE PostgreSQL sessions by role:\n{sessions}\nFIGURE Redis clients by user:\n{clients}")
 
 
-def test_primary_deploy_with_remote_listening(two_hosts):
+@pytest.fixture(scope="module")
+def strategy_packages(tmp_path_factory) -> str:
+    """STRATEGY_PACKAGES for both hosts: a package directory declaring a strategy."""
+    return str(write_package(tmp_path_factory.mktemp("strategies") / "tinystrat"))
+
+
+def trad_distribution(host) -> str:
+    """trad's own version as an installed distribution of the live release's virtualenv."""
+    script = "import importlib.metadata as m; print(m.version('trad'))"
+    return host.ssh(f'cd / && /srv/trad/current/venv/bin/python -c "{script}"').stdout.strip()
+
+
+def test_primary_deploy_with_remote_listening(two_hosts, strategy_packages):
     primary = two_hosts.primary
-    result, _ = two_hosts.deploy("primary deploy", SERVER=PRIMARY, WORKERS="2", LISTEN_ADDRESS=LISTEN)
+    result, _ = two_hosts.deploy(
+        "primary deploy", SERVER=PRIMARY, WORKERS="2", LISTEN_ADDRESS=LISTEN, STRATEGY_PACKAGES=strategy_packages
+    )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "strategy packages installed: tinystrat-0.1.0-py3-none-any.whl" in result.stdout
+    assert trad_distribution(primary) == "0.1.0"
+    assert "tinystrat=tinystrat:Strategy" in release_entry_points(primary)
     assert "health check passed" in result.stdout
     assert "private CA /etc/trad/ca: created" in result.stderr + result.stdout
     listeners = {line.split()[3] for line in primary.ssh("ss -ltnH").stdout.splitlines() if line.strip()}
@@ -99,12 +118,20 @@ def test_primary_deploy_with_remote_listening(two_hosts):
     primary.ssh("trad candles synth --symbol BTCUSDT --timeframe 1m --bars 150000")
 
 
-def test_adding_a_worker_host_is_one_command(two_hosts):
+def test_adding_a_worker_host_is_one_command(two_hosts, strategy_packages):
     primary, worker = two_hosts.primary, two_hosts.worker
     # A bare worker VM runs none of the primary's services (the test image has them installed).
     worker.ssh("systemctl disable --now --quiet redis-server postgresql nginx")
-    result, took = two_hosts.deploy("add a worker host", ROLE="worker", PRIMARY=PRIMARY, SERVER=WORKER, WORKERS="2")
+    packages = {"STRATEGY_PACKAGES": strategy_packages}
+    result, took = two_hosts.deploy(
+        "add a worker host", ROLE="worker", PRIMARY=PRIMARY, SERVER=WORKER, WORKERS="2", **packages
+    )
     assert result.returncode == 0, result.stdout + result.stderr
+    # The same release as the primary's, strategy packages included, found the same way.
+    assert "the primary runs" not in result.stdout
+    assert worker.ssh("readlink /srv/trad/current").stdout == primary.ssh("readlink /srv/trad/current").stdout
+    assert trad_distribution(worker) == "0.1.0"
+    assert release_entry_points(worker) == release_entry_points(primary)
     print(f"\nFIGURE time to add a worker host (deploy_to_server.sh wall time, fresh host): {took:.1f}s")
     assert "health check passed" in result.stdout and "issued (its own PostgreSQL role and Redis user)" in result.stdout
     for unit in ("redis-server", "postgresql", "nginx", "trad-api"):
@@ -121,7 +148,9 @@ def test_adding_a_worker_host_is_one_command(two_hosts):
     assert redis_url.startswith(f"rediss://{WORKER_ROLE}:") and f"@{LISTEN}:{REDIS_TLS_PORT}/" in redis_url
     wait_until(lambda: workers_on(primary, WORKER) == 2, timeout=60, what="the worker host's workers in the queue")
 
-    again, took = two_hosts.deploy("redeploy the worker host", ROLE="worker", PRIMARY=PRIMARY, SERVER=WORKER)
+    again, took = two_hosts.deploy(
+        "redeploy the worker host", ROLE="worker", PRIMARY=PRIMARY, SERVER=WORKER, **packages
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     for step in (
         "access of trad-node2 to trad-primary: unchanged",
