@@ -349,7 +349,7 @@ prune_cache() {  # prune_cache GLOB… — keep the KEEP_RELEASE_WHEELS most rec
 
 same_release_as_primary() {  # a worker host runs what the primary runs, strategy packages included
   local live
-  live=$(as_root_on "$PRIMARY" "readlink $(printf '%q' /srv/trad/current)" 2>/dev/null | xargs -r basename)
+  live=$(as_root_on "$PRIMARY" "readlink /srv/trad/current" 2>/dev/null | xargs -r basename) || live=""
   if [ -n "$live" ] && [ "$live" != "$VERSION" ]; then
     log "warning: the primary runs $live, this host gets $VERSION (other code or other STRATEGY_PACKAGES);" \
       "a job for a strategy this host lacks, or has in another version, fails here. Deploy both from one tree with the same packages."
@@ -471,4 +471,5 @@ main() {
   log "done: $VERSION is live on $SERVER ($ROLE, $((SECONDS - started)) s)"
 }
 
-main "$@"
+# One line: bash has read the exit before main runs, so a file edited meanwhile is not read on.
+main "$@"; exit
