@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import and_, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.models import TrainedConfiguration
@@ -37,13 +37,31 @@ def list_configurations(
     return rows, total or 0
 
 
-def best(session: Session, *, symbol: str, strategy: str | None) -> TrainedConfiguration | None:
-    """The highest validation score not flagged as overfitted, else the highest score."""
-    stmt = _filtered(select(TrainedConfiguration), symbol, strategy).order_by(
-        TrainedConfiguration.overfit.asc(),
-        TrainedConfiguration.score.desc().nulls_last(),
-        TrainedConfiguration.created_at.desc(),
-    )
+def best(
+    session: Session, *, symbol: str, strategy: str | None, version: str | None = None
+) -> TrainedConfiguration | None:
+    """The highest validation score not flagged as overfitted, else the highest score, among
+    one version of each strategy: `version` if given, else the version of the strategy's most
+    recent configuration for the symbol (versions are never mixed)."""
+    config = TrainedConfiguration
+    stmt = _filtered(select(config), symbol, strategy)
+    if version is not None:
+        stmt = stmt.where(config.strategy_version == version)
+    else:
+        newest = (
+            _filtered(select(config.strategy, config.strategy_version), symbol, strategy)
+            .distinct(config.strategy)
+            .order_by(config.strategy, config.created_at.desc())
+            .subquery()
+        )
+        stmt = stmt.join(
+            newest,
+            and_(
+                config.strategy == newest.c.strategy,
+                config.strategy_version.is_not_distinct_from(newest.c.strategy_version),
+            ),
+        )
+    stmt = stmt.order_by(config.overfit.asc(), config.score.desc().nulls_last(), config.created_at.desc())
     return session.scalars(stmt.limit(1)).first()
 
 
