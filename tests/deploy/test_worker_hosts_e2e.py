@@ -17,8 +17,9 @@ import pytest
 from app.status import AttemptStatus, JobStatus
 from tests.deploy.api import api, progress, secret, start_job, wait_status
 from tests.deploy.conftest import HOST_ADDRESSES, HOST_NAMES
-from tests.deploy.strategy_package import release_entry_points, write_package
-from tests.support import wait_until
+from tests.deploy.runbook import runnable
+from tests.deploy.strategy_package import release_entry_points
+from tests.support import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 PRIMARY, WORKER = HOST_NAMES["primary"], HOST_NAMES["worker"]
@@ -77,9 +78,13 @@ def print_connections(primary) -> None:
 
 
 @pytest.fixture(scope="module")
-def strategy_packages(tmp_path_factory) -> str:
-    """STRATEGY_PACKAGES for both hosts: a package directory declaring a strategy."""
-    return str(write_package(tmp_path_factory.mktemp("strategies") / "tinystrat"))
+def strategy_packages() -> str:
+    """STRATEGY_PACKAGES for both hosts: the example strategy package's directory."""
+    return str(ROOT / "examples/ema_volatility")
+
+
+BUILT_IN = ("bollinger_breakout", "liquidity_sweep", "rsi_reversion", "sma_crossover")
+EXAMPLE = ("ema_volatility", "trad-ema-volatility", "1.0.0")  # strategy, package, version
 
 
 def trad_distribution(host) -> str:
@@ -94,9 +99,13 @@ def test_primary_deploy_with_remote_listening(two_hosts, strategy_packages):
         "primary deploy", SERVER=PRIMARY, WORKERS="2", LISTEN_ADDRESS=LISTEN, STRATEGY_PACKAGES=strategy_packages
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "strategy packages installed: tinystrat-0.1.0-py3-none-any.whl" in result.stdout
+    assert "strategy packages installed: trad_ema_volatility-1.0.0-py3-none-any.whl" in result.stdout
+    # trad itself and the example are installed distributions: their entry points are found
+    # (and load) from outside the release's directory.
     assert trad_distribution(primary) == "0.1.0"
-    assert "tinystrat=tinystrat:Strategy" in release_entry_points(primary)
+    assert sorted(e.split("=")[0] for e in release_entry_points(primary)) == sorted([*BUILT_IN, EXAMPLE[0]])
+    listed = primary.ssh(runnable()["strategies"]).stdout.splitlines()  # the runbook's block, as written
+    assert {tuple(line.split("\t")[:3]) for line in listed[1:]} >= {EXAMPLE, ("sma_crossover", "trad", "0.1.0")}
     assert "health check passed" in result.stdout
     assert "private CA /etc/trad/ca: created" in result.stderr + result.stdout
     listeners = {line.split()[3] for line in primary.ssh("ss -ltnH").stdout.splitlines() if line.strip()}
@@ -205,17 +214,27 @@ def test_the_primary_refuses_plain_text_and_strangers_from_the_worker_network(tw
     assert psql(f"{verified} user={WORKER_ROLE}", password).strip() == "1"
 
 
+def trained_example(primary, job_id: str, host: str) -> None:
+    """The job trained the example strategy on `host`, and its configuration names the package."""
+    final = wait_status(primary, job_id)
+    assert final["status"] == JobStatus.SUCCEEDED, final
+    assert attempts(primary, job_id)[-1]["worker_name"].endswith(f"@{host}")
+    config = api(primary, "GET", f"/api/v2/training/configurations/{final['configuration_id']}")
+    assert (config["strategy"], config["strategy_package"], config["strategy_version"]) == EXAMPLE
+    assert config["params"]["mode"] == "long_only" and config["params"]["fast"] < config["params"]["slow"]
+
+
 def test_jobs_run_on_both_hosts(two_hosts):
+    """The example strategy, deployed as a package to both hosts, trains over HTTP on each."""
     primary, worker = two_hosts.primary, two_hosts.worker
+    narrowed = {"mode": "long_only", "slow": {"low": 20, "high": 60}}
     primary_workers(primary, start=False)
-    on_worker = start_job(primary, 30, seed=21)
-    assert wait_status(primary, on_worker)["status"] == JobStatus.SUCCEEDED
-    assert attempts(primary, on_worker)[-1]["worker_name"].endswith(f"@{WORKER}")
+    on_worker = start_job(primary, 30, seed=21, strategy=EXAMPLE[0], params=narrowed)
+    trained_example(primary, on_worker, WORKER)
     primary_workers(primary, start=True)
     worker.ssh("systemctl stop trad.target")
-    on_primary = start_job(primary, 30, seed=22)
-    assert wait_status(primary, on_primary)["status"] == JobStatus.SUCCEEDED
-    assert attempts(primary, on_primary)[-1]["worker_name"].endswith(f"@{PRIMARY}")
+    on_primary = start_job(primary, 30, seed=22, strategy=EXAMPLE[0], params=narrowed)
+    trained_example(primary, on_primary, PRIMARY)
     worker.ssh("systemctl start trad.target")
     wait_until(lambda: workers_on(primary, WORKER) == 2, timeout=120, what="the worker host's workers back")
 
