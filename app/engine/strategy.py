@@ -80,6 +80,14 @@ class _Bounded:
     def corners(self) -> tuple[Any, ...]:
         return (self.low, self.high)
 
+    def sample(self, rng: np.random.Generator) -> int | float:
+        """A value drawn uniformly from the range (on a log scale for a log-scaled one)."""
+        if self.kind == "int":
+            return int(rng.integers(int(self.low), int(self.high) + 1))
+        if self.log:
+            return float(np.exp(rng.uniform(np.log(self.low), np.log(self.high))))
+        return float(rng.uniform(self.low, self.high))
+
     @property
     def fixed(self) -> bool:
         return self.low == self.high
@@ -169,6 +177,10 @@ class CategoricalParam:
 
     def corners(self) -> tuple[Any, ...]:
         return self.choices
+
+    def sample(self, rng: np.random.Generator) -> Scalar:
+        """One of the choices, drawn uniformly."""
+        return self.choices[int(rng.integers(len(self.choices)))]
 
     @property
     def fixed(self) -> bool:
@@ -312,11 +324,15 @@ def _checked(name: str, positions: Any, n: int) -> np.ndarray:
         raise InvalidPositions(f"{name} returned positions of shape {p.shape} for {n} candles: one value per candle")
     if p.dtype.kind not in "iufb":
         raise InvalidPositions(f"{name} returned positions of dtype {p.dtype}: numbers in {{-1, 0, 1}}")
+    if p.dtype.kind in "iub" and (n == 0 or (p.min() >= -1 and p.max() <= 1)):
+        return p  # integers within −1..1: nothing more to look at
     p = p.astype(np.float64)
     ok = (p == 0) | (p == 1) | (p == -1)
     if not ok.all():
         i = int(np.argmin(ok))
-        raise InvalidPositions(f"{name}: position at bar {i} is {p[i]!r}; positions must be -1, 0 or 1 (NaN is not)")
+        raise InvalidPositions(
+            f"{name}: position at bar {i} is {p[i].item()!r}; positions must be -1, 0 or 1 (NaN is not)"
+        )
     return p
 
 

@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session, aliased
 
 from app.models import TrainedConfiguration
 
@@ -48,19 +48,16 @@ def best(
     if version is not None:
         stmt = stmt.where(config.strategy_version == version)
     else:
+        latest = aliased(TrainedConfiguration)
         newest = (
-            _filtered(select(config.strategy, config.strategy_version), symbol, strategy)
-            .distinct(config.strategy)
-            .order_by(config.strategy, config.created_at.desc())
-            .subquery()
+            select(latest.strategy_version)
+            .where(latest.symbol == config.symbol, latest.strategy == config.strategy)
+            .order_by(latest.created_at.desc(), latest.id)
+            .limit(1)
+            .correlate(config)
+            .scalar_subquery()
         )
-        stmt = stmt.join(
-            newest,
-            and_(
-                config.strategy == newest.c.strategy,
-                config.strategy_version.is_not_distinct_from(newest.c.strategy_version),
-            ),
-        )
+        stmt = stmt.where(config.strategy_version.is_not_distinct_from(newest))
     stmt = stmt.order_by(config.overfit.asc(), config.score.desc().nulls_last(), config.created_at.desc())
     return session.scalars(stmt.limit(1)).first()
 
