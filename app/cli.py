@@ -326,12 +326,7 @@ def _sampled_params(strategy, seed: int, count: int = 3) -> list[dict]:
 
     rng, found = np.random.default_rng(seed), []
     for _ in range(100 * count):
-        drawn = {
-            spec.name: int(rng.integers(int(spec.low), int(spec.high) + 1))
-            if spec.kind == "int"
-            else float(rng.uniform(spec.low, spec.high))
-            for spec in strategy.space
-        }
+        drawn = {spec.name: spec.sample(rng) for spec in strategy.space}  # log-scaled and categorical too
         try:
             clean = strategy.validate_params(drawn)
         except InvalidParams:
@@ -445,17 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
         ssub.add_parser(action).add_argument("schedule", help="id or name")
     schedules.set_defaults(func=cmd_schedules)
 
-    strategies = sub.add_parser("strategies", help="the installed strategies")
-    stsub = strategies.add_subparsers(dest="action", required=True)
-    stsub.add_parser("list", help="name, package, version, warm-up and parameters of each")
-    strategies.set_defaults(func=cmd_strategies)
-
     maint = sub.add_parser("maintenance", help="reaper, reconciler and schedules")
     maint.add_argument("action", choices=["run-once"])
     maint.set_defaults(func=cmd_maintenance)
 
-    strategies = sub.add_parser("strategies", help="training strategies")
+    strategies = sub.add_parser("strategies", help="the installed strategies: list them, check one for bias")
     stsub = strategies.add_subparsers(dest="action", required=True)
+    listing = stsub.add_parser("list", help="name, package, version, warm-up and parameters of each")
+    listing.set_defaults(func=cmd_strategies)
     check = stsub.add_parser(
         "check",
         help="run the look-ahead and warm-up bias checks on stored candles (exit 0 passed, 1 bias found, 2 bad input)",
