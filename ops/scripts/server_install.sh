@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the server as root (deploy_to_server.sh calls it): installs or upgrades trad from an
-# unpacked release and a wheelhouse. Every step checks before it acts and says what it did;
+# unpacked release, a wheelhouse and the release's own wheels (trad itself, the strategy packages
+# and their dependencies). Every step checks before it acts and says what it did;
 # a second run with the same release changes and restarts nothing. A failed health check
 # switches back to the previous release.
 #
@@ -34,7 +35,7 @@ LISTEN_FILE=$ENV_DIR/listen_address
 REDIS_SOCKET=/run/redis/redis-server.sock
 WORKER_CA=$ENV_DIR/ca.crt
 
-VERSION="" WORKERS="" SOURCE="" WHEELHOUSE_TAR="" ROLE=primary LISTEN="" ACCESS=""
+VERSION="" WORKERS="" SOURCE="" WHEELHOUSE_TAR="" RELEASE_WHEELS_TAR="" ROLE=primary LISTEN="" ACCESS=""
 WORKER_UNITS=()
 RESTARTED=() BEFORE=()  # the units restarted last, and their invocation ids before it
 FAILED_UNIT=""
@@ -53,6 +54,7 @@ parse_args() {
       --workers) WORKERS=$2; shift 2 ;;
       --source) SOURCE=$2; shift 2 ;;
       --wheelhouse) WHEELHOUSE_TAR=$2; shift 2 ;;
+      --release-wheels) RELEASE_WHEELS_TAR=$2; shift 2 ;;
       --role) ROLE=$2; shift 2 ;;
       --listen-address) LISTEN=$2; shift 2 ;;
       --access) ACCESS=$2; shift 2 ;;
@@ -67,6 +69,7 @@ parse_args() {
   [[ "$VERSION" =~ ^[A-Za-z0-9._-]+$ ]] || die "--version must be letters, digits, . _ or -"
   [ -d "$SOURCE" ] || die "--source $SOURCE is not a directory"
   [ -f "$WHEELHOUSE_TAR" ] || die "--wheelhouse $WHEELHOUSE_TAR not found"
+  [ -f "$RELEASE_WHEELS_TAR" ] || die "--release-wheels $RELEASE_WHEELS_TAR not found"
   if [ -n "$WORKERS" ] && ! [[ "$WORKERS" =~ ^[0-9]+$ ]]; then die "--workers must be a number"; fi
 }
 
@@ -272,6 +275,21 @@ ensure_worker_access() {  # a worker host's credentials and the primary's CA, fr
   log "credentials $CRED_DIR: this host's access to the primary (0600 root); CA $WORKER_CA"
 }
 
+install_strategies() {  # install_strategies DIR — the release's strategy packages into DIR/venv
+  local dir=$1 wheels=$1.wheels wheel wanted=()
+  for wheel in "$wheels"/release/strategies/*.whl; do [ ! -e "$wheel" ] || wanted+=("$wheel"); done
+  [ ! -f "$wheels/release/strategy-requirements.txt" ] || wanted+=(-r "$wheels/release/strategy-requirements.txt")
+  if [ "${#wanted[@]}" -eq 0 ]; then
+    log "release $VERSION: no strategy packages beyond the built-in ones"
+    return 0
+  fi
+  # trad's pinned dependencies stay as they are (-c); the packages' own come with the release.
+  "$dir/venv/bin/pip" install --quiet --no-index --find-links "$wheels" --find-links "$wheels/release/deps" \
+    -c "$dir/requirements.txt" "${wanted[@]}" \
+    || die "installing the strategy packages into the release's virtualenv failed; the live release is unchanged"
+  log "release $VERSION: strategy packages installed: $(awk '{ sub(/^[^ ]+  /, ""); printf "%s%s", (NR > 1 ? ", " : ""), $0 }' "$dir/STRATEGIES")"
+}
+
 ensure_release() {
   local dir=$RELEASES/$VERSION
   if [ -f "$dir/.complete" ]; then
@@ -280,12 +298,17 @@ ensure_release() {
   fi
   log "release $VERSION: installing into $dir"
   rm -rf "$dir" "$dir.wheels"
-  mkdir -p "$dir" "$dir.wheels"
+  mkdir -p "$dir" "$dir.wheels/release"
   cp -a "$SOURCE/." "$dir/"
   tar -xf "$WHEELHOUSE_TAR" -C "$dir.wheels"
+  tar -xf "$RELEASE_WHEELS_TAR" -C "$dir.wheels/release"
   python3 -m venv "$dir/venv"
   "$dir/venv/bin/pip" install --quiet --no-index --find-links "$dir.wheels" -r "$dir/requirements.txt" \
     || die "installing Python dependencies from the wheelhouse failed; was the wheelhouse built for this Python ($(python3 -V))?"
+  # trad itself, as a distribution: its entry points (the built-in strategies) are found like any package's.
+  "$dir/venv/bin/pip" install --quiet --no-index --no-deps "$dir.wheels"/release/trad/trad-*.whl \
+    || die "installing trad's own wheel failed"
+  install_strategies "$dir"
   rm -rf "$dir.wheels"
   chown -R root:root "$dir"
   touch "$dir/.complete"

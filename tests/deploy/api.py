@@ -39,14 +39,16 @@ def wait_ready(vm) -> None:
     )
 
 
-def start_job(vm, n_iterations: int, seed: int = 1) -> str:
+def start_job(vm, n_iterations: int, seed: int = 1, strategy: str = "sma_crossover", params: dict | None = None) -> str:
     body = {
-        "strategy": "sma_crossover",
+        "strategy": strategy,
         "symbol": "BTCUSDT",
         "timeframe": "1m",
         "n_iterations": n_iterations,
         "seed": seed,
     }
+    if params is not None:
+        body["params"] = params
     return api(vm, "POST", "/api/v2/training/start", body)["job_id"]
 
 

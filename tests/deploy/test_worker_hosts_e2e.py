@@ -1,9 +1,10 @@
-"""Two real systemd hosts on a private network this test makes (tests/deploy/network.py): the
-primary is deployed with remote listening, a worker host is added with one command, jobs run on
-both, the primary's Redis and PostgreSQL refuse plain text and strangers from the worker's
-network, a partitioned worker host is fenced, a worker host powered off mid-job loses nothing,
-and removing a host re-queues its job and revokes its access. The tests run in order and share
-the two hosts. The measured times are printed (run with -s to see them)."""
+"""Two real systemd hosts on a private network this test makes (tests/deploy/network.py): the primary
+is deployed with remote listening, a worker host is added with one command, jobs run on both, the
+primary's Redis and PostgreSQL refuse plain text and strangers from the worker's network, both hosts
+get the same strategy packages (STRATEGY_PACKAGES), a partitioned worker host is fenced, a worker
+host powered off mid-job loses nothing, and removing a host re-queues its job and revokes its
+access. The tests run in order and share the two hosts. The measured times are printed (run with -s
+to see them)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import pytest
 from app.status import AttemptStatus, JobStatus
 from tests.deploy.api import api, progress, secret, start_job, wait_status
 from tests.deploy.conftest import HOST_ADDRESSES, HOST_NAMES
-from tests.support import wait_until
+from tests.deploy.runbook import runnable
+from tests.deploy.strategy_package import release_entry_points
+from tests.support import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 PRIMARY, WORKER = HOST_NAMES["primary"], HOST_NAMES["worker"]
@@ -74,10 +77,35 @@ def print_connections(primary) -> None:
     print(f"\nFIGURE PostgreSQL sessions by role:\n{sessions}\nFIGURE Redis clients by user:\n{clients}")
 
 
-def test_primary_deploy_with_remote_listening(two_hosts):
+@pytest.fixture(scope="module")
+def strategy_packages() -> str:
+    """STRATEGY_PACKAGES for both hosts: the example strategy package's directory."""
+    return str(ROOT / "examples/ema_volatility")
+
+
+BUILT_IN = ("bollinger_breakout", "liquidity_sweep", "rsi_reversion", "sma_crossover")
+EXAMPLE = ("ema_volatility", "trad-ema-volatility", "1.0.0")  # strategy, package, version
+
+
+def trad_distribution(host) -> str:
+    """trad's own version as an installed distribution of the live release's virtualenv."""
+    script = "import importlib.metadata as m; print(m.version('trad'))"
+    return host.ssh(f'cd / && /srv/trad/current/venv/bin/python -c "{script}"').stdout.strip()
+
+
+def test_primary_deploy_with_remote_listening(two_hosts, strategy_packages):
     primary = two_hosts.primary
-    result, _ = two_hosts.deploy("primary deploy", SERVER=PRIMARY, WORKERS="2", LISTEN_ADDRESS=LISTEN)
+    result, _ = two_hosts.deploy(
+        "primary deploy", SERVER=PRIMARY, WORKERS="2", LISTEN_ADDRESS=LISTEN, STRATEGY_PACKAGES=strategy_packages
+    )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "strategy packages installed: trad_ema_volatility-1.0.0-py3-none-any.whl" in result.stdout
+    # trad itself and the example are installed distributions: their entry points are found
+    # (and load) from outside the release's directory.
+    assert trad_distribution(primary) == "0.1.0"
+    assert sorted(e.split("=")[0] for e in release_entry_points(primary)) == sorted([*BUILT_IN, EXAMPLE[0]])
+    listed = primary.ssh(runnable()["strategies"]).stdout.splitlines()  # the runbook's block, as written
+    assert {tuple(line.split("\t")[:3]) for line in listed[1:]} >= {EXAMPLE, ("sma_crossover", "trad", "0.1.0")}
     assert "health check passed" in result.stdout
     assert "private CA /etc/trad/ca: created" in result.stderr + result.stdout
     listeners = {line.split()[3] for line in primary.ssh("ss -ltnH").stdout.splitlines() if line.strip()}
@@ -99,12 +127,20 @@ def test_primary_deploy_with_remote_listening(two_hosts):
     primary.ssh("trad candles synth --symbol BTCUSDT --timeframe 1m --bars 150000")
 
 
-def test_adding_a_worker_host_is_one_command(two_hosts):
+def test_adding_a_worker_host_is_one_command(two_hosts, strategy_packages):
     primary, worker = two_hosts.primary, two_hosts.worker
     # A bare worker VM runs none of the primary's services (the test image has them installed).
     worker.ssh("systemctl disable --now --quiet redis-server postgresql nginx")
-    result, took = two_hosts.deploy("add a worker host", ROLE="worker", PRIMARY=PRIMARY, SERVER=WORKER, WORKERS="2")
+    packages = {"STRATEGY_PACKAGES": strategy_packages}
+    result, took = two_hosts.deploy(
+        "add a worker host", ROLE="worker", PRIMARY=PRIMARY, SERVER=WORKER, WORKERS="2", **packages
+    )
     assert result.returncode == 0, result.stdout + result.stderr
+    # The same release as the primary's, strategy packages included, found the same way.
+    assert "the primary runs" not in result.stdout
+    assert worker.ssh("readlink /srv/trad/current").stdout == primary.ssh("readlink /srv/trad/current").stdout
+    assert trad_distribution(worker) == "0.1.0"
+    assert release_entry_points(worker) == release_entry_points(primary)
     print(f"\nFIGURE time to add a worker host (deploy_to_server.sh wall time, fresh host): {took:.1f}s")
     assert "health check passed" in result.stdout and "issued (its own PostgreSQL role and Redis user)" in result.stdout
     for unit in ("redis-server", "postgresql", "nginx", "trad-api"):
@@ -121,7 +157,9 @@ def test_adding_a_worker_host_is_one_command(two_hosts):
     assert redis_url.startswith(f"rediss://{WORKER_ROLE}:") and f"@{LISTEN}:{REDIS_TLS_PORT}/" in redis_url
     wait_until(lambda: workers_on(primary, WORKER) == 2, timeout=60, what="the worker host's workers in the queue")
 
-    again, took = two_hosts.deploy("redeploy the worker host", ROLE="worker", PRIMARY=PRIMARY, SERVER=WORKER)
+    again, took = two_hosts.deploy(
+        "redeploy the worker host", ROLE="worker", PRIMARY=PRIMARY, SERVER=WORKER, **packages
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     for step in (
         "access of trad-node2 to trad-primary: unchanged",
@@ -176,17 +214,27 @@ def test_the_primary_refuses_plain_text_and_strangers_from_the_worker_network(tw
     assert psql(f"{verified} user={WORKER_ROLE}", password).strip() == "1"
 
 
+def trained_example(primary, job_id: str, host: str) -> None:
+    """The job trained the example strategy on `host`, and its configuration names the package."""
+    final = wait_status(primary, job_id)
+    assert final["status"] == JobStatus.SUCCEEDED, final
+    assert attempts(primary, job_id)[-1]["worker_name"].endswith(f"@{host}")
+    config = api(primary, "GET", f"/api/v2/training/configurations/{final['configuration_id']}")
+    assert (config["strategy"], config["strategy_package"], config["strategy_version"]) == EXAMPLE
+    assert config["params"]["mode"] == "long_only" and config["params"]["fast"] < config["params"]["slow"]
+
+
 def test_jobs_run_on_both_hosts(two_hosts):
+    """The example strategy, deployed as a package to both hosts, trains over HTTP on each."""
     primary, worker = two_hosts.primary, two_hosts.worker
+    narrowed = {"mode": "long_only", "slow": {"low": 20, "high": 60}}
     primary_workers(primary, start=False)
-    on_worker = start_job(primary, 30, seed=21)
-    assert wait_status(primary, on_worker)["status"] == JobStatus.SUCCEEDED
-    assert attempts(primary, on_worker)[-1]["worker_name"].endswith(f"@{WORKER}")
+    on_worker = start_job(primary, 30, seed=21, strategy=EXAMPLE[0], params=narrowed)
+    trained_example(primary, on_worker, WORKER)
     primary_workers(primary, start=True)
     worker.ssh("systemctl stop trad.target")
-    on_primary = start_job(primary, 30, seed=22)
-    assert wait_status(primary, on_primary)["status"] == JobStatus.SUCCEEDED
-    assert attempts(primary, on_primary)[-1]["worker_name"].endswith(f"@{PRIMARY}")
+    on_primary = start_job(primary, 30, seed=22, strategy=EXAMPLE[0], params=narrowed)
+    trained_example(primary, on_primary, PRIMARY)
     worker.ssh("systemctl start trad.target")
     wait_until(lambda: workers_on(primary, WORKER) == 2, timeout=120, what="the worker host's workers back")
 
