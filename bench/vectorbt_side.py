@@ -86,6 +86,8 @@ def main() -> None:
     rolling = ind.Rolling(candles.close)
     pairs = sweep_pairs(args.sweep_pairs, 27)
     swept = []
+    if pairs:  # warm: vectorbt compiles again for two-dimensional signals
+        portfolio_figures(vbt, candles, np.stack([rolling.crossover(f, s) for f, s in pairs[:2]], axis=1))
     for _ in range(args.sweep_repeat if pairs else 0):
         t = time.perf_counter()
         for at in range(0, len(pairs), args.sweep_chunk):
