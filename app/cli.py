@@ -9,7 +9,10 @@ trad candles fetch --exchange binance --symbol BTC/USDT --timeframe 1m [--since 
 trad jobs list [--status S] | jobs show ID | jobs cancel ID | jobs retry ID
 trad jobs follow ID [--interval S]   (exit status: 0 succeeded, 1 failed, 4 canceled)
 trad schedules list | schedules show ID|NAME | schedules pause ID|NAME | schedules resume ID|NAME
+trad strategies list   (exit status 1 when an installed strategy is broken)
 trad maintenance run-once
+trad strategies check NAME --symbol S --timeframe TF [--start …] [--end …] [--params JSON] [--seed N]
+                          (exit status: 0 passed, 1 bias found, 2 bad input)
 """
 
 from __future__ import annotations
@@ -270,6 +273,27 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _param_text(p: dict) -> str:
+    if p["kind"] == "categorical":
+        return f"{p['name']}∈{{{','.join(map(str, p['choices']))}}}={p['default']}"
+    scale = " log" if p.get("log") else ""
+    return f"{p['name']}:{p['kind']}{scale}[{p['low']:g},{p['high']:g}]={p['default']:g}"
+
+
+def cmd_strategies(args: argparse.Namespace, settings: Settings) -> int:
+    from app.training.catalog import broken_strategies, strategies
+
+    print("name\tpackage\tversion\twarmup\tparameters")
+    for s in strategies().values():
+        info = s.describe()
+        warmup = f"{info['warmup']} (max {info['max_warmup']})"
+        print(f"{s.name}\t{s.package}\t{s.version}\t{warmup}\t{' '.join(_param_text(p) for p in info['params'])}")
+    broken = broken_strategies()
+    for name, why in broken.items():
+        print(f"trad: strategy {name} is broken: {why}", file=sys.stderr)
+    return 1 if broken else 0
+
+
 def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import maintenance
 
@@ -278,6 +302,91 @@ def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
         print("another process holds the maintenance lock; nothing done")
     else:
         print(f"reaped: {len(report.reaped)}, redispatched: {len(report.redispatched)}, fired: {len(report.fired)}")
+    return 0
+
+
+# ---- trad strategies check: the bias checks on stored candles ------------------------------
+
+
+def _params_json(value: str) -> dict:
+    try:
+        params = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc.msg}") from None
+    if not isinstance(params, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. \'{"fast": 10, "slow": 50}\'')
+    return params
+
+
+def _sampled_params(strategy, seed: int, count: int = 3) -> list[dict]:
+    """`count` parameter sets drawn from the strategy's space (seeded), each meeting its constraints."""
+    import numpy as np
+
+    from app.engine.errors import InvalidParams
+
+    rng, found = np.random.default_rng(seed), []
+    for _ in range(100 * count):
+        drawn = {
+            spec.name: int(rng.integers(int(spec.low), int(spec.high) + 1))
+            if spec.kind == "int"
+            else float(rng.uniform(spec.low, spec.high))
+            for spec in strategy.space
+        }
+        try:
+            clean = strategy.validate_params(drawn)
+        except InvalidParams:
+            continue
+        if clean not in found:
+            found.append(clean)
+        if len(found) == count:
+            break
+    return found
+
+
+def cmd_strategies_check(args: argparse.Namespace, settings: Settings) -> int:
+    from app.engine import bias
+    from app.engine.errors import InvalidParams, StrategyBias, TrainingInputError, UnknownStrategy
+    from app.engine.strategies import get_strategy
+    from app.services import candles as candles_service
+
+    try:
+        strategy = get_strategy(args.name)
+    except UnknownStrategy as exc:
+        raise CliError(f"NAME: {exc}") from None
+    if args.params is not None:
+        try:
+            param_sets = [strategy.validate_params(args.params)]
+        except InvalidParams as exc:
+            raise CliError(f"--params: {exc}") from None
+    else:
+        param_sets = _sampled_params(strategy, args.seed)
+    if args.start and args.end and args.start >= args.end:
+        raise CliError("--end: must be after --start")
+    with transaction(settings.database_url) as session:
+        candles = candles_service.load(session, args.symbol, args.timeframe, args.start, args.end)
+    if candles is None or len(candles) < 2:
+        raise CliError(
+            f"--symbol: no {args.timeframe} candles for {args.symbol} in that range (see `trad candles list`)"
+        )
+    print(f"{strategy.name} on {len(candles)} {args.timeframe} bars of {args.symbol}")
+    for params in param_sets:
+        try:
+            report = bias.check(strategy, candles, params, seed=args.seed)
+        except StrategyBias as exc:
+            print(f"FAILED {type(exc).__name__} at {exc.time} (bar {exc.bar}): {exc}")
+            return 1
+        except TrainingInputError as exc:
+            raise CliError(f"{strategy.name} with parameters {params}: {exc}") from None
+        found = report.as_dict()
+        warm = found["warmup"]
+        histories = ", ".join(str(h) for h in warm["history_lengths"]) or "none"
+        print(
+            f"passed {params}: look-ahead at {len(report.lookahead_bars)} bars "
+            f"({', '.join(report.lookahead_times)}); warm-up of {warm['declared']} bars against "
+            f"{histories} bars of history on {len(warm['ranges'])} ranges"
+            + (f" ({warm['skipped']})" if warm["skipped"] else "")
+            + f"; {report.seconds:.2f} s"
+        )
     return 0
 
 
@@ -336,9 +445,31 @@ def build_parser() -> argparse.ArgumentParser:
         ssub.add_parser(action).add_argument("schedule", help="id or name")
     schedules.set_defaults(func=cmd_schedules)
 
+    strategies = sub.add_parser("strategies", help="the installed strategies")
+    stsub = strategies.add_subparsers(dest="action", required=True)
+    stsub.add_parser("list", help="name, package, version, warm-up and parameters of each")
+    strategies.set_defaults(func=cmd_strategies)
+
     maint = sub.add_parser("maintenance", help="reaper, reconciler and schedules")
     maint.add_argument("action", choices=["run-once"])
     maint.set_defaults(func=cmd_maintenance)
+
+    strategies = sub.add_parser("strategies", help="training strategies")
+    stsub = strategies.add_subparsers(dest="action", required=True)
+    check = stsub.add_parser(
+        "check",
+        help="run the look-ahead and warm-up bias checks on stored candles (exit 0 passed, 1 bias found, 2 bad input)",
+    )
+    check.add_argument("name", help="the strategy's name")
+    check.add_argument("--symbol", type=_symbol, required=True)
+    check.add_argument("--timeframe", choices=TIMEFRAMES, required=True)
+    check.add_argument("--start", type=_when, help="first open time, UTC unless it says (default: the first stored)")
+    check.add_argument("--end", type=_when, help="stop before this open time (default: after the last stored)")
+    check.add_argument(
+        "--params", type=_params_json, help="a JSON object of parameters (default: three drawn from the space)"
+    )
+    check.add_argument("--seed", type=int, default=1, help="picks the bars tried and the parameters drawn")
+    check.set_defaults(func=cmd_strategies_check)
     return parser
 
 

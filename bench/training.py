@@ -4,14 +4,15 @@
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/training.py
 
-Prints wall time per phase, backtests per second, peak RSS, the optimiser's own cost per trial
-(Optuna's ask, suggest and tell: a trial's time less its signals and backtest), and the speed
-of the backtester against the per-bar reference loop (tests/engine/reference.py) on the same
-data, measured in the same run. Before the job it measures one backtest (sma_crossover signals
-on `--bars` bars, 10 bps fee) with the compiled kernel (`backtest`), with the whole-array NumPy
+Prints wall time per phase, the bias checks' time against the whole job's (they run inside the
+validation phase), backtests per second, peak RSS, the optimiser's own cost per trial (Optuna's
+ask, suggest and tell: a trial's time less its signals and backtest), and the speed of the
+backtester against the per-bar reference loop (tests/engine/reference.py) on the same data,
+measured in the same run. Before the job it measures one backtest (sma_crossover signals on
+`--bars` bars, 10 bps fee) with the compiled kernel (`backtest`), with the whole-array NumPy
 path (`numpy_backtest`: the baseline) and with vectorbt's `Portfolio.from_signals` where vectorbt
-is installed (`requirements/bench.txt`, `make bench-deps`), alternated, median of `--repeat`; a
-sweep of `--sweep-pairs` (fast, slow) pairs with each; and the first call's time in a fresh
+is installed (`bench/vectorbt_side.py` in `.venv-bench`: `make bench-deps`), median of
+`--repeat`; a sweep of `--sweep-pairs` (fast, slow) pairs with each; and the first call's time in a fresh
 process with the kernel's cache warm (NUMBA_CACHE_DIR as the worker unit sets it).
 """
 
@@ -335,6 +336,12 @@ def main() -> None:
             f"per trial: {per_trial * 1000:.2f} ms = signals + backtest {evaluating * 1000:.2f} ms "
             f"+ the optimiser's own (Optuna ask, suggest, tell) {(per_trial - evaluating) * 1000:.2f} ms"
         )
+    checks = outcome.bias_checks["seconds"]
+    print(
+        f"bias checks (look-ahead at {len(outcome.bias_checks['lookahead']['bars_tried'])} bars, warm-up with "
+        f"{outcome.bias_checks['warmup']['history_lengths']} bars of history): {checks:.3f} s = "
+        f"{100 * checks / total:.1f} % of the job, {100 * checks / (total - checks):.1f} % added (target < 10 %)"
+    )
     print(
         f"backtests per second (signals + backtest on {args.bars} bars, median of 5): "
         f"{1 / statistics.median(full_times):.1f}"
@@ -365,7 +372,8 @@ def main() -> None:
         print(
             f"walk-forward: {args.wf_windows} windows x {args.wf_iterations} trials = {wf.n_trials} trials "
             f"in {wf_time:.2f} s (target ≤ 6 s); walk-forward efficiency {wf.statistics['walk_forward_efficiency']}, "
-            f"PBO {wf.statistics['pbo']}"
+            f"PBO {wf.statistics['pbo']}; bias checks of {wf.bias_checks['params_checked']} parameter sets "
+            f"{wf.bias_checks['seconds']:.3f} s = {100 * wf.bias_checks['seconds'] / wf_time:.1f} % of it"
         )
 
 
