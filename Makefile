@@ -45,7 +45,8 @@ bench-deps: .venv-bench/bin/.installed
 
 .venv-bench/bin/.installed: requirements.txt requirements/bench.txt
 	$(PY) -m venv .venv-bench
-	.venv-bench/bin/pip install -r requirements.txt -r requirements/bench.txt
+	.venv-bench/bin/pip install -q -r requirements.txt -r requirements/bench.txt
+	.venv-bench/bin/pip install -q --no-deps -e .  # trad itself: its strategies are entry points
 	touch $@
 
 	rm -rf $(VENV) .venv-bench var
