@@ -491,6 +491,7 @@ def warm() -> None:
     bollinger(prices, *sums, np.zeros(3, dtype=np.int64), 2, 1.0, 0, 1e-12, np.empty(3))
     counts = np.zeros(3, dtype=np.int64)
     rsi_states(prices, *sums[:2], counts, prices, *sums[:2], counts, 2, 70.0, 30.0, 0, 1e-12, np.empty(3))
+    log_ndtr(np.zeros(2))  # the optimiser's TPE sampler (`optimise.compiled_tpe_normal`)
 
 
 def _ndtr_one(a):

@@ -285,7 +285,7 @@ from app.worker import preload
 preload()
 from app.engine import kernel
 print(json.dumps([len(k.signatures) for k in (kernel.fused, kernel.crossover, kernel.sweep, kernel.bollinger,
-                                               kernel.rsi_states)]))
+                                               kernel.rsi_states, kernel.log_ndtr_flat)]))
 """
 
 
