@@ -22,6 +22,7 @@ import json
 import signal
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -318,27 +319,22 @@ def _params_json(value: str) -> dict:
     return params
 
 
-def _sampled_params(strategy, seed: int, count: int = 3) -> list[dict]:
-    """`count` parameter sets drawn from the strategy's space (seeded), each meeting its constraints."""
+def _default_and_drawn(strategy, seed: int, drawn: int = 2) -> list[dict]:
+    """The strategy's defaults, then `drawn` other parameter sets drawn from its space (seeded),
+    each meeting its constraint."""
     import numpy as np
 
     from app.engine.errors import InvalidParams
 
-    rng, found = np.random.default_rng(seed), []
-    for _ in range(100 * count):
-        drawn = {
-            spec.name: int(rng.integers(int(spec.low), int(spec.high) + 1))
-            if spec.kind == "int"
-            else float(rng.uniform(spec.low, spec.high))
-            for spec in strategy.space
-        }
+    rng, found = np.random.default_rng(seed), [strategy.validate_params(strategy.defaults)]
+    for _ in range(100 * drawn):
         try:
-            clean = strategy.validate_params(drawn)
+            clean = strategy.validate_params({spec.name: spec.sample(rng) for spec in strategy.space})
         except InvalidParams:
             continue
         if clean not in found:
             found.append(clean)
-        if len(found) == count:
+        if len(found) == 1 + drawn:
             break
     return found
 
@@ -346,7 +342,7 @@ def _sampled_params(strategy, seed: int, count: int = 3) -> list[dict]:
 def cmd_strategies_check(args: argparse.Namespace, settings: Settings) -> int:
     from app.engine import bias
     from app.engine.errors import InvalidParams, StrategyBias, TrainingInputError, UnknownStrategy
-    from app.engine.strategies import get_strategy
+    from app.engine.registry import get_strategy
     from app.services import candles as candles_service
 
     try:
@@ -359,7 +355,7 @@ def cmd_strategies_check(args: argparse.Namespace, settings: Settings) -> int:
         except InvalidParams as exc:
             raise CliError(f"--params: {exc}") from None
     else:
-        param_sets = _sampled_params(strategy, args.seed)
+        param_sets = _default_and_drawn(strategy, args.seed)
     if args.start and args.end and args.start >= args.end:
         raise CliError("--end: must be after --start")
     with transaction(settings.database_url) as session:
@@ -377,6 +373,9 @@ def cmd_strategies_check(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         except TrainingInputError as exc:
             raise CliError(f"{strategy.name} with parameters {params}: {exc}") from None
+        except Exception as exc:  # the strategy's own code failed: not a bias, and not exit 1
+            traceback.print_exc()
+            raise CliError(f"{strategy.name} with parameters {params} raised {type(exc).__name__}: {exc}") from None
         found = report.as_dict()
         warm = found["warmup"]
         histories = ", ".join(str(h) for h in warm["history_lengths"]) or "none"
@@ -449,13 +448,6 @@ def build_parser() -> argparse.ArgumentParser:
     stsub = strategies.add_subparsers(dest="action", required=True)
     stsub.add_parser("list", help="name, package, version, warm-up and parameters of each")
     strategies.set_defaults(func=cmd_strategies)
-
-    maint = sub.add_parser("maintenance", help="reaper, reconciler and schedules")
-    maint.add_argument("action", choices=["run-once"])
-    maint.set_defaults(func=cmd_maintenance)
-
-    strategies = sub.add_parser("strategies", help="training strategies")
-    stsub = strategies.add_subparsers(dest="action", required=True)
     check = stsub.add_parser(
         "check",
         help="run the look-ahead and warm-up bias checks on stored candles (exit 0 passed, 1 bias found, 2 bad input)",
@@ -466,10 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--start", type=_when, help="first open time, UTC unless it says (default: the first stored)")
     check.add_argument("--end", type=_when, help="stop before this open time (default: after the last stored)")
     check.add_argument(
-        "--params", type=_params_json, help="a JSON object of parameters (default: three drawn from the space)"
+        "--params", type=_params_json, help="a JSON object of parameters (default: the defaults and two drawn)"
     )
     check.add_argument("--seed", type=int, default=1, help="picks the bars tried and the parameters drawn")
     check.set_defaults(func=cmd_strategies_check)
+
+    maint = sub.add_parser("maintenance", help="reaper, reconciler and schedules")
+    maint.add_argument("action", choices=["run-once"])
+    maint.set_defaults(func=cmd_maintenance)
+
     return parser
 
 

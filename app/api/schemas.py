@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from app import cron
-from app.engine.errors import InvalidParams
+from app.engine.errors import TrainingInputError
 from app.kinds import KINDS
 from app.status import AttemptStatus, FireOutcome, JobStatus, MisfirePolicy, OverlapPolicy, Priority
 from app.training.catalog import (
@@ -147,7 +147,7 @@ class StartTraining(BaseModel):
             return value
         try:
             strategies()[strategy.value].narrowed(_plain_params(value))
-        except InvalidParams as exc:
+        except TrainingInputError as exc:  # InvalidParams, or the strategy's constraint raising
             raise ValueError(str(exc)) from None
         return value
 

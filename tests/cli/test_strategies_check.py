@@ -10,7 +10,9 @@ import json
 import pytest
 
 from app import cli
-from app.engine.strategies import STRATEGIES, Strategy, get_strategy
+from app.engine.registry import get_strategy
+from app.engine.registry import strategies as installed
+from app.engine.strategy import Strategy
 from app.services import candles as candles_service
 from tests.cli.test_commands import trad
 from tests.training.test_bias import BIASED
@@ -95,7 +97,7 @@ def test_a_biased_strategy_exits_1_naming_the_bar_and_the_parameters(
     clean, stored, monkeypatch, capsys, strategy, params, error_type
 ):
     for name, biased in BIASED.items():
-        monkeypatch.setitem(STRATEGIES, name, biased)
+        monkeypatch.setitem(installed(), name, biased)
     monkeypatch.setattr(cli, "get_settings", lambda: clean)
     argv = ["strategies", "check", strategy, "--symbol", "BTCUSDT", "--timeframe", "5m", "--params", json.dumps(params)]
     assert cli.main(argv) == 1
@@ -110,8 +112,22 @@ def test_without_params_a_biased_strategy_fails_on_the_first_drawn_set(clean, st
     crossover = get_strategy("sma_crossover")
     biased = Strategy("tomorrows_crossover", crossover.space, BIASED["tomorrows_crossover"].compute,
                       crossover.warmup, crossover.constraint)  # fmt: skip
-    monkeypatch.setitem(STRATEGIES, "tomorrows_crossover", biased)
+    monkeypatch.setitem(installed(), "tomorrows_crossover", biased)
     monkeypatch.setattr(cli, "get_settings", lambda: clean)
     assert cli.main(["strategies", "check", "tomorrows_crossover", "--symbol", "BTCUSDT", "--timeframe", "5m"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and out[1].startswith("FAILED LookaheadBias")
+
+
+def test_a_strategy_that_raises_exits_2_naming_it(clean, stored, monkeypatch, capsys):
+    """Its own error, with the traceback, is bad input (2), never a bias found (1)."""
+
+    def broken(c, p, start):
+        raise ZeroDivisionError("the strategy divided by zero")
+
+    monkeypatch.setitem(installed(), "broken", Strategy("broken", (), broken, lambda p: 1))
+    monkeypatch.setattr(cli, "get_settings", lambda: clean)
+    argv = ["strategies", "check", "broken", "--symbol", "BTCUSDT", "--timeframe", "5m", "--params", "{}"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "trad: error: broken with parameters {} raised ZeroDivisionError" in err

@@ -246,11 +246,11 @@ def test_a_biased_job_page_says_what_to_fix(
 ):
     """A job whose strategy failed a bias check (run in a process forked from this one, where the
     biased strategies are registered) shows the error, the bar and what to do; no results."""
-    from app.engine.strategies import STRATEGIES
+    from app.engine.registry import strategies as installed
     from tests.training.test_bias import BIASED, run_in_fork, submit
 
     for name, biased in BIASED.items():
-        monkeypatch.setitem(STRATEGIES, name, biased)
+        monkeypatch.setitem(installed(), name, biased)
     load_demo(db, bars=8_000)
     job_id = submit(db, settings, strategy)
     run_in_fork(settings, job_id)

@@ -1,10 +1,11 @@
 """End to end: strategies as installed packages. Throwaway virtualenvs (the suite's packages
-reached through a `.pth` line, nothing downloaded) get the example package and a package of
+reached through a `.pth` line, nothing downloaded) get the example packages and a package of
 misbehaving strategies installed; the API and workers run from them against the suite's
 PostgreSQL and Redis. The example trains over HTTP and its configuration names its package
 and version; a worker without the strategy, or with another version of it, fails the job
-clearly and does not retry it; a strategy that raises or returns bad positions fails its job
-with a named error; one that fails to import is reported by name and takes nothing down."""
+clearly and does not retry it; the deliberately biased example fails with LookaheadBias; a
+strategy that raises or returns bad positions fails its job with a named error; one that fails
+to import is reported by name and takes nothing down."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from app.status import JobStatus
 from tests.support import ROOT, TOKEN, api_process, load_demo, process_env, start_body, start_worker, wait_until
 
 EXAMPLE = ROOT / "examples" / "ema_volatility"
+BIASED = ROOT / "examples" / "lookahead_biased"
 BAD_PACKAGE = """
 import numpy as np
 from app.engine.strategy import IntParam, vectorised
@@ -99,11 +101,13 @@ def _bad_package(into: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def venvs(tmp_path_factory) -> dict[str, str]:
-    """`plugins`: the example and the misbehaving package; `bare`: neither; `newer`: the
+    """`plugins`: the examples and the misbehaving package; `bare`: neither; `newer`: the
     example at 1.1.0."""
     base = tmp_path_factory.mktemp("strategy-venvs")
     return {
-        "plugins": _venv(base / "plugins", _package_copy(EXAMPLE, base), _bad_package(base)),
+        "plugins": _venv(
+            base / "plugins", _package_copy(EXAMPLE, base), _package_copy(BIASED, base), _bad_package(base)
+        ),
         "bare": _venv(base / "bare"),
         "newer": _venv(base / "newer", _package_copy(EXAMPLE, base, "1.1.0")),
     }
@@ -141,6 +145,10 @@ def test_a_package_strategy_trains_over_http_and_workers_must_have_its_version(v
         assert kinds["vol_max"] == ("float", True, None)
         assert kinds["mode"] == ("categorical", False, ["long_short", "long_only"])
         assert by_name["sma_crossover"]["package"] == "trad"  # the built-ins, the same way
+        assert (by_name["lookahead_biased"]["package"], by_name["lookahead_biased"]["version"]) == (
+            "trad-lookahead-biased",
+            "1.0.0",
+        )
         assert [b["name"] for b in listing["broken"]] == ["broken_import"]
         assert "no_such_object" in listing["broken"][0]["reason"]
         assert http.get("/healthz").status_code == 200
@@ -177,6 +185,7 @@ def test_a_package_strategy_trains_over_http_and_workers_must_have_its_version(v
         assert (config["strategy_package"], config["strategy_version"]) == ("trad-ema-volatility", "1.0.0")
         assert config["params"]["mode"] == "long_only" and 20 <= config["params"]["slow"] <= 60
         assert config["params"]["fast"] < config["params"]["slow"]
+        assert config["bias_checks"]["passed"] is True  # its warm-up is exact, it reads no later bar
         trials = http.get(f"/api/v2/training/jobs/{job}/trials", params={"limit": 100}).json()["items"]
         assert len(trials) == 10
         assert all(t["params"]["mode"] == "long_only" and 0.004 <= t["params"]["vol_max"] <= 0.05 for t in trials)
@@ -190,12 +199,13 @@ def test_a_package_strategy_trains_over_http_and_workers_must_have_its_version(v
 
         # Strategies that misbehave: a failed job with a named error each, nothing saved, no retry.
         expected = {
+            "lookahead_biased": ("LookaheadBias", "lookahead_biased"),
             "strategy_raises": ("StrategyError", "RuntimeError: boom at bar 7"),
             "wrong_length": ("InvalidPositions", "shape"),
             "out_of_range": ("InvalidPositions", "positions must be -1, 0 or 1"),
             "nan_positions": ("InvalidPositions", "NaN"),
         }
-        jobs = {name: _start(http, strategy=name, n_iterations=2) for name in expected}
+        jobs = {name: _start(http, strategy=name, n_iterations=4) for name in expected}
         for name, (error_type, words) in expected.items():
             final = _finish(http, jobs[name])
             assert final["status"] == JobStatus.FAILED and final["attempts"] == 1, final

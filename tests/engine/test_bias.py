@@ -19,7 +19,10 @@ from app.engine import indicators as ind
 from app.engine.candles import Candles, synthetic
 from app.engine.errors import LookaheadBias, StrategyBias, WarmupTooShort
 from app.engine.pipeline import TrainingSpec, run_training
-from app.engine.strategies import STRATEGIES, ParamSpec, Strategy, get_strategy
+from app.engine.registry import get_strategy
+from app.engine.registry import strategies as installed
+from app.engine.strategies import STRATEGIES
+from app.engine.strategy import FloatParam, IntParam, Strategy
 
 # --- hand-made strategies, built with the engine's Strategy -----------------------------------
 
@@ -65,11 +68,11 @@ def _sma(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
 
 
 NEXT_CLOSE = Strategy("next_close", (), _next_close, lambda p: 1)
-MAX_NORMALISED = Strategy("max_normalised", (ParamSpec("level", "float", 0.1, 0.99),), _max_normalised, lambda p: 1)
-CENTRED = Strategy("centred", (ParamSpec("window", "int", 3, 99),), _centred, lambda p: p["window"])
-EMA_ONE_BAR = Strategy("ema_one_bar", (ParamSpec("span", "int", 2, 100),), _ema, lambda p: 1)
-SMA_SHORT = Strategy("sma_short", (ParamSpec("window", "int", 2, 500),), _sma, lambda p: p["window"] // 5)
-SMA_EXACT = Strategy("sma_exact", (ParamSpec("window", "int", 2, 500),), _sma, lambda p: p["window"] - 1)
+MAX_NORMALISED = Strategy("max_normalised", (FloatParam("level", 0.1, 0.99),), _max_normalised, lambda p: 1)
+CENTRED = Strategy("centred", (IntParam("window", 3, 99),), _centred, lambda p: p["window"])
+EMA_ONE_BAR = Strategy("ema_one_bar", (IntParam("span", 2, 100),), _ema, lambda p: 1)
+SMA_SHORT = Strategy("sma_short", (IntParam("window", 2, 500),), _sma, lambda p: p["window"] // 5)
+SMA_EXACT = Strategy("sma_exact", (IntParam("window", 2, 500),), _sma, lambda p: p["window"] - 1)
 
 
 def iso(c: Candles, bar: int) -> str:
@@ -321,7 +324,7 @@ def biased_sma(c: Candles, p: dict[str, Any], start: int) -> np.ndarray:
 def test_a_training_run_with_a_biased_strategy_fails_after_optimising(monkeypatch, mode):
     crossover = get_strategy("sma_crossover")
     biased = Strategy("biased_sma", crossover.space, biased_sma, crossover.warmup, crossover.constraint)
-    monkeypatch.setitem(STRATEGIES, "biased_sma", biased)
+    monkeypatch.setitem(installed(), "biased_sma", biased)
     spec = TrainingSpec("biased_sma", "X", "5m", 8, 3, min_trades=3, validation_mode=mode, windows=3)
     hooks = Hooks()
     with pytest.raises(LookaheadBias) as raised:

@@ -17,7 +17,9 @@ from sqlalchemy import select
 
 from app.engine import indicators as ind
 from app.engine.candles import Candles
-from app.engine.strategies import STRATEGIES, ParamSpec, Strategy, get_strategy
+from app.engine.registry import get_strategy
+from app.engine.registry import strategies as installed
+from app.engine.strategy import IntParam, Strategy
 from app.execution import process
 from app.execution.runner import run_job
 from app.models import Attempt, Job, TrainedConfiguration, Trial
@@ -53,7 +55,7 @@ BIASED = {
     "tomorrows_crossover": Strategy(
         "tomorrows_crossover", CROSSOVER.space, _tomorrows_crossover, CROSSOVER.warmup, CROSSOVER.constraint
     ),
-    "ema_one_bar": Strategy("ema_one_bar", (ParamSpec("span", "int", 5, 60),), _ema, lambda p: 1),
+    "ema_one_bar": Strategy("ema_one_bar", (IntParam("span", 5, 60),), _ema, lambda p: 1),
 }
 
 
@@ -88,7 +90,7 @@ def submit(db, settings, strategy: str):
 )
 def test_a_biased_job_fails_without_retry_and_saves_nothing(db, settings, monkeypatch, strategy, error_type, words):
     for name, biased in BIASED.items():
-        monkeypatch.setitem(STRATEGIES, name, biased)
+        monkeypatch.setitem(installed(), name, biased)
     load_demo(db, bars=8_000)
     job_id = submit(db, settings, strategy)
     run_in_fork(settings, job_id)
