@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test test-fast lint lock bench clean
+.PHONY: dev test test-fast lint lock bench bench-deps clean
 
 $(BIN)/.installed: requirements.txt requirements/dev.txt pyproject.toml
 	bash ops/scripts/dev_system_packages.sh
@@ -39,5 +39,14 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/pipeline.py
 
-clean:
-	rm -rf $(VENV) var
+# vectorbt for bench/training.py's side-by-side figures, in a virtualenv of its own: its
+# dependencies (scikit-learn, pandas) would change what a job imports in the project's one.
+bench-deps: .venv-bench/bin/.installed
+
+.venv-bench/bin/.installed: requirements.txt requirements/bench.txt
+	$(PY) -m venv .venv-bench
+	.venv-bench/bin/pip install -q -r requirements.txt -r requirements/bench.txt
+	.venv-bench/bin/pip install -q --no-deps -e .  # trad itself: its strategies are entry points
+	touch $@
+
+	rm -rf $(VENV) .venv-bench var

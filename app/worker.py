@@ -317,14 +317,18 @@ class TradWorker(Worker):
 
 def preload() -> None:
     """Import every kind's handler (and the job entrypoint) in the worker before it forks, so a
-    job process inherits them instead of paying the imports (NumPy, Optuna: ~0.4 s) per job."""
+    job process inherits them instead of paying the imports (NumPy, Optuna: ~0.4 s) per job;
+    and load the engine's compiled kernels (from numba's cache directory, compiling them there
+    the first time), so no job process loads or compiles them again."""
     import app.execution.runner
     import app.jobs  # noqa: F401
+    from app.engine import kernel
     from app.kinds import KINDS
 
     for kind in KINDS.values():
         kind.load_handler()
     registry.log_broken()  # the installed strategies, imported once here; a broken one logged by name
+    kernel.warm()
 
 
 def _func_name(job) -> str | None:

@@ -5,17 +5,21 @@
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/training.py
 
 Prints wall time per phase, the bias checks' time against the whole job's (they run inside the
-validation phase), backtests per second, peak RSS, and the speed of the vectorised backtester
-against the per-bar reference loop (tests/engine/reference.py) on the same data, measured in
-the same run. Before the job it measures one backtest (sma_crossover signals on
-`--bars` bars, 10 bps fee) with the compiled kernel (`backtest`) and with the whole-array NumPy
-path (`numpy_backtest`), alternated, median of `--repeat`, and the first call's time in a fresh
+validation phase), backtests per second, peak RSS, the optimiser's own cost per trial (Optuna's
+ask, suggest and tell: a trial's time less its signals and backtest), and the speed of the
+backtester against the per-bar reference loop (tests/engine/reference.py) on the same data,
+measured in the same run. Before the job it measures one backtest (sma_crossover signals on
+`--bars` bars, 10 bps fee) with the compiled kernel (`backtest`), with the whole-array NumPy
+path (`numpy_backtest`: the baseline) and with vectorbt's `Portfolio.from_signals` where vectorbt
+is installed (`bench/vectorbt_side.py` in `.venv-bench`: `make bench-deps`), median of
+`--repeat`; a sweep of `--sweep-pairs` (fast, slow) pairs with each; and the first call's time in a fresh
 process with the kernel's cache warm (NUMBA_CACHE_DIR as the worker unit sets it).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -33,10 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from app.engine import indicators as ind  # noqa: E402
+from app.engine import optimise  # noqa: E402
 from app.engine.backtest import Costs, backtest, numpy_backtest  # noqa: E402
 from app.engine.candles import synthetic  # noqa: E402
 from app.engine.pipeline import TrainingSpec, run_training  # noqa: E402
 from app.engine.strategies import get_strategy  # noqa: E402
+from bench.vectorbt_side import sweep_pairs  # noqa: E402
 from tests.engine.reference import reference_backtest  # noqa: E402
 
 FIRST_CALL = """
@@ -75,7 +81,59 @@ def numpy_signals(candles, params):
     return np.nan_to_num(ind.sign(*_means(ind.Rolling(candles.close), params))).astype(np.int8)
 
 
-def per_backtest(candles, repeat: int) -> None:
+BENCH_PYTHON = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
+
+
+def vectorbt_side(args) -> dict | None:
+    """vectorbt's figures from `bench/vectorbt_side.py` in `.venv-bench` (`make bench-deps`) on
+    the same bars, or None (printed: not installed)."""
+    python = Path(args.vectorbt_python) if args.vectorbt_python else BENCH_PYTHON
+    if not python.exists():
+        print(f"vectorbt not installed ({python} missing: make bench-deps): not measured")
+        return None
+    command = [str(python), str(Path(__file__).with_name("vectorbt_side.py")), "--bars", str(args.bars)]
+    command += ["--seed", str(args.seed), "--repeat", str(args.repeat), "--sweep-pairs", str(args.sweep_pairs)]
+    command += ["--sweep-repeat", str(args.sweep_repeat), "--sweep-chunk", str(args.sweep_chunk)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"vectorbt not measured: {done.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def sweep(candles, count: int, repeat: int, vectorbt: list[dict]) -> None:
+    """A sweep of `count` (fast, slow) pairs: trad compiled (signals + backtest per pair) and
+    trad's NumPy path (the baseline), alternated, median of `repeat`; vectorbt vectorised over
+    columns (`vectorbt_side`, run before and after trad's)."""
+    strategy, costs = get_strategy("sma_crossover"), Costs(10, 0)
+    pairs = sweep_pairs(count, 27)
+
+    def trad():
+        for fast, slow in pairs:
+            backtest(candles, strategy.signals(candles, {"fast": fast, "slow": slow}), costs)
+
+    def numpy_path():
+        for fast, slow in pairs:
+            numpy_backtest(candles, numpy_signals(candles, {"fast": fast, "slow": slow}), costs)
+
+    rows = {"trad, compiled": trad, "trad, NumPy path (baseline)": numpy_path}
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(repeat):
+        for name, call in rows.items():
+            t = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for side in vectorbt:
+        medians[f"vectorbt {side['version']} from_signals, vectorised"] = side["sweep_s"]
+    base = medians["trad, NumPy path (baseline)"]
+    print(f"a sweep of {count} sma_crossover (fast, slow) pairs on {len(candles)} bars (median of {repeat}):")
+    for name, median in medians.items():
+        target = " (target ≤ 1 s)" if name == "trad, compiled" else ""
+        print(f"  {name:<44} {median:7.2f} s{target}, {base / median:5.2f}x the baseline's speed")
+
+
+def per_backtest(candles, repeat: int, vectorbt: list[dict]) -> None:
     """One backtest of sma_crossover (10 bps fee) on all the bars, compiled against NumPy,
     alternated in the same run: the backtest alone (positions made once), and signals +
     backtest (what a trial costs)."""
@@ -111,6 +169,13 @@ def per_backtest(candles, repeat: int) -> None:
         ),
     ):
         print(f"  {compiled}: {medians[numpy_path] / medians[compiled]:.1f}x the NumPy figure's backtests/s")
+    for side in vectorbt:  # before and after trad's, in a process of its own
+        median = side["backtest_s"]
+        print(
+            f"  backtest alone, vectorbt {side['version']} from_signals {median * 1000:7.2f} ms = "
+            f"{1 / median:7.1f} backtests/s; the compiled kernel does "
+            f"{median / medians['backtest alone, compiled kernel']:.1f}x its backtests/s"
+        )
     with tempfile.TemporaryDirectory() as cache:
         _, cold = first_call_s(cache)
         warm = [first_call_s(cache) for _ in range(3)]
@@ -121,10 +186,28 @@ def per_backtest(candles, repeat: int) -> None:
     )
 
 
+def reset_peak_rss() -> bool:
+    """Reset the process's peak resident size to the current one (Linux: /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident size since the last reset (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class TimingHooks:
     def __init__(self) -> None:
         self.phase_started: dict[str, float] = {}
         self.trials = 0
+        self.trial_seconds = 0.0
 
     def progress(self, phase, fraction, message, **_):
         self.phase_started.setdefault(phase, time.perf_counter())
@@ -135,9 +218,30 @@ class TimingHooks:
     def save_trial(self, trial):
         json.dumps(trial.params), json.dumps(trial.metrics)
         self.trials += 1
+        self.trial_seconds += trial.duration_s or 0.0
 
     def check(self):
         pass
+
+
+class EvaluationTimer:
+    """`optimise.evaluate` timed: what a trial spends in signals and backtest, so the rest of its
+    time is the optimiser's own (Optuna's ask, suggest and tell, and the trial's record)."""
+
+    def __init__(self, hooks: TimingHooks) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._evaluate = optimise.evaluate
+        self._hooks = hooks
+
+    def __call__(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return self._evaluate(*args, **kwargs)
+        finally:
+            if "validation" not in self._hooks.phase_started:  # the search's trials only
+                self.seconds += time.perf_counter() - t
+                self.calls += 1
 
 
 def main() -> None:
@@ -150,17 +254,36 @@ def main() -> None:
     parser.add_argument("--wf-iterations", type=int, default=200, help="trials per walk-forward window")
     parser.add_argument("--reference-bars", type=int, default=50_000, help="slice timed with the per-bar loop")
     parser.add_argument("--repeat", type=int, default=21, help="backtests per path for the per-backtest figure")
+    parser.add_argument("--sweep-pairs", type=int, default=200, help="(fast, slow) pairs of the sweep; 0 skips it")
+    parser.add_argument("--sweep-repeat", type=int, default=3)
+    parser.add_argument("--sweep-chunk", type=int, default=20, help="vectorbt's columns per call in the sweep")
+    parser.add_argument("--vectorbt-python", help="a Python with vectorbt (default .venv-bench/bin/python)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
     candles = synthetic(args.bars, args.seed)
     generated = time.perf_counter()
-    per_backtest(candles, args.repeat)
+    vectorbt = [side for side in [vectorbt_side(args)] if side]
+    per_backtest(candles, args.repeat, vectorbt)
+    if args.sweep_pairs:
+        sweep(candles, args.sweep_pairs, args.sweep_repeat, vectorbt)
+    vectorbt += [side for side in [vectorbt_side(args)] if side] if vectorbt else []
+    if len(vectorbt) == 2:
+        print(
+            f"vectorbt after trad's: {vectorbt[1]['backtest_s'] * 1000:.2f} ms a backtest"
+            + (f", sweep {vectorbt[1]['sweep_s']:.2f} s" if vectorbt[1]["sweep_s"] else "")
+        )
     hooks = TimingHooks()
     spec = TrainingSpec(args.strategy, "BENCH", "1m", args.iterations, args.seed)
+    timer = EvaluationTimer(hooks)
+    optimise.evaluate = timer
+    gc.collect()
+    reset = reset_peak_rss()  # the job's peak from here: what was loaded so far and the candles, as in a job process
     start = time.perf_counter()
     outcome = run_training(spec, candles, hooks)
     saving_start = time.perf_counter()
+    optimise.evaluate = timer._evaluate
+    job_peak_mb = peak_rss_mb() if reset else None
     json.dumps(
         {
             "params": outcome.params,
@@ -204,7 +327,15 @@ def main() -> None:
     for name, seconds in phases.items():
         print(f"  {name:<17} {seconds:7.2f} s")
     total = end - start
-    print(f"whole job: {total:.2f} s (target ≤ 15 s)")
+    print(f"whole job: {total:.2f} s (target ≤ 1.5 s for sma_crossover)")
+    print(f"chosen: {outcome.params}, train Sharpe {outcome.train_metrics['sharpe']!r}")
+    if hooks.trials:
+        per_trial = hooks.trial_seconds / hooks.trials
+        evaluating = timer.seconds / max(timer.calls, 1)
+        print(
+            f"per trial: {per_trial * 1000:.2f} ms = signals + backtest {evaluating * 1000:.2f} ms "
+            f"+ the optimiser's own (Optuna ask, suggest, tell) {(per_trial - evaluating) * 1000:.2f} ms"
+        )
     checks = outcome.bias_checks["seconds"]
     print(
         f"bias checks (look-ahead at {len(outcome.bias_checks['lookahead']['bars_tried'])} bars, warm-up with "
@@ -221,7 +352,9 @@ def main() -> None:
         f"vectorised vs per-bar reference loop on the first {args.reference_bars} bars: "
         f"{statistics.median(vec_times) * 1000:.1f} ms vs {ref_time * 1000:.0f} ms = {speedup:.0f}x faster"
     )
-    print(f"peak RSS: {peak_mb:.0f} MB (target ≤ 300 MB)")
+    if job_peak_mb is not None:
+        print(f"peak RSS of the job (imports, kernels, candles and the job): {job_peak_mb:.0f} MB (target ≤ 300 MB)")
+    print(f"peak RSS of this whole process (the NumPy path and the sweep too): {peak_mb:.0f} MB")
     print(f"holdout statistics: {outcome.statistics['verdict']}")
     if args.wf_windows:
         wf_spec = TrainingSpec(
@@ -238,7 +371,7 @@ def main() -> None:
         wf_time = time.perf_counter() - t
         print(
             f"walk-forward: {args.wf_windows} windows x {args.wf_iterations} trials = {wf.n_trials} trials "
-            f"in {wf_time:.2f} s; walk-forward efficiency {wf.statistics['walk_forward_efficiency']}, "
+            f"in {wf_time:.2f} s (target ≤ 6 s); walk-forward efficiency {wf.statistics['walk_forward_efficiency']}, "
             f"PBO {wf.statistics['pbo']}; bias checks of {wf.bias_checks['params_checked']} parameter sets "
             f"{wf.bias_checks['seconds']:.3f} s = {100 * wf.bias_checks['seconds'] / wf_time:.1f} % of it"
         )

@@ -49,6 +49,7 @@ class Rolling:
         if n > 1:
             np.cumsum(self.x[1:] != self.x[:-1], out=self._changes[1:])
         self._deviation_sums: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+        self._nonnegative = bool(n == 0 or self.x.min() >= 0)  # prefix sums that never decrease (`crossover`)
 
     def constant(self, window: int) -> np.ndarray:
         """For each full window ending at t (t ≥ window−1): are all its values equal?"""
@@ -74,7 +75,7 @@ class Rolling:
             raise ValueError(f"crossover needs 1 ≤ fast ≤ slow, got {fast} and {slow}")
         out = np.empty(len(self.x), dtype=np.int8)
         high, low = self._sums
-        kernel.crossover(self.x, high, low, self._changes, fast, slow, rtol, out)
+        kernel.crossover(self.x, high, low, self._changes, fast, slow, rtol, self._nonnegative, out)
         return out
 
     def bollinger_states(self, window: int, k: float, start: int, rtol: float = SIGN_RTOL) -> np.ndarray:

@@ -30,6 +30,18 @@ from app.engine.stats import CSCV_BLOCKS
 _CANCELLATION = 1e-3  # sum² / n above this share of the sum of squares: recompute the variance in two passes
 
 
+def _dd_floor(peak, max_dd):
+    """The equity at or above which 1 − equity/peak cannot exceed `max_dd`, with a margin of
+    1e-9 relative that rounding cannot cross; +inf (always divide) near a total drawdown, where
+    that margin is below the rounding of 1 − x."""
+    if max_dd >= 1.0 - 1e-7:
+        return math.inf
+    return peak * (1.0 - max_dd) * (1.0 + 1e-9)
+
+
+_dd_floor = numba.njit(inline="always")(_dd_floor)
+
+
 def _kernel(
     open_, close, positions, exits, c, equity, entry, exit_, side_of, entry_price, exit_price, ret_of, stopped, blocks
 ):
@@ -44,6 +56,7 @@ def _kernel(
     keep = 1.0 - c
     growth = 1.0  # equity before the current trade: the product of 1 + each closed trade's return
     side, p0, first_bar = 0.0, 0.0, 0
+    safe = 0.0
     k = 0
     held_bars = 0
     zero_from = n  # equity is 0 from this bar on (ruin)
@@ -58,10 +71,12 @@ def _kernel(
         o = open_[i]
         if side != 0.0:
             if held == side:
-                m = o / p0
-                m -= 1.0
-                m *= side
-                m += keep
+                m = 1.0  # the open's mark, computed only where it could be ≤ 0 (see `safe`)
+                if o <= safe if side > 0.0 else o >= safe:
+                    m = o / p0
+                    m -= 1.0
+                    m *= side
+                    m += keep
                 if m <= 0.0:  # marked at the open: ruin
                     entry[k], exit_[k], side_of[k], entry_price[k] = first_bar, i, side, p0
                     exit_price[k], ret_of[k], stopped[k] = o, -1.0, False
@@ -83,6 +98,9 @@ def _kernel(
                 side = 0.0
         if side == 0.0 and held != 0.0:
             side, p0, first_bar = held, o, i
+            # The open's mark 1 − c + side·(o/p0 − 1) is > 0 (no ruin) wherever o is above this for
+            # a long, below it for a short: a bound 1e-12 inside, so rounding cannot cross it.
+            safe = p0 * (c + 1e-12) if side > 0.0 else p0 * (1.0 + keep) * (1.0 - 1e-12)
         if side == 0.0:
             equity[i] = growth
             continue
@@ -144,43 +162,51 @@ def _kernel(
         if ret_of[j] > 0.0:
             wins += 1
     # Per-bar returns (equity over the previous close, from 1; 0 after ruin), drawdown, and the
-    # compensated sums of the returns and their squares.
+    # compensated sums of the returns and their squares per segment (the bars before the first
+    # block, then each block), whose compensated sum is the whole run's.
     prev, peak, max_dd = 1.0, 1.0, 0.0
+    floor = _dd_floor(peak, max_dd)
     s1, e1, s2, e2 = 0.0, 0.0, 0.0, 0.0
     n_blocks = blocks.shape[0]
     size = n // n_blocks
     skipped = n - size * n_blocks if size >= 2 else n  # returns before the first block
     blocks[:, :] = 0.0
-    block_errors = np.zeros((n_blocks, 2))
-    for i in range(n):
-        e = equity[i]
-        r = e / prev - 1.0 if prev > 0.0 else 0.0
-        prev = e
-        if e > peak:
-            peak = e
-        dd = 1.0 - e / peak
-        if dd > max_dd:
-            max_dd = dd
-        t = s1 + r
-        e1 += (s1 - t) + r if abs(s1) >= abs(r) else (r - t) + s1
+    for b in range(-1, n_blocks if size >= 2 else 0):
+        lo = 0 if b < 0 else skipped + b * size
+        hi = skipped if b < 0 else lo + size
+        b1, f1, b2, f2 = 0.0, 0.0, 0.0, 0.0
+        for i in range(lo, hi):
+            e = equity[i]
+            r = e / prev - 1.0 if prev > 0.0 else 0.0
+            prev = e
+            if e > peak:
+                peak = e
+                floor = _dd_floor(peak, max_dd)
+            elif e < floor:  # above the floor the drawdown cannot beat max_dd: no division
+                dd = 1.0 - e / peak
+                if dd > max_dd:
+                    max_dd = dd
+                    floor = _dd_floor(peak, max_dd)
+            t = b1 + r
+            f1 += (b1 - t) + r if abs(b1) >= abs(r) else (r - t) + b1
+            b1 = t
+            q = r * r
+            t = b2 + q
+            f2 += (b2 - t) + q if b2 >= q else (q - t) + b2
+            b2 = t
+        b1 += f1
+        b2 += f2
+        # The whole run's sums: the segments' compensated sums added up, compensated.
+        t = s1 + b1
+        e1 += (s1 - t) + b1 if abs(s1) >= abs(b1) else (b1 - t) + s1
         s1 = t
-        q = r * r
-        t = s2 + q
-        e2 += (s2 - t) + q if s2 >= q else (q - t) + s2
+        t = s2 + b2
+        e2 += (s2 - t) + b2 if s2 >= b2 else (b2 - t) + s2
         s2 = t
-        if i >= skipped:
-            b = (i - skipped) // size
-            t = blocks[b, 1] + r
-            block_errors[b, 0] += (blocks[b, 1] - t) + r if abs(blocks[b, 1]) >= abs(r) else (r - t) + blocks[b, 1]
-            blocks[b, 1] = t
-            t = blocks[b, 2] + q
-            block_errors[b, 1] += (blocks[b, 2] - t) + q if blocks[b, 2] >= q else (q - t) + blocks[b, 2]
-            blocks[b, 2] = t
-    if skipped < n:
-        for b in range(n_blocks):
+        if b >= 0:
             blocks[b, 0] = size
-            blocks[b, 1] += block_errors[b, 0]
-            blocks[b, 2] += block_errors[b, 1]
+            blocks[b, 1] = b1
+            blocks[b, 2] = b2
     total, squares = s1 + e1, s2 + e2
     mean = total / n
     m2 = 0.0
@@ -239,15 +265,32 @@ def run(open_: np.ndarray, close: np.ndarray, positions: np.ndarray, exits: np.n
     return bad, equity, trades, held_bars, wins, max_dd, mean, m2, block_list
 
 
-def _crossover(x, high, low, changes, fast, slow, rtol, out):
+def _crossover(x, high, low, changes, fast, slow, rtol, nonnegative, out):
     """`out[t]` = the sign of mean(fast) − mean(slow) over the windows ending at bar t, 0 where
     the difference is within `rtol`·|mean(slow)| or a window is not full: what
     `np.nan_to_num(indicators.sign(mean(fast) − mean(slow), mean(slow)))` gives from
-    `indicators.Rolling`, in one pass over its prefix sums with no array in between."""
+    `indicators.Rolling`, in one pass over its prefix sums with no array in between.
+
+    For a series of values ≥ 0 (`nonnegative`: prices, gains, losses) each bar first takes the
+    two means from the plain prefix sums `high` alone, with a multiplication for the division:
+    `high` is NumPy's sequential cumsum, so each of its additions rounds by at most u·high[t+1]
+    (u = 2⁻⁵³, the prefixes never decrease), and a window's mean taken so is within u·high[t+1]
+    + 3u·|mean| of the exact one. Where the difference clears the tie band by more than twice
+    that, its sign is the exact one's; the bars closer to a tie (a few in a million) take the
+    exact means, compensated and with the flat-window rule, as `Rolling.mean` does. This reads
+    one array instead of four."""
     n = len(x)
     for t in range(min(slow - 1, n)):
         out[t] = 0
+    inv_fast, inv_slow = 1.0 / fast, 1.0 / slow
     for t in range(slow - 1, n):
+        if nonnegative:
+            top = high[t + 1]
+            s = (top - high[t + 1 - slow]) * inv_slow
+            d = (top - high[t + 1 - fast]) * inv_fast - s
+            if abs(d) > rtol * abs(s) * (1.0 + 1e-6) + 8e-16 * top + 1e-14 * abs(s) + 1e-14 * abs(d):
+                out[t] = 1 if d > 0 else -1
+                continue
         s = _mean_at(x, high, low, changes, t, slow)
         d = _mean_at(x, high, low, changes, t, fast) - s
         if abs(d) <= rtol * abs(s):
@@ -440,9 +483,70 @@ def warm() -> None:
     for positions in (np.zeros(3, dtype=np.int8), np.zeros(3)):
         run(prices, prices, positions, None, 0.0)
         run(prices, prices, positions, np.full(3, np.nan), 0.0)
-    crossover(prices, np.zeros(4), np.zeros(4), np.zeros(3, dtype=np.int64), 1, 2, 1e-12, np.empty(3, dtype=np.int8))
+    crossover(
+        prices, np.zeros(4), np.zeros(4), np.zeros(3, dtype=np.int64), 1, 2, 1e-12, True, np.empty(3, dtype=np.int8)
+    )
     sweep(prices, prices, prices, prices, 1, 0.01, 1, 0, np.empty(3, dtype=np.int8), np.empty(3))
     sums = [np.zeros(4)] * 6  # the (high, low) prefix pairs of the values, deviations and squares
     bollinger(prices, *sums, np.zeros(3, dtype=np.int64), 2, 1.0, 0, 1e-12, np.empty(3))
     counts = np.zeros(3, dtype=np.int64)
     rsi_states(prices, *sums[:2], counts, prices, *sums[:2], counts, 2, 70.0, 30.0, 0, 1e-12, np.empty(3))
+    log_ndtr(np.zeros(2))  # the optimiser's TPE sampler (`optimise.compiled_tpe_normal`)
+
+
+def _ndtr_one(a):
+    """Optuna's `_truncnorm._ndtr_single`: the standard normal CDF at `a`, the same operations."""
+    x = a / 2**0.5
+    if x < -1 / 2**0.5:
+        return 0.5 * math.erfc(-x)
+    if x < 1 / 2**0.5:
+        return 0.5 + 0.5 * math.erf(x)
+    return 1.0 - 0.5 * math.erfc(x)
+
+
+_ndtr_one = numba.njit(inline="always")(_ndtr_one)
+
+
+def _log_ndtr_flat(a, out, two):
+    """Optuna's `_truncnorm._log_ndtr_single` on each value of `a`, the same operations in the
+    same order (libm's erf, erfc, log and pow, as Python calls them). `two` is 2.0: Python's
+    `a**2` is libm's pow, which differs from a·a in the last bit for some values, and LLVM turns
+    a constant exponent into that multiplication."""
+    eps = np.finfo(np.float64).eps
+    for j in range(len(a)):
+        v = a[j]
+        if v > 6:
+            out[j] = -_ndtr_one(-v)
+            continue
+        if v > -20:
+            out[j] = math.log(_ndtr_one(v))
+            continue
+        log_lhs = -0.5 * v**two - math.log(-v) - 0.5 * math.log(2 * math.pi)
+        last_total = 0.0
+        right_hand_side = 1.0
+        numerator = 1.0
+        denom_factor = 1.0
+        denom_cons = 1 / v**two
+        sign = 1
+        i = 0
+        while abs(last_total - right_hand_side) > eps:
+            i += 1
+            last_total = right_hand_side
+            sign = -sign
+            denom_factor *= denom_cons
+            numerator *= 2 * i - 1
+            right_hand_side += sign * numerator * denom_factor
+        out[j] = log_lhs + math.log(right_hand_side)
+
+
+log_ndtr_flat = _compiled(_log_ndtr_flat)
+
+
+def log_ndtr(a: np.ndarray) -> np.ndarray:
+    """The log of the standard normal CDF, elementwise: Optuna's TPE `_truncnorm._log_ndtr`
+    (a Python function called per value, most of a TPE sample's time) compiled, equal to the
+    last bit (`tests/engine/test_optimise_speed.py`). `optimise` puts it in Optuna's place."""
+    values = np.ascontiguousarray(a, dtype=np.float64)
+    out = np.empty(values.shape)
+    log_ndtr_flat(values.reshape(-1), out.reshape(-1), 2.0)
+    return out

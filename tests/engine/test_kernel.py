@@ -279,6 +279,24 @@ def test_warm_loads_every_signature_the_engine_uses(tmp_path):
     assert before == after and before[0] >= 2 and min(before[1:]) >= 1
 
 
+PRELOAD_PROBE = """
+import json
+from app.worker import preload
+preload()
+from app.engine import kernel
+print(json.dumps([len(k.signatures) for k in (kernel.fused, kernel.crossover, kernel.sweep, kernel.bollinger,
+                                               kernel.rsi_states, kernel.log_ndtr_flat)]))
+"""
+
+
+def test_the_worker_preload_loads_the_kernels_before_any_job(tmp_path):
+    """The worker calls `kernel.warm()` before it forks, so no job process loads or compiles."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    done = subprocess.run([sys.executable, "-c", PRELOAD_PROBE], env=env, capture_output=True, text=True, check=True)
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded[0] >= 2 and min(loaded) >= 1, loaded
+
+
 @seed(30)
 @settings(max_examples=200, deadline=None)
 @given(
