@@ -178,7 +178,7 @@ def cmd_candles_fetch(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import dispatch
     from app.services import jobs as jobs_service
-    from app.services.jobs import JobError
+    from app.services.errors import ServiceError
 
     try:
         with dispatch.unit_of_work(settings) as uow:
@@ -197,7 +197,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
                 job = jobs_service.cancel(session, args.job_id)
             else:
                 job = jobs_service.retry(session, settings, args.job_id)
-    except JobError as exc:
+    except ServiceError as exc:
         raise CliError(exc.message) from None
     print(f"job {job.id}: {job.status} ({job.message})")
     return 0
@@ -205,11 +205,11 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_follow(args: argparse.Namespace, settings: Settings) -> int:
     from app import progress_line
-    from app.services.jobs import JobError
+    from app.services.errors import ServiceError
 
     try:
         progress_line.snapshot(settings, args.job_id)
-    except JobError as exc:
+    except ServiceError as exc:
         raise CliError(exc.message) from None
     stopped = _stop_on_signals()
     try:
@@ -245,7 +245,7 @@ def _stop_on_signals() -> Callable[[], None]:
 def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
     from app.api import presenters
     from app.services import schedules as schedules_service
-    from app.services.jobs import JobError
+    from app.services.errors import ServiceError
 
     try:
         with transaction(settings.database_url) as session:
@@ -265,7 +265,7 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
             action = schedules_service.pause if args.action == "pause" else schedules_service.resume
             schedule = action(session, schedule.id)
             print(f"schedule {schedule.name}: {'paused' if schedule.paused else f'next {schedule.next_fire_at}'}")
-    except JobError as exc:
+    except ServiceError as exc:
         raise CliError(exc.message) from None
     return 0
 

@@ -24,7 +24,7 @@ from app.loop_pool import LoopPool
 from app.models import Attempt, Job, TrainedConfiguration
 from app.repositories import job_reads
 from app.repositories import jobs as jobs_repo
-from app.services.jobs import JobNotFound
+from app.services.errors import NotFound
 from app.status import AttemptStatus, JobStatus
 from tests.support import reset
 
@@ -118,7 +118,7 @@ def test_the_event_loop_read_matches_the_orm_body(clean, fields, attempts, confi
 
 
 def test_an_unknown_job_is_not_found(clean):
-    with pytest.raises(JobNotFound):
+    with pytest.raises(NotFound):
         asyncio.run(_read_body(clean.database_url, uuid.uuid4()))
 
 

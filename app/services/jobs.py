@@ -23,48 +23,9 @@ from app.repositories import job_reads
 from app.repositories import jobs as jobs_repo
 from app.services import candles as candles_service
 from app.services import dispatch, lifecycle
+from app.services.errors import Conflict, InvalidRequest, NotFound, QueueFull
 from app.settings import Settings
 from app.status import JobStatus, Priority
-
-
-class JobError(Exception):
-    """A request that cannot be carried out; `status_code` is the HTTP answer."""
-
-    status_code = 400
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class InvalidRequest(JobError):
-    """A well-formed request that cannot be run (e.g. no candles for it); `field` names why."""
-
-    status_code = 422
-
-    def __init__(self, message: str, field: str):
-        super().__init__(message)
-        self.field = field
-
-
-class JobNotFound(JobError):
-    status_code = 404
-
-
-class JobConflict(JobError):
-    status_code = 409
-
-
-class TooManyBars(JobError):
-    status_code = 422
-
-
-class QueueFull(JobError):
-    status_code = 429
-
-    def __init__(self, message: str, retry_after_s: int):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -221,7 +182,7 @@ def _check_candles(session: Session, settings: Settings, params: dict[str, Any])
         start, end = (datetime.fromisoformat(params[k]) if params.get(k) else None for k in ("start", "end"))
         n = candles_service.bars_to_load(session, symbol, timeframe, start, end)  # the exact figure, for the message
         span = f"{params.get('start') or 'the first bar'} to {params.get('end') or 'the last bar'}"
-        raise TooManyBars(
+        raise InvalidRequest(
             f"start/end: {symbol} {timeframe} from {span} reads {n:,} stored bars; one job may read at most "
             f"{settings.max_bars_per_job:,} (MAX_BARS_PER_JOB): narrow start/end"
         )
@@ -247,7 +208,7 @@ def _admit(session: Session, settings: Settings) -> None:
 def _replay(existing: jobs_repo.JobWithConfiguration, digest: str) -> StartResult:
     job, configuration_id, counted = existing
     if job.request_hash != digest:
-        raise JobConflict("Idempotency-Key was already used with a different request body")
+        raise Conflict("Idempotency-Key was already used with a different request body")
     return StartResult(job, created=False, configuration_id=configuration_id, counted_attempts=counted)
 
 
@@ -259,15 +220,15 @@ def _replay_row(row, digest: str) -> StartResult:
 def get(session: Session, job_id: uuid.UUID) -> Job:
     job = jobs_repo.get(session, job_id)
     if job is None:
-        raise JobNotFound(f"no job with id {job_id}")
+        raise NotFound(f"no job with id {job_id}")
     return job
 
 
 async def read_progress(conn: AsyncConnection, job_id: uuid.UUID):
-    """A job's progress row (see `job_reads.read_progress`); JobNotFound if there is no such job."""
+    """A job's progress row (see `job_reads.read_progress`); NotFound if there is no such job."""
     row = await job_reads.read_progress(conn, job_id)
     if row is None:
-        raise JobNotFound(f"no job with id {job_id}")
+        raise NotFound(f"no job with id {job_id}")
     return row
 
 
@@ -286,12 +247,12 @@ def list_jobs(
 
 def cancel(session: Session, job_id: uuid.UUID) -> Job:
     """Cancel a job: a queued job at once (its dispatch leaves Redis after commit); a running
-    one gets a durable cancel request its attempt acts on. Finished: JobConflict."""
+    one gets a durable cancel request its attempt acts on. Finished: Conflict."""
     job = _locked(session, job_id)
     try:
         lifecycle.request_cancel(session, job)
     except lifecycle.IllegalTransition:
-        raise JobConflict(f"job is already {job.status}") from None
+        raise Conflict(f"job is already {job.status}") from None
     return job
 
 
@@ -299,7 +260,7 @@ def retry(session: Session, settings: Settings, job_id: uuid.UUID) -> Job:
     """Queue a failed or canceled job again, keeping its attempt history and its trials."""
     job = _locked(session, job_id)
     if not JobStatus(job.status).is_retryable:
-        raise JobConflict(f"only failed or canceled jobs can be retried; this one is {job.status}")
+        raise Conflict(f"only failed or canceled jobs can be retried; this one is {job.status}")
     _admit(session, settings)
     lifecycle.retry(
         session,
@@ -313,5 +274,5 @@ def retry(session: Session, settings: Settings, job_id: uuid.UUID) -> Job:
 def _locked(session: Session, job_id: uuid.UUID) -> Job:
     job = jobs_repo.get(session, job_id, for_update=True)
     if job is None:
-        raise JobNotFound(f"no job with id {job_id}")
+        raise NotFound(f"no job with id {job_id}")
     return job

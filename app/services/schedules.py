@@ -27,16 +27,12 @@ from app.clock import utcnow
 from app.models import Job, Schedule, ScheduleFire
 from app.repositories import schedules as schedules_repo
 from app.services import jobs as jobs_service
-from app.services.jobs import JobConflict, JobError, JobNotFound
+from app.services.errors import Conflict, NotFound, ServiceError
 from app.settings import Settings
 from app.status import FireOutcome, MisfirePolicy, OverlapPolicy, Priority
 
 log = logging.getLogger(__name__)
 EDITABLE = ("name", "cron", "timezone", "template", "lookback", "misfire_policy", "overlap_policy", "paused")
-
-
-class ScheduleNotFound(JobNotFound):
-    pass
 
 
 def idempotency_key(schedule_id: uuid.UUID, fire_time: datetime) -> str:
@@ -81,7 +77,7 @@ def delete(session: Session, schedule_id: uuid.UUID) -> None:
 def get(session: Session, schedule_id: uuid.UUID) -> Schedule:
     schedule = schedules_repo.get(session, schedule_id)
     if schedule is None:
-        raise ScheduleNotFound(f"no schedule with id {schedule_id}")
+        raise NotFound(f"no schedule with id {schedule_id}")
     return schedule
 
 
@@ -92,7 +88,7 @@ def resolve(session: Session, ref: str) -> Schedule:
     except ValueError:
         schedule = schedules_repo.get_by_name(session, ref)
     if schedule is None:
-        raise ScheduleNotFound(f"no schedule with id or name {ref!r}")
+        raise NotFound(f"no schedule with id or name {ref!r}")
     return schedule
 
 
@@ -153,7 +149,7 @@ def _fire(session: Session, settings: Settings, schedule: Schedule, tick: dateti
                 params=params,
                 idempotency_key=idempotency_key(schedule.id, tick),
             )
-    except JobError as exc:  # queue full: this tick is refused, the next one tries again
+    except ServiceError as exc:  # queue full: this tick is refused, the next one tries again
         fire.outcome, fire.message = FireOutcome.REFUSED, exc.message
         log.warning("schedule %s: tick %s refused: %s", schedule.name, tick.isoformat(), exc.message)
         return None
@@ -169,18 +165,18 @@ def _json_time(instant: datetime) -> str:
 
 def _plan(schedule: Schedule, now: datetime) -> None:
     if not schedule.paused and not cron.fires(schedule.cron):  # stored paused by an older release
-        raise JobConflict(f"the schedule's cron {schedule.cron!r} never fires: give it one that does")
+        raise Conflict(f"the schedule's cron {schedule.cron!r} never fires: give it one that does")
     schedule.next_fire_at = None if schedule.paused else cron.next_after(schedule.cron, schedule.timezone, now)
     schedule.updated_at = now
 
 
 def _unique_name(session: Session, name: str) -> None:
     if schedules_repo.get_by_name(session, name) is not None:
-        raise JobConflict(f"a schedule named {name!r} exists already")
+        raise Conflict(f"a schedule named {name!r} exists already")
 
 
 def _locked(session: Session, schedule_id: uuid.UUID) -> Schedule:
     schedule = schedules_repo.get(session, schedule_id, for_update=True)
     if schedule is None:
-        raise ScheduleNotFound(f"no schedule with id {schedule_id}")
+        raise NotFound(f"no schedule with id {schedule_id}")
     return schedule

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from app.api.deps import SessionDep
 from app.api.errors import responses
 from app.api.schemas import MAX_OFFSET, Configuration, ConfigurationDetail, ConfigurationPage
 from app.repositories import configurations as repo
+from app.services.errors import NotFound
 from app.training.catalog import SYMBOL_PATTERN
 
 router = APIRouter(
@@ -40,7 +41,7 @@ def best_configuration(
 ) -> ConfigurationDetail:
     row = repo.best(session, symbol=symbol, strategy=strategy)
     if row is None:
-        raise HTTPException(404, detail=f"no configuration for {symbol}" + (f" and {strategy}" if strategy else ""))
+        raise NotFound(f"no configuration for {symbol}" + (f" and {strategy}" if strategy else ""))
     return ConfigurationDetail.model_validate(row)
 
 
@@ -48,5 +49,5 @@ def best_configuration(
 def get_configuration(config_id: uuid.UUID, session: SessionDep) -> ConfigurationDetail:
     row = repo.get(session, config_id)
     if row is None:
-        raise HTTPException(404, detail=f"no configuration with id {config_id}")
+        raise NotFound(f"no configuration with id {config_id}")
     return ConfigurationDetail.model_validate(row)

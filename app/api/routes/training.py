@@ -30,6 +30,7 @@ from app.repositories import jobs as jobs_repo
 from app.repositories import results as results_repo
 from app.services import dispatch
 from app.services import jobs as jobs_service
+from app.services.errors import NotFound
 from app.status import JobStatus
 
 router = APIRouter(prefix="/api/v2/training", tags=["training"], responses=responses(401, 500, 503))
@@ -152,7 +153,7 @@ async def get_progress(
 
 
 async def progress_view(pool: LoopPool, job_id: uuid.UUID) -> Progress:
-    """A job's progress body: one statement on the event loop. JobNotFound if there is no such job."""
+    """A job's progress body: one statement on the event loop. NotFound if there is no such job."""
     async with pool.connection() as conn:
         row = await jobs_service.read_progress(conn, job_id)
     return presenters.progress_of(row, row.configuration_id, row.counted_attempts)
@@ -162,7 +163,7 @@ async def read_progress(pool: LoopPool, job_id: uuid.UUID) -> Progress | None:
     """One short read of a job's progress body for the follow hub (None if it no longer exists)."""
     try:
         return await progress_view(pool, job_id)
-    except jobs_service.JobNotFound:
+    except NotFound:
         return None
 
 
