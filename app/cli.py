@@ -176,6 +176,7 @@ def cmd_candles_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    from app.repositories import jobs as jobs_repo
     from app.services import dispatch
     from app.services import jobs as jobs_service
     from app.services.errors import ServiceError
@@ -184,7 +185,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         with dispatch.unit_of_work(settings) as uow:
             session = uow.session
             if args.action == "list":
-                rows, total = jobs_service.list_jobs(session, status=args.status, kind=None, limit=args.limit, offset=0)
+                rows, total = jobs_repo.list_jobs(session, status=args.status, kind=None, limit=args.limit, offset=0)
                 for j, *_ in rows:
                     print(f"{j.id}\t{j.kind}\t{j.status}\t{j.percent:5.1f}%\t{j.phase or '-'}\t{j.created_at:%F %T}")
                 print(f"{len(rows)} of {total}")
@@ -244,13 +245,14 @@ def _stop_on_signals() -> Callable[[], None]:
 
 def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
     from app.api import presenters
+    from app.repositories import schedules as schedules_repo
     from app.services import schedules as schedules_service
     from app.services.errors import ServiceError
 
     try:
         with transaction(settings.database_url) as session:
             if args.action == "list":
-                rows = schedules_service.list_schedules(session)
+                rows = schedules_repo.list_all(session)
                 for s in rows:
                     state = "paused" if s.paused else f"next {s.next_fire_at:%F %T%z}"
                     print(f"{s.id}\t{s.name}\t{s.cron}\t{s.timezone}\t{state}")
@@ -259,7 +261,7 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
             schedule = schedules_service.resolve(session, args.schedule)
             if args.action == "show":
                 # The API's own shape, so a refused fire's reason and the rest read the same.
-                detail = presenters.schedule_detail(schedule, schedules_service.recent_fires(session, schedule.id))
+                detail = presenters.schedule_detail(schedule, schedules_repo.recent_fires(session, schedule.id))
                 print(json.dumps(detail.model_dump(mode="json"), indent=2))
                 return 0
             action = schedules_service.pause if args.action == "pause" else schedules_service.resume

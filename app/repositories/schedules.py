@@ -49,7 +49,9 @@ def has_active_job(session: Session, schedule_id: uuid.UUID) -> bool:
     return bool(session.scalar(query))
 
 
-def recent_fires(session: Session, schedule_id: uuid.UUID, limit: int) -> Sequence[tuple[ScheduleFire, Job | None]]:
+def recent_fires(
+    session: Session, schedule_id: uuid.UUID, limit: int = 10
+) -> Sequence[tuple[ScheduleFire, Job | None]]:
     query = (
         select(ScheduleFire, Job)
         .outerjoin(Job, Job.id == ScheduleFire.job_id)

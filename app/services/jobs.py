@@ -232,19 +232,6 @@ async def read_progress(conn: AsyncConnection, job_id: uuid.UUID):
     return row
 
 
-async def read_page(
-    conn: AsyncConnection, *, status: str | None, kind: str | None, strategy: str | None, limit: int, offset: int
-) -> tuple[list, int]:
-    """A page of jobs as rows, newest first, and the total (see `job_reads.read_page`)."""
-    return await job_reads.read_page(conn, status=status, kind=kind, strategy=strategy, limit=limit, offset=offset)
-
-
-def list_jobs(
-    session: Session, *, status: str | None, kind: str | None, limit: int, offset: int, strategy: str | None = None
-) -> tuple[list[jobs_repo.JobWithConfiguration], int]:
-    return jobs_repo.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset, strategy=strategy)
-
-
 def cancel(session: Session, job_id: uuid.UUID) -> Job:
     """Cancel a job: a queued job at once (its dispatch leaves Redis after commit); a running
     one gets a durable cancel request its attempt acts on. Finished: Conflict."""

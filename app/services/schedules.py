@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from app import cron
 from app.clock import utcnow
-from app.models import Job, Schedule, ScheduleFire
+from app.models import Schedule, ScheduleFire
 from app.repositories import schedules as schedules_repo
 from app.services import jobs as jobs_service
 from app.services.errors import Conflict, NotFound, ServiceError
@@ -90,16 +89,6 @@ def resolve(session: Session, ref: str) -> Schedule:
     if schedule is None:
         raise NotFound(f"no schedule with id or name {ref!r}")
     return schedule
-
-
-def list_schedules(session: Session) -> Sequence[Schedule]:
-    return schedules_repo.list_all(session)
-
-
-def recent_fires(
-    session: Session, schedule_id: uuid.UUID, limit: int = 10
-) -> Sequence[tuple[ScheduleFire, Job | None]]:
-    return schedules_repo.recent_fires(session, schedule_id, limit)
 
 
 def fire_due(session: Session, settings: Settings, now: datetime) -> list[uuid.UUID]:

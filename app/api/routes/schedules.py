@@ -11,6 +11,7 @@ from app.api import presenters
 from app.api.deps import SessionDep
 from app.api.errors import responses
 from app.api.schemas import ScheduleCreate, ScheduleDetail, SchedulePage, ScheduleUpdate
+from app.repositories import schedules as schedules_repo
 from app.services import schedules as schedules_service
 
 router = APIRouter(prefix="/api/v2/training/schedules", tags=["schedules"], responses=responses(401, 500, 503))
@@ -21,7 +22,7 @@ _WITH_BODY = responses(400, 413, 422)
 
 def _detail(session, schedule_id: uuid.UUID) -> ScheduleDetail:
     row = schedules_service.get(session, schedule_id)
-    return presenters.schedule_detail(row, schedules_service.recent_fires(session, schedule_id))
+    return presenters.schedule_detail(row, schedules_repo.recent_fires(session, schedule_id))
 
 
 @router.post(
@@ -38,7 +39,7 @@ def create_schedule(body: ScheduleCreate, session: SessionDep) -> ScheduleDetail
 
 @router.get("", response_model=SchedulePage)
 def list_schedules(session: SessionDep) -> SchedulePage:
-    return SchedulePage(items=[presenters.schedule(row) for row in schedules_service.list_schedules(session)])
+    return SchedulePage(items=[presenters.schedule(row) for row in schedules_repo.list_all(session)])
 
 
 @router.get("/{schedule_id}", response_model=ScheduleDetail, responses=_BY_ID)

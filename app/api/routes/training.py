@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from app import queue
 from app.api import follow, presenters
-from app.api.deps import RedisDep, SessionDep, SettingsDep
+from app.api.deps import RedisDep, SessionDep, SettingsDep, StateDep
 from app.api.errors import responses
 from app.api.schemas import (
     MAX_OFFSET,
@@ -26,6 +26,7 @@ from app.api.schemas import (
     WorkerInfo,
 )
 from app.loop_pool import LoopPool
+from app.repositories import job_reads
 from app.repositories import jobs as jobs_repo
 from app.repositories import results as results_repo
 from app.services import dispatch
@@ -58,6 +59,7 @@ async def start_training(
     body: StartTraining,
     request: Request,
     settings: SettingsDep,
+    state: StateDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Accept a training job. It is committed to PostgreSQL before it is enqueued; if Redis is
@@ -66,18 +68,18 @@ async def start_training(
     On the event loop: the candle check, then BEGIN, the admission lock, the insert and COMMIT
     in one round trip (`jobs_service.start_from_loop`); then the enqueue, in a thread (a Redis
     client that blocks must not block the loop) together with those of concurrent starts."""
-    async with request.app.state.start_pool.connection() as conn:
+    async with state.start_pool.connection() as conn:
         result = await jobs_service.start_from_loop(
             conn,
             settings,
-            request.app.state.candle_checks,
+            state.candle_checks,
             kind="training",
             priority=body.priority,
             params=body.job_params(),
             idempotency_key=idempotency_key,
         )
     if result.created:
-        await request.app.state.start_sender.send(result.job, settings)
+        await state.start_sender.send(result.job, settings)
     view = presenters.accepted(result.job, result.configuration_id, result.counted_attempts)
     accepted = StartAccepted(**view, progress_url=_progress_url(request, result.job.id))
     code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
@@ -86,7 +88,7 @@ async def start_training(
 
 @router.get("/jobs", response_model=JobPage, responses=responses(422))
 async def list_jobs(
-    request: Request,
+    state: StateDep,
     status_filter: Annotated[Status | None, Query(alias="status")] = None,
     kind: Kind | None = None,
     strategy: Annotated[StrategyName | None, Query(description="training jobs of one strategy")] = None,
@@ -94,8 +96,8 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Response:
     """One query on the event loop (`job_reads.read_page`); the page is serialised once."""
-    async with request.app.state.read_pool.connection() as conn:
-        rows, total = await jobs_service.read_page(
+    async with state.read_pool.connection() as conn:
+        rows, total = await job_reads.read_page(
             conn, status=status_filter, kind=kind, strategy=strategy, limit=limit, offset=offset
         )
     items = presenters.progress_page([(row, row.configuration_id, row.counted_attempts) for row in rows])
@@ -126,6 +128,7 @@ def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
 async def get_progress(
     job_id: uuid.UUID,
     request: Request,
+    state: StateDep,
     follow_: Annotated[bool, Query(alias="follow", description="stream NDJSON lines until the job ends")] = False,
     accept: Annotated[str | None, Header()] = None,
     # Typed `int` with a None default so the OpenAPI document offers an integer only: a header
@@ -134,14 +137,14 @@ async def get_progress(
 ):
     # One statement on the event loop; the connection is back in the pool before the answer is
     # written, so a stream holds no database connection and no transaction.
-    view = await progress_view(request.app.state.read_pool, job_id)
+    view = await progress_view(state.read_pool, job_id)
     sse = follow.SSE in (accept or "")
     if not (follow_ or sse):
         # Built and checked as a Progress already: serialised once, not validated again.
         return Response(view.model_dump_json(), media_type="application/json")
     if sse and view.status.is_finished and last_event_id == follow.event_id(view):
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    hub: follow.FollowHub = request.app.state.follow_hub
+    hub = state.follow_hub
     try:
         release = hub.admit(request.client.host if request.client else "")
     except follow.TooManyStreams as exc:
