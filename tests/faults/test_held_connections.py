@@ -15,8 +15,14 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from app.migrate import downgrade, upgrade
+from tests.api.test_progress_stream import (
+    DEADLINE_S,
+    HEADERS,
+    connections_idle_in_transaction,
+    progress_path,
+    start_job,
+)
 from tests.support import wait_until
-from tests.test_progress_stream import DEADLINE_S, HEADERS, connections_idle_in_transaction, progress_path, start_job
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("candles_1h")]  # candles so a 1h job is accepted
 

@@ -125,7 +125,7 @@ def test_an_unknown_job_is_not_found(clean):
 def test_a_connection_the_server_closed_is_replaced_and_one_left_in_a_failed_transaction_is_not_reused(clean):
     """What a PostgreSQL restart does to an idle pooled connection (its server process ends),
     and a statement that fails inside a transaction: neither connection serves the next read
-    (an error in autocommit leaves the connection healthy: tests/test_hot_paths.py)."""
+    (an error in autocommit leaves the connection healthy: tests/test_round_trips.py)."""
     job_id = _store(clean.database_url, {"status": JobStatus.QUEUED}, [], False)
 
     async def scenario() -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 from app.db import libpq_url
 from app.models import CandleRevision, Job
 from app.services import candles as candles_service
-from tests.test_hot_paths import GOOD, round_trips
+from tests.test_round_trips import GOOD, round_trips
 
 pytestmark = pytest.mark.usefixtures("candles_1h")
 

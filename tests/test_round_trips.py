@@ -2,7 +2,7 @@
 a start is two PostgreSQL round trips from the event loop (the candle check, then BEGIN, the
 admission lock, the insert and COMMIT as one query string; one more, the key lookup, with an
 Idempotency-Key; one fewer once the API keeps a check of the same candles, see
-test_kept_candle_checks.py) and one Redis round trip; a replay and a progress read are one statement and
+services/test_candle_checks.py) and one Redis round trip; a replay and a progress read are one statement and
 no Redis; no path pings a pooled
 connection, and a connection the server closed (as a PostgreSQL restart closes them all) is
 replaced before use instead of failing the request. In a job process, a progress report is one
