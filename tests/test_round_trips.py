@@ -87,9 +87,8 @@ def round_trips(settings, monkeypatch) -> Iterator[Counter]:
 def test_start_is_two_postgresql_round_trips_and_one_redis_round_trip(client, clean, redis, monkeypatch):
     # The first start of a process also asks Redis its version once (RQ keeps it per queue).
     assert client.post("/api/v2/training/start", json={**GOOD, "seed": 0}).status_code == 202
-    client.app.state.api = replace(
-        client.app.state.api, candle_checks=KeptChecks()
-    )  # a start whose candles were not checked yet
+    # A start whose candles were not checked yet.
+    client.app.state.api = replace(client.app.state.api, candle_checks=KeptChecks())
     with round_trips(clean, monkeypatch) as seen:
         resp = client.post("/api/v2/training/start", json=GOOD)
     assert resp.status_code == 202, resp.text
