@@ -176,7 +176,7 @@ def cmd_candles_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    from app.repositories import jobs as jobs_repo
+    from app.repositories import job_reads
     from app.services import dispatch
     from app.services import jobs as jobs_service
     from app.services.errors import ServiceError
@@ -185,8 +185,10 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         with dispatch.unit_of_work(settings) as uow:
             session = uow.session
             if args.action == "list":
-                rows, total = jobs_repo.list_jobs(session, status=args.status, kind=None, limit=args.limit, offset=0)
-                for j, *_ in rows:
+                rows, total = job_reads.page(
+                    session, status=args.status, kind=None, strategy=None, limit=args.limit, offset=0
+                )
+                for j in rows:
                     print(f"{j.id}\t{j.kind}\t{j.status}\t{j.percent:5.1f}%\t{j.phase or '-'}\t{j.created_at:%F %T}")
                 print(f"{len(rows)} of {total}")
                 return 0

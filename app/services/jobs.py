@@ -30,12 +30,12 @@ from app.status import JobStatus, Priority
 
 @dataclass(frozen=True)
 class StartResult:
-    """The job a start created or replayed, with what its progress body needs besides the row."""
+    """What a start answers: the job's progress row (`job_reads`), and whether it was created
+    now (then `job` is the new row, for its dispatch) or replayed from its idempotency key."""
 
-    job: Job
+    row: Any
     created: bool
-    configuration_id: uuid.UUID | None = None
-    counted_attempts: int = 0
+    job: Job | None = None
 
 
 def request_hash(kind: str, priority: str, params: dict[str, Any]) -> str:
@@ -58,16 +58,16 @@ def start(
     insert that admits the job only while the queue has room and its key is new (one more,
     the key lookup, when a key is given). The dispatch is sent after commit."""
     digest = request_hash(kind, priority, params)
-    if idempotency_key and (existing := jobs_repo.get_with_configuration_by_key(session, idempotency_key)):
-        return _replay(existing, digest)
+    if idempotency_key and (row := job_reads.by_key(session, idempotency_key)):
+        return _replay(row, digest)
     if kind == "training":
         _check_candles(session, settings, params)
     job = _new_job(settings, kind, priority, params, idempotency_key, digest)
     if jobs_repo.admit(session, job, settings.max_queued_jobs):
         dispatch.send_after_commit(session, job)
-        return StartResult(job, created=True)
-    if idempotency_key and (existing := jobs_repo.get_with_configuration_by_key(session, idempotency_key)):
-        return _replay(existing, digest)  # the same key, committed concurrently
+        return _created(job)
+    if idempotency_key and (row := job_reads.by_key(session, idempotency_key)):
+        return _replay(row, digest)  # the same key, committed concurrently
     raise _queue_full(settings)
 
 
@@ -91,7 +91,7 @@ async def start_from_loop(
     or if it cannot, the reconciler will."""
     digest = request_hash(kind, priority, params)
     if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
-        return _replay_row(row, digest)
+        return _replay(row, digest)
     revision = None
     if kind == "training":
         key = checks.key(params, settings.max_bars_per_job)
@@ -110,7 +110,7 @@ async def start_from_loop(
     job = _new_job(settings, kind, priority, params, idempotency_key, digest)
     admission = await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs, candle_revision=revision)
     if admission is jobs_repo.Admission.ADMITTED:
-        return StartResult(job, created=True)
+        return _created(job)
     if admission is jobs_repo.Admission.CANDLES_MOVED:  # changed since the check: check them again
         checks.drop(key)
         return await start_from_loop(
@@ -124,7 +124,7 @@ async def start_from_loop(
             _again=True,
         )
     if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
-        return _replay_row(row, digest)  # the same key, committed concurrently
+        return _replay(row, digest)  # the same key, committed concurrently
     raise _queue_full(settings)
 
 
@@ -205,16 +205,15 @@ def _admit(session: Session, settings: Settings) -> None:
         raise _queue_full(settings)
 
 
-def _replay(existing: jobs_repo.JobWithConfiguration, digest: str) -> StartResult:
-    job, configuration_id, counted = existing
-    if job.request_hash != digest:
+def _created(job: Job) -> StartResult:
+    return StartResult(job_reads.row_of(job), created=True, job=job)
+
+
+def _replay(row, digest: str) -> StartResult:
+    """The start answered by the job its key created (a row of `job_reads.by_key`)."""
+    if row.request_hash != digest:
         raise Conflict("Idempotency-Key was already used with a different request body")
-    return StartResult(job, created=False, configuration_id=configuration_id, counted_attempts=counted)
-
-
-def _replay_row(row, digest: str) -> StartResult:
-    """`_replay` for a row of `job_reads.read_by_key` (it has the fields of a job it reads)."""
-    return _replay((row, row.configuration_id, row.counted_attempts), digest)
+    return StartResult(row, created=False)
 
 
 def get(session: Session, job_id: uuid.UUID) -> Job:
@@ -226,7 +225,15 @@ def get(session: Session, job_id: uuid.UUID) -> Job:
 
 async def read_progress(conn: AsyncConnection, job_id: uuid.UUID):
     """A job's progress row (see `job_reads.read_progress`); NotFound if there is no such job."""
-    row = await job_reads.read_progress(conn, job_id)
+    return _found(await job_reads.read_progress(conn, job_id), job_id)
+
+
+def progress(session: Session, job_id: uuid.UUID):
+    """`read_progress` under a Session (the same statement)."""
+    return _found(job_reads.progress(session, job_id), job_id)
+
+
+def _found(row, job_id: uuid.UUID):
     if row is None:
         raise NotFound(f"no job with id {job_id}")
     return row

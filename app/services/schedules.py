@@ -142,9 +142,9 @@ def _fire(session: Session, settings: Settings, schedule: Schedule, tick: dateti
         fire.outcome, fire.message = FireOutcome.REFUSED, exc.message
         log.warning("schedule %s: tick %s refused: %s", schedule.name, tick.isoformat(), exc.message)
         return None
-    fire.job_id = result.job.id
-    log.info("schedule %s fired for %s", schedule.name, tick.isoformat(), extra={"job_id": str(result.job.id)})
-    return result.job.id if result.created else None
+    fire.job_id = result.row.id
+    log.info("schedule %s fired for %s", schedule.name, tick.isoformat(), extra={"job_id": str(result.row.id)})
+    return result.row.id if result.created else None
 
 
 def _json_time(instant: datetime) -> str:

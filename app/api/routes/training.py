@@ -26,6 +26,8 @@ from app.api.schemas import (
     WorkerInfo,
 )
 from app.loop_pool import LoopPool
+from app.repositories import attempts as attempts_repo
+from app.repositories import configurations as configurations_repo
 from app.repositories import job_reads
 from app.repositories import jobs as jobs_repo
 from app.repositories import results as results_repo
@@ -80,8 +82,8 @@ async def start_training(
         )
     if result.created:
         await state.start_sender.send(result.job, settings)
-    view = presenters.accepted(result.job, result.configuration_id, result.counted_attempts)
-    accepted = StartAccepted(**view, progress_url=_progress_url(request, result.job.id))
+    view = presenters.progress_fields(result.row)
+    accepted = StartAccepted(**view, progress_url=_progress_url(request, result.row.id))
     code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
     return Response(accepted.model_dump_json(), status_code=code, media_type="application/json")
 
@@ -100,14 +102,15 @@ async def list_jobs(
         rows, total = await job_reads.read_page(
             conn, status=status_filter, kind=kind, strategy=strategy, limit=limit, offset=offset
         )
-    items = presenters.progress_page([(row, row.configuration_id, row.counted_attempts) for row in rows])
+    items = presenters.progress_page(rows)
     page = JobPage(items=items, total=total, limit=limit, offset=offset)
     return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail, responses=responses(404, 422))
 def get_job(job_id: uuid.UUID, session: SessionDep) -> JobDetail:
-    return presenters.detail(session, jobs_service.get(session, job_id))
+    job = jobs_service.get(session, job_id)
+    return presenters.detail(job, attempts_repo.for_job(session, job_id), configurations_repo.for_job(session, job_id))
 
 
 @router.get(
@@ -159,7 +162,7 @@ async def progress_view(pool: LoopPool, job_id: uuid.UUID) -> Progress:
     """A job's progress body: one statement on the event loop. NotFound if there is no such job."""
     async with pool.connection() as conn:
         row = await jobs_service.read_progress(conn, job_id)
-    return presenters.progress_of(row, row.configuration_id, row.counted_attempts)
+    return presenters.progress_of(row)
 
 
 async def read_progress(pool: LoopPool, job_id: uuid.UUID) -> Progress | None:
@@ -176,9 +179,9 @@ async def read_progress(pool: LoopPool, job_id: uuid.UUID) -> Progress | None:
 def cancel_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Progress:
     """Cancel: a queued job ends `canceled` now; a running job is asked to stop and ends
     `canceled` at its next iteration (or is killed after the grace period). Finished: 409."""
-    job = jobs_service.cancel(session, job_id)
+    jobs_service.cancel(session, job_id)
     dispatch.commit_and_send(session, redis, settings)
-    return presenters.progress(session, job)
+    return presenters.progress_of(jobs_service.progress(session, job_id))
 
 
 @router.post(
@@ -188,9 +191,9 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings
     responses=responses(404, 409, 422, 429),
 )
 def retry_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Progress:
-    job = jobs_service.retry(session, settings, job_id)
+    jobs_service.retry(session, settings, job_id)
     dispatch.commit_and_send(session, redis, settings)
-    return presenters.progress(session, job)
+    return presenters.progress_of(jobs_service.progress(session, job_id))
 
 
 @router.get("/queue", response_model=QueueInfo)
