@@ -33,6 +33,7 @@ from app.repositories.jobs import ADMISSION_LOCK_KEY
 from app.services import jobs as jobs_service
 from app.services import lifecycle
 from app.services.candles import KeptChecks
+from app.services.dispatch import LoopWork
 from tests.support import submit_smoke, wait_until
 
 GOOD = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
@@ -248,7 +249,7 @@ def test_a_start_cancelled_while_it_waits_for_the_admission_lock_leaves_nothing_
         async with pool.connection() as conn:
             pids.append(conn.info.backend_pid)
             await jobs_service.start_from_loop(
-                conn, clean, KeptChecks(), kind="smoke", priority="normal", params={}, idempotency_key=None
+                LoopWork(conn), clean, KeptChecks(), kind="smoke", priority="normal", params={}, idempotency_key=None
             )
 
     async def scenario() -> tuple[int, int, int]:

@@ -19,6 +19,7 @@ from app.api.follow import FollowHub
 from app.db import session_factory
 from app.loop_pool import LoopPool
 from app.queue import redis_connection
+from app.services import dispatch
 from app.services.candles import KeptChecks
 from app.services.dispatch import LoopSender
 from app.settings import Settings
@@ -70,6 +71,26 @@ async def get_redis(settings: SettingsDep) -> Redis:
 
 
 RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """How a route ends its write: `commit()` commits the request's session, then sends what
+    its transitions recorded (`dispatch.commit_and_send`)."""
+
+    session: Session
+    redis: Redis
+    settings: Settings
+
+    def __call__(self) -> dispatch.Delivery:
+        return dispatch.commit_and_send(self.session, self.redis, self.settings)
+
+
+async def get_commit(session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Commit:
+    return Commit(session, redis, settings)
+
+
+CommitDep = Annotated[Commit, Depends(get_commit)]
 
 _bearer = HTTPBearer(auto_error=False)
 

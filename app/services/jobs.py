@@ -72,7 +72,7 @@ def start(
 
 
 async def start_from_loop(
-    conn: AsyncConnection,
+    work: dispatch.LoopWork,
     settings: Settings,
     checks: candles_service.KeptChecks,
     *,
@@ -80,52 +80,53 @@ async def start_from_loop(
     priority: str,
     params: dict[str, Any],
     idempotency_key: str | None,
-    _again: bool = False,
 ) -> StartResult:
     """`start` on an autocommit connection of the event loop (the API's start), committed when
-    it returns: the candle check (skipped when `checks` keeps one), then the admission in one
-    round trip (`admit_from_loop`), which writes the job only while the candles are at the
-    revision the check saw. If they are not (and only then: a full queue is answered at once),
-    the start is tried once more on a fresh check admitted as `start` admits (no revision to
-    compare). The caller sends the dispatch of a created job (`dispatch.send`); until it does,
-    or if it cannot, the reconciler will."""
+    it returns; the dispatch of a created job is in `work`'s outbox, sent when its block ends.
+    The candle check (the kept one when there is one), then the admission in one round trip
+    (`admit_from_loop`), which writes the job only while the candles are at the revision the
+    check saw. If they are not (and only then: a full queue is answered at once), the candles
+    are checked once more and the job admitted on that check (no revision to compare)."""
     digest = request_hash(kind, priority, params)
+    conn = work.conn
     if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
         return _replay(row, digest)
-    revision = None
-    if kind == "training":
-        key = checks.key(params, settings.max_bars_per_job)
-        check = None if _again else checks.get(key)
-        if check is not None:
-            revision = check.revision
-        else:
-            check = await candles_service.check_request_from_loop(conn, params, max_bars=settings.max_bars_per_job)
-            if check.problem or check.bars_to_load > settings.max_bars_per_job:
-                # Rare, and the message needs an exact count: the ORM path, in a thread. If the
-                # candles changed meanwhile and it passes, the job is admitted on that check.
-                await asyncio.to_thread(_check_candles_in_session, settings, params)
-            else:
-                checks.keep(key, check)
-                revision = None if _again else check.revision
     job = _new_job(settings, kind, priority, params, idempotency_key, digest)
+    revision = await _check_from_loop(conn, settings, checks, params, reuse=True) if kind == "training" else None
     admission = await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs, candle_revision=revision)
+    if admission is jobs_repo.Admission.CANDLES_MOVED:  # changed since the kept check
+        await _check_from_loop(conn, settings, checks, params, reuse=False)
+        admission = await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs)
     if admission is jobs_repo.Admission.ADMITTED:
+        work.outbox.append(job)
         return _created(job)
-    if admission is jobs_repo.Admission.CANDLES_MOVED:  # changed since the check: check them again
-        checks.drop(key)
-        return await start_from_loop(
-            conn,
-            settings,
-            checks,
-            kind=kind,
-            priority=priority,
-            params=params,
-            idempotency_key=idempotency_key,
-            _again=True,
-        )
     if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
         return _replay(row, digest)  # the same key, committed concurrently
     raise _queue_full(settings)
+
+
+async def _check_from_loop(
+    conn: AsyncConnection,
+    settings: Settings,
+    checks: candles_service.KeptChecks,
+    params: dict[str, Any],
+    *,
+    reuse: bool,
+) -> int | None:
+    """A training start's candle check on the event loop: the kept one if `reuse` finds one,
+    else a fresh one, kept when it passes. The candle revision the admission must still find
+    (None: nothing to compare, as for a check made after the candles moved)."""
+    key = checks.key(params, settings.max_bars_per_job)
+    if reuse and (kept := checks.get(key)) is not None:
+        return kept.revision
+    check = await candles_service.check_request_from_loop(conn, params, max_bars=settings.max_bars_per_job)
+    if check.problem or check.bars_to_load > settings.max_bars_per_job:
+        # Rare, and the message needs an exact count: the ORM path, in a thread. If the candles
+        # changed meanwhile and it passes, the job is admitted on that check.
+        await asyncio.to_thread(_check_candles_in_session, settings, params)
+        return None
+    checks.keep(key, check)
+    return check.revision if reuse else None
 
 
 def _new_job(

@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Response, status
 
 from app.api import presenters
-from app.api.deps import SessionDep
+from app.api.deps import CommitDep, SessionDep
 from app.api.errors import responses
 from app.api.schemas import ScheduleCreate, ScheduleDetail, SchedulePage, ScheduleUpdate
 from app.repositories import schedules as schedules_repo
@@ -31,9 +31,9 @@ def _detail(session, schedule_id: uuid.UUID) -> ScheduleDetail:
     response_model=ScheduleDetail,
     responses={**_WITH_BODY, 409: {**responses(409)[409], "description": "a schedule with this name exists"}},
 )
-def create_schedule(body: ScheduleCreate, session: SessionDep) -> ScheduleDetail:
+def create_schedule(body: ScheduleCreate, session: SessionDep, commit: CommitDep) -> ScheduleDetail:
     row = schedules_service.create(session, **body.changes())
-    session.commit()
+    commit()
     return _detail(session, row.id)
 
 
@@ -57,16 +57,18 @@ def get_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDetail:
         409: {**responses(409)[409], "description": "a schedule with this name exists; or its cron never fires"},
     },
 )
-def update_schedule(schedule_id: uuid.UUID, body: ScheduleUpdate, session: SessionDep) -> ScheduleDetail:
+def update_schedule(
+    schedule_id: uuid.UUID, body: ScheduleUpdate, session: SessionDep, commit: CommitDep
+) -> ScheduleDetail:
     schedules_service.update(session, schedule_id, **body.changes())
-    session.commit()
+    commit()
     return _detail(session, schedule_id)
 
 
 @router.post("/{schedule_id}/pause", response_model=ScheduleDetail, responses=_BY_ID)
-def pause_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDetail:
+def pause_schedule(schedule_id: uuid.UUID, session: SessionDep, commit: CommitDep) -> ScheduleDetail:
     schedules_service.pause(session, schedule_id)
-    session.commit()
+    commit()
     return _detail(session, schedule_id)
 
 
@@ -75,16 +77,16 @@ def pause_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDetai
     response_model=ScheduleDetail,
     responses={**_BY_ID, 409: {**responses(409)[409], "description": "the schedule's cron never fires"}},
 )
-def resume_schedule(schedule_id: uuid.UUID, session: SessionDep) -> ScheduleDetail:
+def resume_schedule(schedule_id: uuid.UUID, session: SessionDep, commit: CommitDep) -> ScheduleDetail:
     """Ticks that passed while paused are not caught up: the next fire is the next tick."""
     schedules_service.resume(session, schedule_id)
-    session.commit()
+    commit()
     return _detail(session, schedule_id)
 
 
 @router.delete("/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_BY_ID)
-def delete_schedule(schedule_id: uuid.UUID, session: SessionDep) -> Response:
+def delete_schedule(schedule_id: uuid.UUID, session: SessionDep, commit: CommitDep) -> Response:
     """The schedule and its fire history go; the jobs it started stay."""
     schedules_service.delete(session, schedule_id)
-    session.commit()
+    commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from app import queue
 from app.api import follow, presenters
-from app.api.deps import RedisDep, SessionDep, SettingsDep, StateDep
+from app.api.deps import CommitDep, RedisDep, SessionDep, SettingsDep, StateDep
 from app.api.errors import responses
 from app.api.schemas import (
     MAX_OFFSET,
@@ -31,7 +31,6 @@ from app.repositories import configurations as configurations_repo
 from app.repositories import job_reads
 from app.repositories import jobs as jobs_repo
 from app.repositories import results as results_repo
-from app.services import dispatch
 from app.services import jobs as jobs_service
 from app.services.errors import NotFound
 from app.status import JobStatus
@@ -68,11 +67,12 @@ async def start_training(
     down the job is still accepted and the reconciler enqueues it once Redis is back.
 
     On the event loop: the candle check, then BEGIN, the admission lock, the insert and COMMIT
-    in one round trip (`jobs_service.start_from_loop`); then the enqueue, in a thread (a Redis
-    client that blocks must not block the loop) together with those of concurrent starts."""
-    async with state.start_pool.connection() as conn:
+    in one round trip (`jobs_service.start_from_loop`); then, as the unit of work ends, the
+    enqueue, in a thread (a Redis client that blocks must not block the loop) together with those
+    of concurrent starts."""
+    async with state.start_sender.unit_of_work(state.start_pool.connection(), settings) as work:
         result = await jobs_service.start_from_loop(
-            conn,
+            work,
             settings,
             state.candle_checks,
             kind="training",
@@ -80,8 +80,6 @@ async def start_training(
             params=body.job_params(),
             idempotency_key=idempotency_key,
         )
-    if result.created:
-        await state.start_sender.send(result.job, settings)
     view = presenters.progress_fields(result.row)
     accepted = StartAccepted(**view, progress_url=_progress_url(request, result.row.id))
     code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
@@ -176,11 +174,11 @@ async def read_progress(pool: LoopPool, job_id: uuid.UUID) -> Progress | None:
 @router.delete(
     "/jobs/{job_id}", response_model=Progress, status_code=status.HTTP_202_ACCEPTED, responses=responses(404, 409, 422)
 )
-def cancel_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Progress:
+def cancel_job(job_id: uuid.UUID, session: SessionDep, commit: CommitDep) -> Progress:
     """Cancel: a queued job ends `canceled` now; a running job is asked to stop and ends
     `canceled` at its next iteration (or is killed after the grace period). Finished: 409."""
     jobs_service.cancel(session, job_id)
-    dispatch.commit_and_send(session, redis, settings)
+    commit()
     return presenters.progress_of(jobs_service.progress(session, job_id))
 
 
@@ -190,9 +188,9 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings
     status_code=status.HTTP_202_ACCEPTED,
     responses=responses(404, 409, 422, 429),
 )
-def retry_job(job_id: uuid.UUID, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Progress:
+def retry_job(job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, commit: CommitDep) -> Progress:
     jobs_service.retry(session, settings, job_id)
-    dispatch.commit_and_send(session, redis, settings)
+    commit()
     return presenters.progress_of(jobs_service.progress(session, job_id))
 
 
