@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 .PHONY: dev test test-fast lint lock bench clean
 
-$(BIN)/.installed: requirements.txt requirements/dev.txt
+$(BIN)/.installed: requirements.txt requirements/dev.txt pyproject.toml
 	bash ops/scripts/dev_system_packages.sh
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

@@ -9,6 +9,7 @@ trad candles fetch --exchange binance --symbol BTC/USDT --timeframe 1m [--since 
 trad jobs list [--status S] | jobs show ID | jobs cancel ID | jobs retry ID
 trad jobs follow ID [--interval S]   (exit status: 0 succeeded, 1 failed, 4 canceled)
 trad schedules list | schedules show ID|NAME | schedules pause ID|NAME | schedules resume ID|NAME
+trad strategies list   (exit status 1 when an installed strategy is broken)
 trad maintenance run-once
 """
 
@@ -274,6 +275,27 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _param_text(p: dict) -> str:
+    if p["kind"] == "categorical":
+        return f"{p['name']}∈{{{','.join(map(str, p['choices']))}}}={p['default']}"
+    scale = " log" if p.get("log") else ""
+    return f"{p['name']}:{p['kind']}{scale}[{p['low']:g},{p['high']:g}]={p['default']:g}"
+
+
+def cmd_strategies(args: argparse.Namespace, settings: Settings) -> int:
+    from app.training.catalog import broken_strategies, strategies
+
+    print("name\tpackage\tversion\twarmup\tparameters")
+    for s in strategies().values():
+        info = s.describe()
+        warmup = f"{info['warmup']} (max {info['max_warmup']})"
+        print(f"{s.name}\t{s.package}\t{s.version}\t{warmup}\t{' '.join(_param_text(p) for p in info['params'])}")
+    broken = broken_strategies()
+    for name, why in broken.items():
+        print(f"trad: strategy {name} is broken: {why}", file=sys.stderr)
+    return 1 if broken else 0
+
+
 def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import maintenance
 
@@ -339,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("show", "pause", "resume"):
         ssub.add_parser(action).add_argument("schedule", help="id or name")
     schedules.set_defaults(func=cmd_schedules)
+
+    strategies = sub.add_parser("strategies", help="the installed strategies")
+    stsub = strategies.add_subparsers(dest="action", required=True)
+    stsub.add_parser("list", help="name, package, version, warm-up and parameters of each")
+    strategies.set_defaults(func=cmd_strategies)
 
     maint = sub.add_parser("maintenance", help="reaper, reconciler and schedules")
     maint.add_argument("action", choices=["run-once"])

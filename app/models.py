@@ -176,6 +176,9 @@ class TrainedConfiguration(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("training_jobs.id", ondelete="CASCADE"), unique=True)
     strategy: Mapped[str] = mapped_column(String(64))
+    # The distribution the strategy came from and its version (null: saved before they were kept).
+    strategy_package: Mapped[str | None] = mapped_column(String(128))
+    strategy_version: Mapped[str | None] = mapped_column(String(64))
     symbol: Mapped[str] = mapped_column(String(32))
     timeframe: Mapped[str] = mapped_column(String(8))
     params: Mapped[dict[str, Any]]

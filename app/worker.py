@@ -44,6 +44,7 @@ from app import notify
 from app import queue as queue_module
 from app.clock import utcnow
 from app.db import transaction
+from app.engine import registry
 from app.execution import process, signals
 from app.repositories import jobs as jobs_repo
 from app.retry import retry_until
@@ -323,6 +324,7 @@ def preload() -> None:
 
     for kind in KINDS.values():
         kind.load_handler()
+    registry.log_broken()  # the installed strategies, imported once here; a broken one logged by name
 
 
 def _func_name(job) -> str | None:

@@ -103,13 +103,19 @@ def child_pids(pid: int) -> list[int]:
 
 
 def start_worker(
-    env: dict[str, str], name: str, log_dir: Path, *extra: str, launcher: tuple[str, ...] = ()
+    env: dict[str, str],
+    name: str,
+    log_dir: Path,
+    *extra: str,
+    launcher: tuple[str, ...] = (),
+    python: str = sys.executable,
 ) -> WorkerProcess:
-    """A real worker process; `launcher` is a command that execs it (e.g. into its own UTS namespace)."""
+    """A real worker process; `launcher` is a command that execs it (e.g. into its own UTS
+    namespace); `python` the interpreter of the virtualenv it runs from."""
     log_path = log_dir / f"{name}.log"
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
     proc = subprocess.Popen(
-        [*launcher, sys.executable, str(ROOT / "worker.py"), "--name", name, *extra],
+        [*launcher, python, str(ROOT / "worker.py"), "--name", name, *extra],
         env=env,
         cwd=ROOT,
         stdout=log,
@@ -179,16 +185,18 @@ def load_demo(db, bars=20_000):
 
 
 @contextlib.contextmanager
-def api_process(settings: Settings, log: Path | None = None, **env_overrides: str) -> Iterator[str]:
+def api_process(
+    settings: Settings, log: Path | None = None, python: str = sys.executable, **env_overrides: str
+) -> Iterator[str]:
     """The real API as its own process (`python -m app.api`, uvicorn) on a free loopback port,
     with `env_overrides` on top of the settings' environment; yields its base URL. Its output
-    goes to `log` when given."""
+    goes to `log` when given; `python` is the interpreter of the virtualenv it runs from."""
     from app.dev.servers import free_port, wait_for_port
 
     port = free_port()
     env = {**process_env(settings), "API_PORT": str(port), "MAINTENANCE_IN_API": "false", **env_overrides}
     out = log.open("wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "app.api"], cwd=ROOT, env=env, stdout=out, stderr=out)
+    proc = subprocess.Popen([python, "-m", "app.api"], cwd=ROOT, env=env, stdout=out, stderr=out)
     try:
         wait_for_port(port, 30, proc)
         yield f"http://127.0.0.1:{port}"

@@ -18,6 +18,7 @@ from app.api.deps import ApiState, require_token
 from app.api.follow import FollowHub
 from app.api.routes import catalog, configurations, dashboard, health, metrics, results, schedules, training
 from app.db import configure_pool
+from app.engine import registry
 from app.loop_pool import LoopPool
 from app.queue import redis_connection
 from app.services.candles import KeptChecks
@@ -69,6 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
     # What start-up built lives as long as the process: keep it out of every garbage collection,
     # which then walks only what requests allocate (shorter pauses in the tail of latencies).
+    registry.log_broken()  # a strategy that failed to import or validate, by name; the rest serve
     gc.freeze()
     loop = None
     if settings.maintenance_in_api:

@@ -15,12 +15,15 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
+    StrictInt,
     StrictStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from app import cron
+from app.engine.errors import InvalidParams
 from app.engine.pipeline import SPEC_DEFAULTS
 from app.kinds import KINDS
 from app.status import AttemptStatus, FireOutcome, JobStatus, MisfirePolicy, OverlapPolicy, Priority
@@ -30,6 +33,7 @@ from app.training.catalog import (
     SYMBOL_PATTERN,
     TIMEFRAMES,
     VALIDATION_MODES,
+    strategies,
     strategy_names,
 )
 
@@ -81,6 +85,26 @@ class WalkForward(BaseModel):
     anchored: StrictBool = Field(SPEC_DEFAULTS["anchored"], description="in-sample windows all start at the first bar")
 
 
+class ParamNarrowed(BaseModel):
+    """A number parameter's search kept to `low`..`high` (either may be left out: the space's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: StrictInt | StrictFloat | None = None
+    high: StrictInt | StrictFloat | None = None
+
+
+class ParamChoices(BaseModel):
+    """A categorical parameter's search kept to some of its choices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    choices: list[StrictInt | StrictFloat | StrictStr | StrictBool] = Field(min_length=1, max_length=100)
+
+
+ParamGiven = StrictInt | StrictFloat | StrictStr | StrictBool | ParamNarrowed | ParamChoices
+
+
 class StartTraining(BaseModel):
     """POST /api/v2/training/start. Unknown fields and wrong types (e.g. "10" for a number) are refused."""
 
@@ -109,6 +133,26 @@ class StartTraining(BaseModel):
     slippage_bps: CostBps | None = Field(
         None, description="slippage per fill in basis points of its notional; default DEFAULT_SLIPPAGE_BPS (2)"
     )
+    params: dict[Annotated[str, Field(max_length=64)], ParamGiven] | None = Field(
+        None,
+        max_length=64,
+        description="per parameter of the strategy's space (GET /strategies): a fixed value, a narrowed range "
+        '{"low": …, "high": …} or, for a categorical one, {"choices": […]}; the search keeps to them',
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _in_space(cls, value: dict[str, ParamGiven] | None, info: ValidationInfo) -> dict[str, ParamGiven] | None:
+        """Each given parameter exists, is of its type, inside the space, and the constraint can
+        hold: else 422 naming the parameter (the engine's own check, `Strategy.narrowed`)."""
+        strategy = info.data.get("strategy")
+        if value is None or strategy is None:  # a bad strategy has its own error
+            return value
+        try:
+            strategies()[strategy.value].narrowed(_plain_params(value))
+        except InvalidParams as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("start", "end")
     @classmethod
@@ -134,14 +178,29 @@ class StartTraining(BaseModel):
         """The body as the job's parameters. Costs left out stay out (the start fills them in
         from the settings after hashing the request), so a body that names no costs hashes as
         it did before costs could be named, and replays an earlier Idempotency-Key."""
-        return _without_unnamed_costs(self.model_dump(mode="json", exclude={"priority"}))
+        return _without_unnamed(self.model_dump(mode="json", exclude={"priority"}))
 
 
-COST_FIELDS = ("fee_bps", "slippage_bps")
+UNHASHED_WHEN_UNNAMED = ("fee_bps", "slippage_bps", "params")  # fields added after the first release
 
 
-def _without_unnamed_costs(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if not (k in COST_FIELDS and v is None)}
+def _plain_params(given: dict[str, Any]) -> dict[str, Any]:
+    """The narrowed parameters as stored: a range without the bounds left out."""
+    return {
+        name: {k: v for k, v in (p.model_dump() if isinstance(p, BaseModel) else p).items() if v is not None}
+        if isinstance(p, BaseModel | dict)
+        else p
+        for name, p in given.items()
+    }
+
+
+def _without_unnamed(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields as stored: ones added later left out when unnamed (so an older body hashes as
+    it did), the narrowed parameters plain."""
+    fields = {k: v for k, v in fields.items() if not (k in UNHASHED_WHEN_UNNAMED and v is None)}
+    if fields.get("params") is not None:
+        fields["params"] = _plain_params(fields["params"])
+    return fields
 
 
 class ErrorInfo(BaseModel):
@@ -243,6 +302,8 @@ class Configuration(BaseModel):
     id: uuid.UUID
     job_id: uuid.UUID
     strategy: str
+    strategy_package: str | None = Field(None, description="the strategy's distribution; null: saved before kept")
+    strategy_version: str | None = Field(None, description="that distribution's version; versions never mix")
     symbol: str
     timeframe: str
     params: FiniteJson
@@ -345,7 +406,7 @@ class ScheduleTemplate(StartTraining):
 
     def stored(self) -> tuple[dict[str, Any], str | None]:
         """(the template as stored: a start body with its priority, the lookback)."""
-        return _without_unnamed_costs(self.model_dump(mode="json", exclude={"lookback"})), self.lookback
+        return _without_unnamed(self.model_dump(mode="json", exclude={"lookback"})), self.lookback
 
 
 class ScheduleFields(BaseModel):
@@ -427,16 +488,37 @@ class SchedulePage(BaseModel):
     items: list[ScheduleOut]
 
 
+ParamValue = StrictInt | StrictFloat | StrictStr | StrictBool
+
+
 class ParamRange(BaseModel):
     name: str
-    kind: Literal["int", "float"]
-    low: float
-    high: float
+    kind: Literal["int", "float", "categorical"]
+    low: float | None = Field(None, description="int and float: the smallest value")
+    high: float | None = Field(None, description="int and float: the largest value")
+    log: bool = Field(False, description="float: searched on a log scale")
+    choices: list[ParamValue] | None = Field(None, description="categorical: the values it may take")
+    default: ParamValue
 
 
 class StrategyInfo(BaseModel):
     name: StrategyName
+    package: str = Field(description="the installed distribution that declares it (trad for the built-in ones)")
+    version: str = Field(description="that distribution's version: a job and its configuration record it")
     params: list[ParamRange] = Field(description="the parameter space the search draws from")
+    defaults: dict[str, ParamValue]
+    warmup: int = Field(description="bars of history the defaults need before the first traded bar")
+    max_warmup: int = Field(description="the longest warm-up anywhere in the space")
+
+
+class BrokenStrategy(BaseModel):
+    name: str
+    reason: str = Field(description="why it is left out: an import error or a declaration that does not hold")
+
+
+class StrategyList(BaseModel):
+    strategies: list[StrategyInfo]
+    broken: list[BrokenStrategy] = Field(description="installed strategies that failed to load; not usable")
 
 
 class JobStatusInfo(BaseModel):

@@ -22,6 +22,14 @@ class InvalidPositions(TrainingInputError):
     """Positions that are not one of -1, 0, +1 per candle."""
 
 
+class StrategyError(TrainingInputError):
+    """A strategy's own code raised: the message names the strategy and the error."""
+
+
+class StrategyUnavailable(TrainingInputError):
+    """The strategy a job names is not installed here, or at another version than the job's."""
+
+
 class InvalidCosts(TrainingInputError):
     pass
 

@@ -23,7 +23,7 @@ from app.engine.backtest import Costs
 from app.engine.candles import Candles
 from app.engine.errors import InvalidParams
 from app.engine.ranges import ScoredRange, as_range
-from app.engine.strategies import Strategy
+from app.engine.strategy import Param, Strategy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("optuna").setLevel(logging.WARNING)
@@ -133,18 +133,23 @@ def _suggest(trial: optuna.Trial, strategy: Strategy) -> dict[str, Any]:
     for spec in strategy.space:
         if spec.kind == "int":
             params[spec.name] = trial.suggest_int(spec.name, int(spec.low), int(spec.high))
+        elif spec.kind == "float":
+            params[spec.name] = trial.suggest_float(spec.name, spec.low, spec.high, log=spec.log)
         else:
-            params[spec.name] = trial.suggest_float(spec.name, spec.low, spec.high)
+            params[spec.name] = trial.suggest_categorical(spec.name, list(spec.choices))
     return params
 
 
+def _distribution(spec: Param) -> optuna.distributions.BaseDistribution:
+    if spec.kind == "int":
+        return optuna.distributions.IntDistribution(int(spec.low), int(spec.high))
+    if spec.kind == "float":
+        return optuna.distributions.FloatDistribution(spec.low, spec.high, log=spec.log)
+    return optuna.distributions.CategoricalDistribution(list(spec.choices))
+
+
 def _distributions(strategy: Strategy) -> dict[str, optuna.distributions.BaseDistribution]:
-    return {
-        s.name: optuna.distributions.IntDistribution(int(s.low), int(s.high))
-        if s.kind == "int"
-        else optuna.distributions.FloatDistribution(s.low, s.high)
-        for s in strategy.space
-    }
+    return {s.name: _distribution(s) for s in strategy.space}
 
 
 def _constraints(record: TrialRecord, min_trades: int) -> dict[str, float]:

@@ -32,8 +32,9 @@ from app.engine.optimise import (
     trial_sharpes,
 )
 from app.engine.ranges import ScoredRange, for_strategy
+from app.engine.registry import get_strategy
 from app.engine.report import Evidence, equity_curve, judge, stitch, trade_list
-from app.engine.strategies import Strategy, get_strategy
+from app.engine.strategy import Strategy
 from app.engine.validate import TOP_K, choose, scaled_min_trades, split_at
 from app.engine.walkforward import Window, windows
 
@@ -61,6 +62,8 @@ class TrainingSpec:
     validation_mode: str = "holdout"
     windows: int = 5
     anchored: bool = False
+    # Per parameter, a fixed value or a narrowed range the search keeps to (`Strategy.narrowed`).
+    params: dict[str, Any] | None = None
 
     @property
     def required_trades(self) -> int:
@@ -182,7 +185,7 @@ def _evidence(open_time, strategy, benchmark, validation_start_ms, verdict, impo
 class _Run:
     def __init__(self, spec: TrainingSpec, data: Candles, hooks: TrainingHooks) -> None:
         self.spec, self.data, self.hooks = spec, data, hooks
-        self.strategy: Strategy = get_strategy(spec.strategy)
+        self.strategy: Strategy = get_strategy(spec.strategy).narrowed(spec.params)
         self.costs = Costs(spec.fee_bps, spec.slippage_bps)
         self.min_trades = spec.required_trades
         self.completed = hooks.completed_trials()
@@ -425,7 +428,7 @@ class _Run:
 
 
 def run_training(spec: TrainingSpec, candles: Candles, hooks: TrainingHooks) -> TrainingOutcome:
-    get_strategy(spec.strategy)
+    get_strategy(spec.strategy).narrowed(spec.params)
     if spec.objective not in OBJECTIVES:
         raise TrainingInputError(f"unknown objective {spec.objective!r}")
     if spec.timeframe not in TIMEFRAMES:

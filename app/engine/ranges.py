@@ -17,7 +17,7 @@ import numpy as np
 
 from app.engine.backtest import BacktestResult, Costs, backtest
 from app.engine.candles import Candles
-from app.engine.strategies import Strategy
+from app.engine.strategy import Strategy
 
 
 @dataclass(frozen=True)

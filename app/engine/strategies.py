@@ -12,90 +12,21 @@ history only: the strategy is flat there, and a strategy that holds a state betw
 `start`, acting only on events from `start` on, as a live run started there would. So the
 positions on `[start, end)` are the same whatever history lies in front, once it is at least
 the warm-up (`range_positions` gives exactly that history; tests check more changes nothing).
+
+They are registered like any package's strategies, under the `trad.strategies` entry points of
+trad's own `pyproject.toml` (`registry`), so `get_strategy` finds them the one way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from app.engine import indicators as ind
 from app.engine.candles import Candles
-from app.engine.errors import InvalidParams, UnknownStrategy
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    kind: str  # "int" | "float"
-    low: float
-    high: float
-
-    def validate(self, value: Any) -> int | float:
-        if self.kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-                raise InvalidParams(f"parameter {self.name!r} must be an integer")
-            value = int(value)
-        else:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-                raise InvalidParams(f"parameter {self.name!r} must be a number")
-            value = float(value)
-        if not self.low <= value <= self.high:
-            raise InvalidParams(f"parameter {self.name!r} must be between {self.low} and {self.high}")
-        return value
-
-
-@dataclass(frozen=True)
-class Strategy:
-    name: str
-    space: tuple[ParamSpec, ...]
-    compute: Callable[[Candles, dict[str, Any], int], np.ndarray]
-    warmup: Callable[[dict[str, Any]], int]  # bars of history needed before the first traded bar
-    constraint: Callable[[dict[str, Any]], str | None] = lambda p: None
-
-    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        names = {s.name for s in self.space}
-        unknown = set(params) - names
-        if unknown:
-            raise InvalidParams(f"unknown parameter(s) for {self.name}: {', '.join(sorted(unknown))}")
-        missing = names - set(params)
-        if missing:
-            raise InvalidParams(f"missing parameter(s) for {self.name}: {', '.join(sorted(missing))}")
-        clean = {s.name: s.validate(params[s.name]) for s in self.space}
-        problem = self.constraint(clean)
-        if problem:
-            raise InvalidParams(problem)
-        return clean
-
-    def orders(self, candles: Candles, params: dict[str, Any], start: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-        """Positions for every bar (the bars before `start` are history only: flat), and the
-        price at which a stop closed the position within a bar (NaN elsewhere), or None for a
-        strategy without stops (see `backtest`)."""
-        made = self.compute(candles.validate(), params, start)
-        positions, exits = made if isinstance(made, tuple) else (made, None)
-        positions = positions.astype(np.int8)
-        positions[:start] = 0
-        if exits is not None:
-            exits[:start] = np.nan
-        return positions, exits
-
-    def signals(self, candles: Candles, params: dict[str, Any], start: int = 0) -> np.ndarray:
-        """Positions for every bar; the bars before `start` are history only (flat)."""
-        return self.orders(candles, params, start)[0]
-
-    @property
-    def max_warmup(self) -> int:
-        """The longest warm-up anywhere in the space (warm-ups grow with their parameters)."""
-        return int(self.warmup({s.name: s.high for s in self.space}))
-
-    def range_positions(self, data: Candles, params: dict[str, Any], first: int, end: int) -> np.ndarray:
-        """Positions on `data[first:end]`, computed with the declared warm-up of history in front
-        (as much of it as `data` has before `first`)."""
-        history = min(first, int(self.warmup(params)))
-        return self.signals(data[first - history : end], params, history)[history:]
+from app.engine.errors import InvalidParams
+from app.engine.strategy import FloatParam, IntParam, Strategy
 
 
 def _rolling_close(c: Candles) -> ind.Rolling:
@@ -203,48 +134,48 @@ def _liquidity_sweep_numpy(c: Candles, p: dict[str, Any], start: int) -> tuple[n
     return pos, exits
 
 
+sma_crossover = Strategy(
+    "sma_crossover",
+    (IntParam("fast", 2, 200, default=10), IntParam("slow", 5, 1000, default=50)),
+    _sma_crossover,
+    lambda p: int(p["slow"]),  # the slow mean needs slow − 1 bars before the first
+    lambda p: None if p["fast"] < p["slow"] else "fast must be less than slow",
+)
+rsi_reversion = Strategy(
+    "rsi_reversion",
+    (
+        IntParam("period", 2, 100, default=14),
+        FloatParam("lower", 5, 45, default=30),
+        FloatParam("upper", 55, 95, default=70),
+    ),
+    _rsi_reversion,
+    lambda p: int(p["period"]) + 1,  # period moves need period + 1 closes; the mid cross one more
+)
+bollinger_breakout = Strategy(
+    "bollinger_breakout",
+    (IntParam("window", 5, 500, default=20), FloatParam("k", 0.5, 4.0, default=2.0)),
+    _bollinger_breakout,
+    lambda p: int(p["window"]),  # the band needs window − 1 bars; the mid cross one more
+)
+liquidity_sweep = Strategy(
+    "liquidity_sweep",
+    (
+        IntParam("lookback", 5, 500, default=20),
+        FloatParam("stop_pct", 0.1, 10.0, default=1.0),
+        IntParam("max_hold", 1, 1000, default=20),
+    ),
+    _liquidity_sweep,
+    lambda p: int(p["lookback"]),  # the prior lookback-bar extreme
+)
+
+# trad's own strategies, as its entry points name them (`pyproject.toml`).
 STRATEGIES: dict[str, Strategy] = {
-    s.name: s
-    for s in (
-        Strategy(
-            "sma_crossover",
-            (ParamSpec("fast", "int", 2, 200), ParamSpec("slow", "int", 5, 1000)),
-            _sma_crossover,
-            lambda p: int(p["slow"]),  # the slow mean needs slow − 1 bars before the first
-            lambda p: None if p["fast"] < p["slow"] else "fast must be less than slow",
-        ),
-        Strategy(
-            "rsi_reversion",
-            (
-                ParamSpec("period", "int", 2, 100),
-                ParamSpec("lower", "float", 5, 45),
-                ParamSpec("upper", "float", 55, 95),
-            ),
-            _rsi_reversion,
-            lambda p: int(p["period"]) + 1,  # period moves need period + 1 closes; the mid cross one more
-        ),
-        Strategy(
-            "bollinger_breakout",
-            (ParamSpec("window", "int", 5, 500), ParamSpec("k", "float", 0.5, 4.0)),
-            _bollinger_breakout,
-            lambda p: int(p["window"]),  # the band needs window − 1 bars; the mid cross one more
-        ),
-        Strategy(
-            "liquidity_sweep",
-            (
-                ParamSpec("lookback", "int", 5, 500),
-                ParamSpec("stop_pct", "float", 0.1, 10.0),
-                ParamSpec("max_hold", "int", 1, 1000),
-            ),
-            _liquidity_sweep,
-            lambda p: int(p["lookback"]),  # the prior lookback-bar extreme
-        ),
-    )
+    s.name: s for s in (sma_crossover, rsi_reversion, bollinger_breakout, liquidity_sweep)
 }
 
 
 def get_strategy(name: str) -> Strategy:
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise UnknownStrategy(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}") from None
+    """The installed strategy `name` (the registry's), or UnknownStrategy."""
+    from app.engine import registry  # the registry loads this module through its entry points
+
+    return registry.get_strategy(name)

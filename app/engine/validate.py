@@ -22,7 +22,7 @@ from app.engine.backtest import Costs
 from app.engine.candles import Candles
 from app.engine.optimise import TrialRecord, evaluate
 from app.engine.ranges import for_strategy
-from app.engine.strategies import Strategy
+from app.engine.strategy import Strategy
 
 TOP_K = 5
 

@@ -38,8 +38,10 @@ class JobContext:
         attempt_number: int,
         n_iterations: int | None,
         parent_pid: int,
+        worker_name: str = "",
     ) -> None:
         self.settings = settings
+        self.worker_name = worker_name  # the RQ worker that forked this job process
         self.job_id = job_id
         self.kind = kind
         self.params = params

@@ -139,6 +139,7 @@ def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: in
             attempt_number=claim.attempt.number,
             n_iterations=claim.job.n_iterations,
             parent_pid=parent_pid,
+            worker_name=worker_name,
         )
     log.info("attempt %d started", ctx.attempt_number)
     kind_limits = limits(settings, kind.name)

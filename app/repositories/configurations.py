@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.models import TrainedConfiguration
 
@@ -37,13 +37,28 @@ def list_configurations(
     return rows, total or 0
 
 
-def best(session: Session, *, symbol: str, strategy: str | None) -> TrainedConfiguration | None:
-    """The highest validation score not flagged as overfitted, else the highest score."""
-    stmt = _filtered(select(TrainedConfiguration), symbol, strategy).order_by(
-        TrainedConfiguration.overfit.asc(),
-        TrainedConfiguration.score.desc().nulls_last(),
-        TrainedConfiguration.created_at.desc(),
-    )
+def best(
+    session: Session, *, symbol: str, strategy: str | None, version: str | None = None
+) -> TrainedConfiguration | None:
+    """The highest validation score not flagged as overfitted, else the highest score, among
+    one version of each strategy: `version` if given, else the version of the strategy's most
+    recent configuration for the symbol (versions are never mixed)."""
+    config = TrainedConfiguration
+    stmt = _filtered(select(config), symbol, strategy)
+    if version is not None:
+        stmt = stmt.where(config.strategy_version == version)
+    else:
+        latest = aliased(TrainedConfiguration)
+        newest = (
+            select(latest.strategy_version)
+            .where(latest.symbol == config.symbol, latest.strategy == config.strategy)
+            .order_by(latest.created_at.desc(), latest.id)
+            .limit(1)
+            .correlate(config)
+            .scalar_subquery()
+        )
+        stmt = stmt.where(config.strategy_version.is_not_distinct_from(newest))
+    stmt = stmt.order_by(config.overfit.asc(), config.score.desc().nulls_last(), config.created_at.desc())
     return session.scalars(stmt.limit(1)).first()
 
 

@@ -16,6 +16,8 @@ from psycopg import AsyncConnection
 from sqlalchemy.orm import Session
 
 from app.db import transaction
+from app.engine import registry
+from app.engine.errors import UnknownStrategy
 from app.kinds import get_kind, limits
 from app.models import Job
 from app.repositories import attempts as attempts_repo
@@ -153,11 +155,22 @@ def _new_job(
 
 def _with_default_costs(settings: Settings, kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """A training job's parameters with the costs its request left out taken from the settings,
-    so the job keeps the costs it was accepted with. They are stored, not hashed: the request's
-    hash is of what was sent."""
+    so the job keeps the costs it was accepted with, and with the package and version of its
+    strategy installed here, which the worker must have too (`registry.for_job`). They are
+    stored, not hashed: the request's hash is of what was sent."""
     if kind != "training":
         return params
-    return {"fee_bps": settings.default_fee_bps, "slippage_bps": settings.default_slippage_bps, **params}
+    try:
+        strategy = registry.get_strategy(params["strategy"])
+    except UnknownStrategy as exc:  # a schedule's template naming a strategy since uninstalled
+        raise InvalidRequest(str(exc), field="strategy") from None
+    return {
+        "fee_bps": settings.default_fee_bps,
+        "slippage_bps": settings.default_slippage_bps,
+        **params,
+        "strategy_package": strategy.package,
+        "strategy_version": strategy.version,
+    }
 
 
 def start_smoke(session: Session, settings: Settings, *, priority: str = Priority.HIGH, **params: Any) -> Job:

@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from app.engine.errors import NoViableConfiguration as EngineNoViableConfiguration
+from app.engine import errors as engine_errors
+from app.engine import registry
 from app.engine.errors import TrainingInputError
 from app.engine.optimise import TrialRecord
 from app.engine.pipeline import TrainingOutcome, TrainingSpec, run_training
 from app.engine.report import json_safe
+from app.engine.strategy import Strategy
 from app.execution.context import JobContext
 from app.execution.errors import Fenced, JobInputError
 from app.release import current_code_version
@@ -131,12 +133,42 @@ def spec_from_params(params: dict) -> TrainingSpec:
         timeframe=params["timeframe"],
         n_iterations=int(params["n_iterations"]),  # per walk-forward window
         seed=int(params["seed"]),
+        params=params.get("params"),
         **{name: float(v) if name in _FLOATS else v for name, v in given.items() if v is not None},
     )
 
 
 class NoViableConfiguration(JobInputError):
     """The search found nothing worth saving: the job fails, and is not retried."""
+
+
+class StrategyUnavailable(JobInputError):
+    """This worker lacks the job's strategy, or has another version of it: not retried here."""
+
+
+class StrategyError(JobInputError):
+    """The strategy's own code raised."""
+
+
+class InvalidPositions(JobInputError):
+    """The strategy returned positions that are not one of −1, 0, 1 per candle (NaN included)."""
+
+
+# Engine errors a job fails with under their own name (the job's error type); any other
+# TrainingInputError fails it as JobInputError. None is retried.
+NAMED_ERRORS: dict[type[TrainingInputError], type[JobInputError]] = {
+    engine_errors.NoViableConfiguration: NoViableConfiguration,
+    engine_errors.StrategyUnavailable: StrategyUnavailable,
+    engine_errors.StrategyError: StrategyError,
+    engine_errors.InvalidPositions: InvalidPositions,
+}
+
+
+def _named(exc: TrainingInputError) -> JobInputError:
+    for engine_error, job_error in NAMED_ERRORS.items():
+        if isinstance(exc, engine_error):
+            return job_error(str(exc))
+    return JobInputError(str(exc))
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -150,6 +182,12 @@ def _ms(value: int | None) -> datetime | None:
 def run_training_job(ctx: JobContext):
     params = ctx.params
     spec = spec_from_params(params)
+    try:  # the strategy and version the job was started with, or it fails here, before any work
+        strategy = registry.for_job(
+            spec.strategy, params.get("strategy_package"), params.get("strategy_version"), _where(ctx)
+        )
+    except TrainingInputError as exc:
+        raise _named(exc) from exc
     hooks = JobHooks(ctx)
     hooks.progress("data_preparation", 0.0, "loading candles")
     start, end = _parse_time(params.get("start")), _parse_time(params.get("end"))
@@ -169,20 +207,24 @@ def run_training_job(ctx: JobContext):
         ctx.set_resumed_from(len(done))
     try:
         outcome = run_training(spec, candles, hooks)
-    except EngineNoViableConfiguration as exc:
-        raise NoViableConfiguration(str(exc)) from exc
     except TrainingInputError as exc:
-        raise JobInputError(str(exc)) from exc
+        raise _named(exc) from exc
     hooks.progress("saving", 0.0, "saving the configuration")
-    return _writer(ctx.job_id, spec, outcome)
+    return _writer(ctx.job_id, spec, outcome, strategy)
 
 
-def _writer(job_id: uuid.UUID, spec: TrainingSpec, outcome: TrainingOutcome):
+def _where(ctx: JobContext) -> str:
+    return f"worker {ctx.worker_name}" if ctx.worker_name else "this worker"
+
+
+def _writer(job_id: uuid.UUID, spec: TrainingSpec, outcome: TrainingOutcome, strategy: Strategy):
     def write(session: Session) -> None:
         configurations_repo.add(
             session,
             job_id=job_id,
             strategy=spec.strategy,
+            strategy_package=strategy.package,
+            strategy_version=strategy.version,
             symbol=spec.symbol,
             timeframe=spec.timeframe,
             params=json_safe(outcome.params),

@@ -19,6 +19,13 @@ router = APIRouter(
 )
 Symbol = Annotated[str | None, Query(pattern=SYMBOL_PATTERN)]
 StrategyName = Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,64}$")]
+StrategyVersion = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[A-Za-z0-9.+!_-]{1,64}$",
+        description="the strategy package's version; default: each strategy's newest (its latest configuration's)",
+    ),
+]
 
 
 @router.get("", response_model=ConfigurationPage)
@@ -37,11 +44,17 @@ def list_configurations(
 
 @router.get("/best", response_model=ConfigurationDetail, responses=responses(404))
 def best_configuration(
-    session: SessionDep, symbol: Annotated[str, Query(pattern=SYMBOL_PATTERN)], strategy: StrategyName = None
+    session: SessionDep,
+    symbol: Annotated[str, Query(pattern=SYMBOL_PATTERN)],
+    strategy: StrategyName = None,
+    version: StrategyVersion = None,
 ) -> ConfigurationDetail:
-    row = repo.best(session, symbol=symbol, strategy=strategy)
+    """The best configuration for the symbol (and strategy), within one version of each strategy:
+    `version`, or the version of the strategy's most recent configuration. Versions never mix."""
+    row = repo.best(session, symbol=symbol, strategy=strategy, version=version)
     if row is None:
-        raise NotFound(f"no configuration for {symbol}" + (f" and {strategy}" if strategy else ""))
+        which = "".join(f" and {v}" for v in (strategy, version) if v)
+        raise NotFound(f"no configuration for {symbol}{which}")
     return ConfigurationDetail.model_validate(row)
 
 

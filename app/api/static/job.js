@@ -12,6 +12,13 @@ const HINTS = {
     "timeframe, then start a new job.",
   NoViableConfiguration: "No parameter set met the minimum number of trades or gave a defined score. Try a " +
     "longer range, a shorter timeframe, a lower min_trades or another strategy.",
+  StrategyUnavailable: "A worker that took the job lacks its strategy or has another version of it. Deploy " +
+    "the same strategy packages (STRATEGY_PACKAGES) to the primary and every worker host, check with " +
+    "`trad strategies list`, then start a new job.",
+  StrategyError: "The strategy's own code raised. Its message names the error; fix the package, check it " +
+    "with `trad strategies check`, deploy it and start a new job.",
+  InvalidPositions: "The strategy returned positions that are not -1, 0 or 1 for every bar (NaN included). " +
+    "Fix the package, check it with `trad strategies check`, deploy it and start a new job.",
   WorkerLost: "The worker running it stopped heartbeating (killed, crashed, or the machine restarted) on its " +
     "last attempt. Check `journalctl -u 'trad-worker@*'` around the finish time, then Retry.",
   AttemptTimeout: "It ran past the hard timeout for its kind. Use fewer iterations or a shorter range, or raise " +
@@ -97,7 +104,7 @@ function renderHeader(job) {
   const p = job.params || {};
   setText("title", JOB_ID);
   setText("subtitle", job.kind === "training"
-    ? [p.strategy, p.symbol, p.timeframe, (p.n_iterations ?? "?") + " trials", "seed " + p.seed,
+    ? [p.strategy_version ? p.strategy + " " + p.strategy_version : p.strategy, p.symbol, p.timeframe, (p.n_iterations ?? "?") + " trials", "seed " + p.seed,
        p.objective ? "objective " + p.objective : null, "priority " + job.priority].filter(Boolean).join(" · ")
     : job.kind + " · priority " + job.priority);
 }
