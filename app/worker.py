@@ -317,7 +317,8 @@ class TradWorker(Worker):
 
 def preload() -> None:
     """Import every kind's handler (and the job entrypoint) in the worker before it forks, so a
-    job process inherits them instead of paying the imports (NumPy, Optuna: ~0.4 s) per job."""
+    job process inherits them instead of paying the imports (NumPy, Optuna) per job
+    ([docs/benchmarks.md](docs/benchmarks.md) has the figure)."""
     import app.execution.runner
     import app.jobs  # noqa: F401
     from app.kinds import KINDS
