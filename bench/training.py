@@ -4,9 +4,10 @@
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/training.py
 
-Prints wall time per phase, backtests per second, peak RSS, and the speed of the vectorised
-backtester against the per-bar reference loop (tests/engine/reference.py) on the same data,
-measured in the same run. Before the job it measures one backtest (sma_crossover signals on
+Prints wall time per phase, the bias checks' time against the whole job's (they run inside the
+validation phase), backtests per second, peak RSS, and the speed of the vectorised backtester
+against the per-bar reference loop (tests/engine/reference.py) on the same data, measured in
+the same run. Before the job it measures one backtest (sma_crossover signals on
 `--bars` bars, 10 bps fee) with the compiled kernel (`backtest`) and with the whole-array NumPy
 path (`numpy_backtest`), alternated, median of `--repeat`, and the first call's time in a fresh
 process with the kernel's cache warm (NUMBA_CACHE_DIR as the worker unit sets it).
@@ -204,6 +205,12 @@ def main() -> None:
         print(f"  {name:<17} {seconds:7.2f} s")
     total = end - start
     print(f"whole job: {total:.2f} s (target ≤ 15 s)")
+    checks = outcome.bias_checks["seconds"]
+    print(
+        f"bias checks (look-ahead at {len(outcome.bias_checks['lookahead']['bars_tried'])} bars, warm-up with "
+        f"{outcome.bias_checks['warmup']['history_lengths']} bars of history): {checks:.3f} s = "
+        f"{100 * checks / total:.1f} % of the job, {100 * checks / (total - checks):.1f} % added (target < 10 %)"
+    )
     print(
         f"backtests per second (signals + backtest on {args.bars} bars, median of 5): "
         f"{1 / statistics.median(full_times):.1f}"
@@ -232,7 +239,8 @@ def main() -> None:
         print(
             f"walk-forward: {args.wf_windows} windows x {args.wf_iterations} trials = {wf.n_trials} trials "
             f"in {wf_time:.2f} s; walk-forward efficiency {wf.statistics['walk_forward_efficiency']}, "
-            f"PBO {wf.statistics['pbo']}"
+            f"PBO {wf.statistics['pbo']}; bias checks of {wf.bias_checks['params_checked']} parameter sets "
+            f"{wf.bias_checks['seconds']:.3f} s = {100 * wf.bias_checks['seconds'] / wf_time:.1f} % of it"
         )
 
 

@@ -337,6 +337,30 @@ class Statistics(BaseModel):
     n_feasible: int | None = Field(None, description="trials that were eligible (enough trades, defined score)")
 
 
+class LookaheadTried(BaseModel):
+    bars_tried: list[int] = Field(
+        description="the bars t (indices in the job's data) after which the bars were replaced"
+    )
+    times_tried: list[str] = Field(description="their open times, UTC")
+
+
+class WarmupTried(BaseModel):
+    declared: int = Field(description="the strategy's declared warm-up for these parameters, in bars")
+    history_lengths: list[int] = Field(description="bars of history put in front of the ranges compared")
+    ranges: list[list[int]] = Field(description="[first, end) bars whose positions were compared")
+    skipped: str | None = Field(None, description="why nothing could be compared (too few bars), else null")
+
+
+class BiasChecks(BaseModel):
+    """The look-ahead and warm-up checks the chosen parameters passed (docs/backtesting.md#bias-checks)."""
+
+    passed: bool
+    params_checked: int = Field(description="parameter sets checked: 1, or one per walk-forward window")
+    lookahead: LookaheadTried
+    warmup: WarmupTried
+    seconds: FiniteFloat = Field(None, description="time the checks took")
+
+
 class ConfigurationDetail(Configuration):
     """A configuration with its evidence: curve against buy-and-hold, out-of-sample trades,
     walk-forward windows and the statistics of the search (see docs/results.md)."""
@@ -354,6 +378,9 @@ class ConfigurationDetail(Configuration):
     param_importances: FiniteJson = Field(default_factory=dict)
     fee_bps: FiniteFloat = Field(None, description="the fee per fill it was trained and validated with, in bps")
     slippage_bps: FiniteFloat = Field(None, description="the slippage per fill it was trained with, in bps")
+    bias_checks: BiasChecks | None = Field(
+        None, description="the look-ahead and warm-up checks it passed (null for configurations saved before them)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -387,6 +414,7 @@ RESULT_FIELDS = (
     "param_importances",
     "fee_bps",
     "slippage_bps",
+    "bias_checks",
 )
 
 

@@ -37,3 +37,22 @@ class InvalidCosts(TrainingInputError):
 class NoViableConfiguration(TrainingInputError):
     """No parameter set met the minimum number of trades with a defined score: nothing worth
     saving. Deterministic for the same data and request, so never retried."""
+
+
+class StrategyBias(TrainingInputError):
+    """A bias check found positions that depend on what they must not (see `bias`). Carries the
+    first bar where it showed (index in the data checked, and its open time) and the parameters."""
+
+    def __init__(self, message: str, *, bar: int, time: str, params: dict) -> None:
+        super().__init__(message)
+        self.bar, self.time, self.params = bar, time, dict(params)
+
+
+class LookaheadBias(StrategyBias):
+    """Positions up to a bar changed when only the bars after it changed: the strategy reads the
+    future. Deterministic for the strategy, its parameters and the data: never retried."""
+
+
+class WarmupTooShort(StrategyBias):
+    """Positions changed when more history than the declared warm-up was put in front: the
+    strategy's indicators need more history than it says. Never retried."""

@@ -5,7 +5,9 @@ Two validation modes: `holdout` (optimise and choose on the head; the held-out t
 one chosen configuration once) and `walk_forward` (each window re-optimised on its in-sample
 range and run on the out-of-sample range after it; the stitched out-of-sample result is the
 answer). Every range is scored with the strategy's warm-up of history in front (`ranges`), so
-no evaluation starts with cold indicators."""
+no evaluation starts with cold indicators. Before the result is returned, the chosen parameters
+(every window's, in walk-forward) pass the look-ahead and warm-up bias checks (`bias`) on all
+the bars, or the run fails with `LookaheadBias` / `WarmupTooShort`."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.engine import stats
+from app.engine import bias, stats
 from app.engine.backtest import MIN_ANNUALISED_DAYS, Costs, backtest
 from app.engine.benchmark import buy_and_hold, excess
 from app.engine.candles import TIMEFRAMES, Candles, resample
@@ -123,6 +125,7 @@ class TrainingOutcome:
     excess: dict[str, Any] = field(default_factory=dict)
     statistics: dict[str, Any] = field(default_factory=dict)
     param_importances: dict[str, float] = field(default_factory=dict)
+    bias_checks: dict[str, Any] = field(default_factory=dict)
 
 
 def no_viable(trials: list[TrialRecord], min_trades: int, where: str) -> NoViableConfiguration:
@@ -248,6 +251,13 @@ class _Run:
         outcome.validation_mode = self.spec.validation_mode
         return outcome
 
+    def check_bias(self, param_sets: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
+        """The bias checks on the chosen parameters over all the bars (raises on a bias)."""
+        self.hooks.check()
+        self.hooks.progress("validation", fraction, "checking the chosen parameters for look-ahead and warm-up bias")
+        report = bias.check_all(self.strategy, self.data, param_sets, seed=self.spec.seed, should_stop=self.hooks.check)
+        return report.as_dict()
+
     def scored(self, first: int, end: int) -> ScoredRange:
         return for_strategy(self.data, first, end, self.strategy)
 
@@ -274,6 +284,7 @@ class _Run:
             folds=spec.folds,
             should_stop=hooks.check,
         )
+        checked = self.check_bias([chosen.params], 0.5)
         hooks.check()
         train_bt, val_bt = self.run(train, chosen.params), self.run(holdout, chosen.params)
         bench_train, bench_val = buy_and_hold(train.bars, self.costs), buy_and_hold(holdout.bars, self.costs)
@@ -308,6 +319,7 @@ class _Run:
                 validation_range_ms=[int(holdout.bars.open_time[0]), int(holdout.bars.open_time[-1])],
                 data_start_ms=0,
                 data_end_ms=0,
+                bias_checks=checked,
                 **_evidence(
                     data.open_time,
                     (train_bt, val_bt),
@@ -364,6 +376,7 @@ class _Run:
                 }
             )
             last = (result, best, w)
+        checked = self.check_bias([r["params"] for r in rows], 0.0)
         hooks.check()
         hooks.progress("validation", 0.0, "stitching the out-of-sample windows")
         assert last is not None
@@ -415,6 +428,7 @@ class _Run:
                 data_start_ms=0,
                 data_end_ms=0,
                 windows=rows,
+                bias_checks=checked,
                 **_evidence(
                     data.open_time[:end],
                     (head_bt, oos_bt),

@@ -154,6 +154,16 @@ class InvalidPositions(JobInputError):
     """The strategy returned positions that are not one of −1, 0, 1 per candle (NaN included)."""
 
 
+class LookaheadBias(JobInputError):
+    """The chosen parameters' positions read bars after the one they decide on (engine `bias`):
+    nothing is saved, and the job is not retried."""
+
+
+class WarmupTooShort(JobInputError):
+    """The chosen parameters' positions need more history than the strategy declares (engine
+    `bias`): nothing is saved, and the job is not retried."""
+
+
 # Engine errors a job fails with under their own name (the job's error type); any other
 # TrainingInputError fails it as JobInputError. None is retried.
 NAMED_ERRORS: dict[type[TrainingInputError], type[JobInputError]] = {
@@ -161,6 +171,8 @@ NAMED_ERRORS: dict[type[TrainingInputError], type[JobInputError]] = {
     engine_errors.StrategyUnavailable: StrategyUnavailable,
     engine_errors.StrategyError: StrategyError,
     engine_errors.InvalidPositions: InvalidPositions,
+    engine_errors.LookaheadBias: LookaheadBias,
+    engine_errors.WarmupTooShort: WarmupTooShort,
 }
 
 
@@ -254,6 +266,7 @@ def _writer(job_id: uuid.UUID, spec: TrainingSpec, outcome: TrainingOutcome, str
                     "fee_bps": spec.fee_bps,
                     "slippage_bps": spec.slippage_bps,
                     "holdout_fraction": spec.holdout_fraction,
+                    "bias_checks": outcome.bias_checks,
                 }
             ),
             data_start=_ms(outcome.data_start_ms),

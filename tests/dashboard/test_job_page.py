@@ -132,6 +132,24 @@ def test_succeeded_job_page_shows_the_api_numbers(api_url, http, db, workers, br
     dsr = browser.evaluate("document.querySelector('#stats tr[data-stat=deflated_sharpe] td.num').dataset.value")
     assert float(dsr) == config["statistics"]["deflated_sharpe"]
     assert browser.evaluate("document.getElementById('windows-panel').hidden") is True  # a holdout has none
+    # The bias checks it passed, with the API's figures.
+    checks = config["bias_checks"]
+    assert checks["passed"] is True and checks["params_checked"] == 1
+    bias = browser.evaluate(
+        "({hidden: document.getElementById('bias-panel').hidden,"
+        " verdict: document.getElementById('bias-verdict').textContent,"
+        " rows: Object.fromEntries([...document.querySelectorAll('#bias tr[data-check]')].map(tr => "
+        "[tr.dataset.check, [tr.querySelector('td.num').dataset.value, tr.querySelector('td.num').textContent,"
+        " tr.querySelector('.meaning').textContent]]))})"
+    )
+    assert bias["hidden"] is False and bias["verdict"].startswith("Passed: no look-ahead")
+    tried, times = checks["lookahead"]["bars_tried"], checks["lookahead"]["times_tried"]
+    assert bias["rows"]["lookahead"][:2] == [str(len(tried)), str(len(tried))]
+    assert all(t in bias["rows"]["lookahead"][2] for t in times)
+    histories = checks["warmup"]["history_lengths"]
+    assert bias["rows"]["warmup"][:2] == [str(len(histories)), ", ".join(map(str, histories)) + " bars"]
+    assert f"declared warm-up {checks['warmup']['declared']} bars" in bias["rows"]["warmup"][2]
+    assert float(bias["rows"]["seconds"][0]) == checks["seconds"]
     n_trials = browser.evaluate("document.querySelector('#stats tr[data-stat=n_trials] td.num').dataset.value")
     assert int(n_trials) == config["statistics"]["n_trials"]
     attempts = browser.evaluate(
@@ -214,6 +232,45 @@ def test_failed_job_page_says_why_and_shows_job_text_as_text(api_url, http, db, 
     browser.screenshot(tmp_path / "list-desktop.png")
     browser.open(f"{api_url}/dashboard#token={TOKEN}", size=PHONE, ready=ready)
     browser.screenshot(tmp_path / "list-phone.png")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "error_type", "hint"),
+    [
+        ("tomorrows_crossover", "LookaheadBias", "reads data after the bar"),
+        ("ema_one_bar", "WarmupTooShort", "warm-up"),
+    ],
+)
+def test_a_biased_job_page_says_what_to_fix(
+    api_url, db, settings, monkeypatch, browser, tmp_path, strategy, error_type, hint
+):
+    """A job whose strategy failed a bias check (run in a process forked from this one, where the
+    biased strategies are registered) shows the error, the bar and what to do; no results."""
+    from app.engine.registry import strategies as installed
+    from tests.training.test_bias import BIASED, run_in_fork, submit
+
+    for name, biased in BIASED.items():
+        monkeypatch.setitem(installed(), name, biased)
+    load_demo(db, bars=8_000)
+    job_id = submit(db, settings, strategy)
+    run_in_fork(settings, job_id)
+    assert browser.open(page_url(api_url, str(job_id))) == "1", browser.console
+    failure = browser.evaluate(
+        "({hidden: document.getElementById('failure').hidden,"
+        " type: document.getElementById('error-type').textContent,"
+        " message: document.getElementById('error-message').textContent,"
+        " hint: document.getElementById('error-hint').textContent,"
+        " results: document.getElementById('results').hidden,"
+        " actions: [...document.querySelectorAll('#actions button')].map(b => b.textContent)})"
+    )
+    assert failure["hidden"] is False and failure["type"] == error_type and failure["results"] is True
+    assert failure["message"].startswith(
+        ("look-ahead bias in " if error_type == "LookaheadBias" else "warm-up too short in ") + strategy
+    )
+    assert "the position at " in failure["message"] and "parameters {" in failure["message"]
+    assert hint in failure["hint"] and "Nothing was saved" in failure["hint"]
+    assert "trad strategies check" in failure["hint"]
+    browser.screenshot(tmp_path / f"job-{error_type}-desktop.png")
 
 
 def test_unknown_job_and_wrong_token(api_url, browser):

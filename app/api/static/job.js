@@ -19,6 +19,15 @@ const HINTS = {
     "with `trad strategies check`, deploy it and start a new job.",
   InvalidPositions: "The strategy returned positions that are not -1, 0 or 1 for every bar (NaN included). " +
     "Fix the package, check it with `trad strategies check`, deploy it and start a new job.",
+  LookaheadBias: "The strategy's positions changed when only later bars changed: it reads data after the bar " +
+    "it decides on (shift(-1), a centred window, a normalisation or fit over the whole series), so its results " +
+    "would look better than any live run. Nothing was saved. Fix the strategy so each position uses its bar and " +
+    "earlier ones only, check it with `trad strategies check NAME --symbol … --timeframe …`, deploy it, then " +
+    "start a new job.",
+  WarmupTooShort: "The strategy's positions changed when more history was put in front of them: its indicators " +
+    "need more bars than the warm-up it declares (a recursive indicator such as an EMA, or a window longer than " +
+    "the warm-up). Nothing was saved. Declare at least the warm-up the message names, check it with " +
+    "`trad strategies check NAME --symbol … --timeframe …`, deploy it, then start a new job.",
   WorkerLost: "The worker running it stopped heartbeating (killed, crashed, or the machine restarted) on its " +
     "last attempt. Check `journalctl -u 'trad-worker@*'` around the finish time, then Retry.",
   AttemptTimeout: "It ran past the hard timeout for its kind. Use fewer iterations or a shorter range, or raise " +
@@ -352,6 +361,33 @@ function renderStatistics(cfg) {
       el("td", { className: "wrap" }, label, el("div", { className: "meaning" }, meaning)), numCell(value, text))));
 }
 
+function renderBias(cfg) {
+  const checks = field(cfg, "bias_checks");
+  $("bias-panel").hidden = !checks;
+  if (!checks) return;
+  const look = checks.lookahead, warm = checks.warmup;
+  $("bias-verdict").className = checks.passed ? "ok" : "bad";
+  setText("bias-verdict", checks.passed
+    ? "Passed: no look-ahead and no warm-up shortfall found in the chosen parameters" +
+      (checks.params_checked > 1 ? " (" + checks.params_checked + " parameter sets, one per window)." : ".")
+    : "Failed.");
+  const rows = [
+    ["lookahead", "Look-ahead: bars tried", look.bars_tried.length, String(look.bars_tried.length),
+     "positions up to each of these bars stayed the same when every later bar was replaced: " +
+     (look.times_tried.length ? look.times_tried.join(", ") : "none (too few bars)")],
+    ["warmup", "Warm-up: history lengths tried", warm.history_lengths.length,
+     warm.history_lengths.length ? warm.history_lengths.join(", ") + " bars" : DASH,
+     warm.skipped ? warm.skipped
+       : "positions on " + warm.ranges.length + (warm.ranges.length === 1 ? " range" : " ranges") +
+         " stayed the same with each of these bars of history in front; declared warm-up " + warm.declared + " bars"],
+    ["seconds", "Time taken", checks.seconds, checks.seconds === null ? DASH : num(checks.seconds, 2) + " s",
+     "both checks, on all the job's bars"],
+  ];
+  table("bias", ["Check", { label: "Value", num: true }],
+    rows.map(([key, label, value, text, meaning]) => el("tr", { dataset: { check: key } },
+      el("td", { className: "wrap" }, label, el("div", { className: "meaning" }, meaning)), numCell(value, text))));
+}
+
 function renderParams(cfg, importances) {
   const importance = importances || field(cfg, "param_importances") || {};
   table("params", ["Parameter", { label: "Value", num: true }, { label: "Importance", num: true }],
@@ -407,6 +443,7 @@ async function loadResults(job) {
   renderTrials(trials);
   renderMetrics(cfg);
   renderStatistics(cfg);
+  renderBias(cfg);
   renderParams(cfg, job.param_importances);
   renderWindows(cfg);
   renderTrades(cfg, false);
