@@ -180,16 +180,19 @@ def cmd_candles_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    from app.repositories import job_reads
     from app.services import dispatch
     from app.services import jobs as jobs_service
-    from app.services.jobs import JobError
+    from app.services.errors import ServiceError
 
     try:
         with dispatch.unit_of_work(settings) as uow:
             session = uow.session
             if args.action == "list":
-                rows, total = jobs_service.list_jobs(session, status=args.status, kind=None, limit=args.limit, offset=0)
-                for j, *_ in rows:
+                rows, total = job_reads.page(
+                    session, status=args.status, kind=None, strategy=None, limit=args.limit, offset=0
+                )
+                for j in rows:
                     print(f"{j.id}\t{j.kind}\t{j.status}\t{j.percent:5.1f}%\t{j.phase or '-'}\t{j.created_at:%F %T}")
                 print(f"{len(rows)} of {total}")
                 return 0
@@ -201,7 +204,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
                 job = jobs_service.cancel(session, args.job_id)
             else:
                 job = jobs_service.retry(session, settings, args.job_id)
-    except JobError as exc:
+    except ServiceError as exc:
         raise CliError(exc.message) from None
     print(f"job {job.id}: {job.status} ({job.message})")
     return 0
@@ -209,11 +212,11 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_follow(args: argparse.Namespace, settings: Settings) -> int:
     from app import progress_line
-    from app.services.jobs import JobError
+    from app.services.errors import ServiceError
 
     try:
         progress_line.snapshot(settings, args.job_id)
-    except JobError as exc:
+    except ServiceError as exc:
         raise CliError(exc.message) from None
     stopped = _stop_on_signals()
     try:
@@ -248,13 +251,14 @@ def _stop_on_signals() -> Callable[[], None]:
 
 def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
     from app.api import presenters
+    from app.repositories import schedules as schedules_repo
     from app.services import schedules as schedules_service
-    from app.services.jobs import JobError
+    from app.services.errors import ServiceError
 
     try:
         with transaction(settings.database_url) as session:
             if args.action == "list":
-                rows = schedules_service.list_schedules(session)
+                rows = schedules_repo.list_all(session)
                 for s in rows:
                     state = "paused" if s.paused else f"next {s.next_fire_at:%F %T%z}"
                     print(f"{s.id}\t{s.name}\t{s.cron}\t{s.timezone}\t{state}")
@@ -263,13 +267,13 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
             schedule = schedules_service.resolve(session, args.schedule)
             if args.action == "show":
                 # The API's own shape, so a refused fire's reason and the rest read the same.
-                detail = presenters.schedule_detail(schedule, schedules_service.recent_fires(session, schedule.id))
+                detail = presenters.schedule_detail(schedule, schedules_repo.recent_fires(session, schedule.id))
                 print(json.dumps(detail.model_dump(mode="json"), indent=2))
                 return 0
             action = schedules_service.pause if args.action == "pause" else schedules_service.resume
             schedule = action(session, schedule.id)
             print(f"schedule {schedule.name}: {'paused' if schedule.paused else f'next {schedule.next_fire_at}'}")
-    except JobError as exc:
+    except ServiceError as exc:
         raise CliError(exc.message) from None
     return 0
 

@@ -1,9 +1,9 @@
 """A few autocommit PostgreSQL connections used straight from the event loop.
 
 The progress read, the follow hub's re-reads, the list of jobs and the start are the API's
-hottest paths. Through the threadpool and the ORM a progress read cost about a millisecond of
-the API's CPU and a start about ten; here each is a statement or two sent by the driver from the
-event loop: no thread, no session, no statement built per request (compiled once, see
+hottest paths. Through the threadpool and the ORM each cost the API far more CPU than the
+statement itself (figures in docs/benchmarks.md); here each is a statement or two sent by the
+driver from the event loop: no thread, no session, no statement built per request (compiled once, see
 `app/repositories/compiled.py`). The API keeps two pools: reads, and starts (a start can wait on
 the admission lock, and must not hold up the reads while it does).
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from app.db import transaction
 from app.services import jobs as jobs_service
@@ -22,19 +21,6 @@ EXIT_STATUS = {JobStatus.SUCCEEDED: 0, JobStatus.FAILED: 1, JobStatus.CANCELED: 
 BAR_WIDTH = 24
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    status: str
-    phase: str | None
-    percent: float
-    iteration: int | None
-    n_iterations: int | None
-    best_score: float | None
-    eta_seconds: float | None
-    message: str | None
-    error: str | None
-
-
 def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     hours, rest = divmod(seconds, 3600)
@@ -42,7 +28,8 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def render(s: Snapshot) -> str:
+def render(s) -> str:
+    """The line for a progress row of `job_reads` (`snapshot`)."""
     filled = round(BAR_WIDTH * min(max(s.percent, 0.0), 100.0) / 100)
     parts = [f"{s.status:<9}", f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {s.percent:5.1f}%"]
     if s.phase:
@@ -53,29 +40,19 @@ def render(s: Snapshot) -> str:
         parts.append(f"best {s.best_score:.4g}")
     if s.status == JobStatus.RUNNING and s.eta_seconds is not None:
         parts.append(f"ETA {_duration(s.eta_seconds)}")
-    if s.status in FINISHED_JOB_STATUSES and s.error:
-        parts.append(s.error)
+    if s.status in FINISHED_JOB_STATUSES and s.error_type:
+        parts.append(f"{s.error_type}: {s.error_message}")
     return "  ".join(parts)
 
 
-def snapshot(settings: Settings, job_id: uuid.UUID) -> Snapshot:
+def snapshot(settings: Settings, job_id: uuid.UUID):
+    """The job's progress row (`job_reads.progress`, the API's statement); NotFound if none."""
     with transaction(settings.database_url) as session:
-        job = jobs_service.get(session, job_id)
-        return Snapshot(
-            status=job.status,
-            phase=job.phase,
-            percent=job.percent,
-            iteration=job.iteration,
-            n_iterations=job.n_iterations,
-            best_score=job.best_score,
-            eta_seconds=job.eta_seconds,
-            message=job.message,
-            error=f"{job.error_type}: {job.error_message}" if job.error_type else None,
-        )
+        return jobs_service.progress(session, job_id)
 
 
 def follow(
-    read: Callable[[], Snapshot],
+    read: Callable[[], Any],
     out: TextIO,
     interval: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,

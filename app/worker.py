@@ -317,9 +317,10 @@ class TradWorker(Worker):
 
 def preload() -> None:
     """Import every kind's handler (and the job entrypoint) in the worker before it forks, so a
-    job process inherits them instead of paying the imports (NumPy, Optuna: ~0.4 s) per job;
-    and load the engine's compiled kernels (from numba's cache directory, compiling them there
-    the first time), so no job process loads or compiles them again."""
+    job process inherits them instead of paying the imports (NumPy, Optuna) per job
+    ([docs/benchmarks.md](docs/benchmarks.md) has the figure); and load the engine's compiled
+    kernels (from numba's cache directory, compiling them there the first time), so no job
+    process loads or compiles them again."""
     import app.execution.runner
     import app.jobs  # noqa: F401
     from app.engine import kernel

@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -32,6 +33,7 @@ from app.repositories.jobs import ADMISSION_LOCK_KEY
 from app.services import jobs as jobs_service
 from app.services import lifecycle
 from app.services.candles import KeptChecks
+from app.services.dispatch import LoopWork
 from tests.support import submit_smoke, wait_until
 
 GOOD = {"strategy": "sma_crossover", "symbol": "BTCUSDT", "timeframe": "1h", "n_iterations": 10, "seed": 1}
@@ -86,7 +88,8 @@ def round_trips(settings, monkeypatch) -> Iterator[Counter]:
 def test_start_is_two_postgresql_round_trips_and_one_redis_round_trip(client, clean, redis, monkeypatch):
     # The first start of a process also asks Redis its version once (RQ keeps it per queue).
     assert client.post("/api/v2/training/start", json={**GOOD, "seed": 0}).status_code == 202
-    client.app.state.candle_checks = KeptChecks()  # a start whose candles were not checked yet
+    # A start whose candles were not checked yet.
+    client.app.state.api = replace(client.app.state.api, candle_checks=KeptChecks())
     with round_trips(clean, monkeypatch) as seen:
         resp = client.post("/api/v2/training/start", json=GOOD)
     assert resp.status_code == 202, resp.text
@@ -101,7 +104,7 @@ def test_start_is_two_postgresql_round_trips_and_one_redis_round_trip(client, cl
 def test_start_with_a_key_adds_only_the_lookup_and_a_replay_touches_no_redis(client, clean, redis, monkeypatch):
     assert client.post("/api/v2/training/start", json={**GOOD, "seed": 0}).status_code == 202
     headers = {"Idempotency-Key": "hot-path-1"}
-    client.app.state.candle_checks = KeptChecks()
+    client.app.state.api = replace(client.app.state.api, candle_checks=KeptChecks())
     with round_trips(clean, monkeypatch) as first:
         created = client.post("/api/v2/training/start", json=GOOD, headers=headers)
     assert created.status_code == 202, created.text
@@ -246,7 +249,7 @@ def test_a_start_cancelled_while_it_waits_for_the_admission_lock_leaves_nothing_
         async with pool.connection() as conn:
             pids.append(conn.info.backend_pid)
             await jobs_service.start_from_loop(
-                conn, clean, KeptChecks(), kind="smoke", priority="normal", params={}, idempotency_key=None
+                LoopWork(conn), clean, KeptChecks(), kind="smoke", priority="normal", params={}, idempotency_key=None
             )
 
     async def scenario() -> tuple[int, int, int]:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import errors
-from app.api.deps import require_token
+from app.api.deps import ApiState, require_token
 from app.api.follow import FollowHub
 from app.api.routes import candles, catalog, configurations, dashboard, health, metrics, results, schedules, training
 from app.db import configure_pool
@@ -77,9 +77,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = MaintenanceLoop(settings, redis_connection(settings.redis_url))
         loop.start()
     yield
-    await app.state.follow_hub.close()
-    await app.state.read_pool.close()
-    await app.state.start_pool.close()
+    state: ApiState = app.state.api
+    await state.follow_hub.close()
+    await state.read_pool.close()
+    await state.start_pool.close()
     if loop is not None:
         loop.stop()
 
@@ -96,11 +97,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     configure_pool(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_pre_ping)
-    app.state.read_pool = LoopPool(settings.database_url, settings.db_read_pool_size)
-    app.state.start_pool = LoopPool(settings.database_url, settings.db_start_pool_size)
-    app.state.candle_checks = KeptChecks()
-    app.state.start_sender = LoopSender(redis_connection(settings.redis_url))
-    app.state.follow_hub = FollowHub(settings, partial(training.read_progress, app.state.read_pool))
+    read_pool = LoopPool(settings.database_url, settings.db_read_pool_size)
+    app.state.api = ApiState(
+        read_pool=read_pool,
+        start_pool=LoopPool(settings.database_url, settings.db_start_pool_size),
+        candle_checks=KeptChecks(),
+        start_sender=LoopSender(redis_connection(settings.redis_url)),
+        follow_hub=FollowHub(settings, partial(training.read_progress, read_pool)),
+    )
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)

@@ -1,7 +1,8 @@
 """Every error the API answers with, and the OpenAPI description of each.
 
 - 4xx: what a request can cause, found by validation before any query (422 always has the
-  shape of a validation error: a list naming the field), or by a service (`JobError`).
+  shape of a validation error: a list naming the field), or by a service (`app.services.errors`: each kind's status is
+  `SERVICE_STATUS`, written here only).
 - 503: only when PostgreSQL cannot be reached (a connection failure or no free connection).
   A database error a request causes is never reported as an outage.
 - 500: anything unexpected, logged with the request id that the answer carries.
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as Message_
 
 from app.loop_pool import LoopPoolTimeout
-from app.services.jobs import InvalidRequest, JobError, QueueFull
+from app.services.errors import Conflict, InvalidRequest, NotFound, QueueFull, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class FieldError(BaseModel):
 class ValidationFailed(BaseModel):
     detail: list[FieldError]
 
+
+SERVICE_STATUS: dict[type[ServiceError], int] = {NotFound: 404, Conflict: 409, InvalidRequest: 422, QueueFull: 429}
 
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}}
 
@@ -147,13 +150,9 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": _safe(str(exc.detail))}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(JobError)
-    async def job_error(request: Request, exc: JobError) -> JSONResponse:
-        if isinstance(exc, InvalidRequest):
-            error = {"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}
-            return JSONResponse({"detail": [error]}, status_code=422)
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return service_answer(exc)
 
     @app.exception_handler(SQLAlchemyError)
     @app.exception_handler(psycopg.Error)
@@ -171,6 +170,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return _internal(request, exc)
+
+
+def service_answer(exc: ServiceError) -> JSONResponse:
+    """The one HTTP answer of each service error: 422 with a field is shaped as a validation error."""
+    if isinstance(exc, InvalidRequest) and exc.field is not None:
+        error = {"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}
+        return JSONResponse({"detail": [error]}, status_code=422)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+    code = next(code for kind, code in SERVICE_STATUS.items() if isinstance(exc, kind))
+    return JSONResponse({"detail": exc.message}, status_code=code, headers=headers)
 
 
 def _internal(request: Request, exc: Exception) -> JSONResponse:

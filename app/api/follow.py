@@ -16,8 +16,10 @@ import logging
 import threading
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import psycopg
 from starlette.responses import StreamingResponse
@@ -66,6 +68,37 @@ LANES = 16
 _wakers: set[asyncio.Task] = set()
 
 
+def _spawn_waker(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _wakers.add(task)
+    task.add_done_callback(_wakers.discard)
+
+
+class _RunOnceMore:
+    """Run `work` now, or, if a run is in flight, once more after it (any number of requests
+    meanwhile make one more run). `work` returning False ends the runs (nothing more to do)."""
+
+    def __init__(self, work: Callable[[], Awaitable[bool | None]], spawn: Callable[[Coroutine], Any]) -> None:
+        self._work, self._spawn = work, spawn
+        self._running = self._again = False
+
+    def request(self) -> None:
+        if self._running:
+            self._again = True
+            return
+        self._running = True
+        self._spawn(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                self._again = False
+                if await self._work() is False or not self._again:
+                    return
+        finally:
+            self._running = False
+
+
 @dataclass(eq=False)
 class _Topic:
     """One followed job: its latest body, and per lane an event set (and replaced) when the body
@@ -75,11 +108,11 @@ class _Topic:
     followers: int = 0
     joined: int = 0
     lanes: list[asyncio.Event] = field(default_factory=lambda: [asyncio.Event() for _ in range(LANES)])
-    reading: bool = False
-    stale: bool = False
+    reader: _RunOnceMore | None = None  # re-reads the job (set by the hub)
     _text: dict[bool, bytes] = field(default_factory=dict)
-    _waking: bool = False
-    _again: bool = False
+
+    def __post_init__(self) -> None:
+        self._waker = _RunOnceMore(self._wake, _spawn_waker)
 
     def lane(self) -> int:
         """The lane of a new follower (round robin)."""
@@ -90,26 +123,13 @@ class _Topic:
         if view == self.view:
             return
         self.view, self._text = view, {}
-        if self._waking:
-            self._again = True  # the waker in progress goes round once more
-            return
-        self._waking = True
-        task = asyncio.get_running_loop().create_task(self._wake())
-        _wakers.add(task)
-        task.add_done_callback(_wakers.discard)
+        self._waker.request()  # a waker in progress goes round once more
 
     async def _wake(self) -> None:
-        try:
-            while True:
-                self._again = False
-                for i in range(LANES):
-                    woken, self.lanes[i] = self.lanes[i], asyncio.Event()
-                    woken.set()
-                    await asyncio.sleep(0)  # this lane writes; other requests get their turn
-                if not self._again:
-                    return
-        finally:
-            self._waking = False
+        for i in range(LANES):
+            woken, self.lanes[i] = self.lanes[i], asyncio.Event()
+            woken.set()
+            await asyncio.sleep(0)  # this lane writes; other requests get their turn
 
     def text(self, sse: bool) -> bytes:
         """The current body as an SSE event or an NDJSON line, serialised once for every follower."""
@@ -222,6 +242,7 @@ class FollowHub:
         topic = self._topics.get(job_id)
         if topic is None:
             topic = self._topics[job_id] = _Topic(first)
+            topic.reader = _RunOnceMore(partial(self._read_into, job_id, topic), self._spawn)
             # A change between the route's read and this subscription may have been notified
             # before anyone listened for this job: read it once more.
             self._schedule_read(job_id)
@@ -245,30 +266,20 @@ class FollowHub:
         """Re-read a followed job: one read per job in flight and at most one per READ_INTERVAL_S,
         one more if it was notified meanwhile."""
         topic = self._topics.get(job_id)
-        if topic is None:
-            return
-        if topic.reading:
-            topic.stale = True
-            return
-        topic.reading = True
-        self._spawn(self._read_into(job_id, topic))
+        if topic is not None and topic.reader is not None:
+            topic.reader.request()
 
-    async def _read_into(self, job_id: uuid.UUID, topic: _Topic) -> None:
+    async def _read_into(self, job_id: uuid.UUID, topic: _Topic) -> bool:
+        """One read of the job into its topic, then the pause before the next may start."""
         try:
-            while True:
-                topic.stale = False
-                try:
-                    view = await self._read(job_id)
-                except (psycopg.Error, OSError, LoopPoolTimeout) as exc:
-                    log.warning("could not read followed job %s: %s", job_id, exc, extra={"job_id": str(job_id)})
-                    return
-                if view is not None:
-                    topic.publish(view)
-                await asyncio.sleep(READ_INTERVAL_S)
-                if not topic.stale:
-                    return
-        finally:
-            topic.reading = False
+            view = await self._read(job_id)
+        except (psycopg.Error, OSError, LoopPoolTimeout) as exc:
+            log.warning("could not read followed job %s: %s", job_id, exc, extra={"job_id": str(job_id)})
+            return False
+        if view is not None:
+            topic.publish(view)
+        await asyncio.sleep(READ_INTERVAL_S)
+        return True
 
     def _read_all(self) -> None:
         for job_id in list(self._topics):

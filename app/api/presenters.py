@@ -1,12 +1,9 @@
-"""Rows → response bodies. Everything here is read from PostgreSQL."""
+"""Rows → response bodies. Presenters take rows and read nothing themselves."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
-
-from sqlalchemy.orm import Session
 
 from app.api.schemas import (
     AttemptOut,
@@ -19,74 +16,58 @@ from app.api.schemas import (
     ScheduleOut,
 )
 from app.clock import utcnow
-from app.models import Job, Schedule, ScheduleFire, TrainedConfiguration
-from app.repositories import attempts as attempts_repo
-from app.repositories import configurations as configurations_repo
-from app.repositories.jobs import JobWithConfiguration
+from app.models import Attempt, Job, Schedule, ScheduleFire, TrainedConfiguration
+from app.repositories import job_reads
 from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
 
-_configuration_ids = configurations_repo.ids_for_jobs
+# The progress columns whose body field differs from the column (the rest are copied by name).
+_RENAMED = {"id": "job_id", "cancel_requested_at": "cancel_requested", "error_type": "error", "error_message": None}
+_COPIED = tuple(c.key for c in job_reads.PROGRESS_COLUMNS if c.key not in _RENAMED)
+# Progress is the body of these columns and nothing else: a column added without its field
+# (or the reverse) stops the API at import.
+_FIELDS = {*_COPIED, *(f for f in _RENAMED.values() if f), "configuration_id", "counted_attempts"}
+assert set(Progress.model_fields) == _FIELDS, set(Progress.model_fields) ^ _FIELDS
 
 
-def _progress_fields(job: Job, configuration_id: uuid.UUID | None, counted_attempts: int) -> dict:
-    return dict(
-        job_id=job.id,
-        kind=job.kind,
-        status=job.status,
-        phase=job.phase,
-        percent=round(job.percent, 2),
-        message=job.message,
-        iteration=job.iteration,
-        n_iterations=job.n_iterations,
-        best_score=job.best_score,
-        eta_seconds=job.eta_seconds if job.status == JobStatus.RUNNING else None,
-        attempts=job.attempts,
-        counted_attempts=counted_attempts,
-        max_attempts=job.max_attempts,
-        resumed_from_iteration=job.resumed_from_iteration,
-        cancel_requested=job.cancel_requested_at is not None,
-        not_before=job.not_before,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        updated_at=job.updated_at,
-        finished_at=job.finished_at,
-        error=ErrorInfo(type=job.error_type, message=job.error_message) if job.error_type else None,
-        configuration_id=configuration_id,
+def progress_fields(row) -> dict:
+    """A progress body's fields from a row of `job_reads` (a job's progress columns, its
+    configuration id and counted attempts)."""
+    fields = {key: getattr(row, key) for key in _COPIED}
+    fields.update(
+        job_id=row.id,
+        percent=round(row.percent, 2),
+        eta_seconds=row.eta_seconds if row.status == JobStatus.RUNNING else None,
+        cancel_requested=row.cancel_requested_at is not None,
+        error=ErrorInfo(type=row.error_type, message=row.error_message) if row.error_type else None,
+        configuration_id=row.configuration_id,
+        counted_attempts=row.counted_attempts,
     )
+    return fields
 
 
-def accepted(job: Job, configuration_id: uuid.UUID | None, counted_attempts: int) -> dict:
-    """The fields of a start's answer (`StartAccepted` adds the progress URL)."""
-    return _progress_fields(job, configuration_id, counted_attempts)
+def progress_of(row) -> Progress:
+    """The progress body of a `job_reads` row."""
+    return Progress(**progress_fields(row))
 
 
-def progress(session: Session, job: Job) -> Progress:
-    counted = attempts_repo.counted_failures(session, job.id)
-    return Progress(**_progress_fields(job, _configuration_ids(session, [job.id]).get(job.id), counted))
-
-
-def progress_of(job: Job, configuration_id: uuid.UUID | None, counted_attempts: int) -> Progress:
-    """The progress body of a job read together with its configuration id and counted attempts."""
-    return Progress(**_progress_fields(job, configuration_id, counted_attempts))
-
-
-def _duration_s(job: Job, now: datetime) -> float | None:
-    if job.started_at is None:
+def _duration_s(row, now: datetime) -> float | None:
+    if row.started_at is None:
         return None
-    return round(((job.finished_at or now) - job.started_at).total_seconds(), 3)
+    return round(((row.finished_at or now) - row.started_at).total_seconds(), 3)
 
 
-def progress_page(rows: list[JobWithConfiguration]) -> list[JobSummary]:
+def progress_page(rows: list) -> list[JobSummary]:
+    """The items of a page of `job_reads.page` rows."""
     now = utcnow()
     return [
         JobSummary(
-            **_progress_fields(job, configuration_id, counted),
-            strategy=job.params.get("strategy"),
-            symbol=job.params.get("symbol"),
-            timeframe=job.params.get("timeframe"),
-            duration_s=_duration_s(job, now),
+            **progress_fields(row),
+            strategy=row.params.get("strategy"),
+            symbol=row.params.get("symbol"),
+            timeframe=row.params.get("timeframe"),
+            duration_s=_duration_s(row, now),
         )
-        for job, configuration_id, counted in rows
+        for row in rows
     ]
 
 
@@ -97,16 +78,16 @@ def _param_importances(configuration: TrainedConfiguration | None) -> dict[str, 
     return dict((configuration.details or {}).get("param_importances") or {})
 
 
-def detail(session: Session, job: Job) -> JobDetail:
-    attempts = [AttemptOut.model_validate(a) for a in attempts_repo.for_job(session, job.id)]
-    counted = sum(1 for a in attempts if a.status in BUDGET_ATTEMPT_STATUSES)
-    configuration = configurations_repo.for_job(session, job.id)
-    fields = _progress_fields(job, configuration.id if configuration else None, counted)
+def detail(job: Job, attempts: Sequence[Attempt], configuration: TrainedConfiguration | None) -> JobDetail:
+    """A job with its attempts (oldest first) and its saved configuration, if any."""
+    history = [AttemptOut.model_validate(a) for a in attempts]
+    counted = sum(1 for a in history if a.status in BUDGET_ATTEMPT_STATUSES)
+    row = job_reads.row_of(job, configuration.id if configuration else None, counted)
     return JobDetail(
-        **fields,
+        **progress_fields(row),
         priority=job.priority,
         params=job.params,
-        attempt_history=attempts,
+        attempt_history=history,
         param_importances=_param_importances(configuration),
     )
 

@@ -24,6 +24,7 @@ from pydantic import (
 
 from app import cron, exchanges
 from app.engine.errors import TrainingInputError
+from app.engine.pipeline import SPEC_DEFAULTS
 from app.kinds import KINDS
 from app.services.candle_refresh import EXCHANGE_SYMBOL_PATTERN
 from app.status import AttemptStatus, FireOutcome, JobStatus, MisfirePolicy, OverlapPolicy, Priority
@@ -93,9 +94,9 @@ class WalkForward(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: ValidationMode = "holdout"
-    windows: Integer = Field(5, ge=2, le=20, description="walk-forward windows")
-    anchored: StrictBool = Field(False, description="in-sample windows all start at the first bar")
+    mode: ValidationMode = SPEC_DEFAULTS["validation_mode"]
+    windows: Integer = Field(SPEC_DEFAULTS["windows"], ge=2, le=20, description="walk-forward windows")
+    anchored: StrictBool = Field(SPEC_DEFAULTS["anchored"], description="in-sample windows all start at the first bar")
 
 
 class ParamNarrowed(BaseModel):
@@ -131,9 +132,11 @@ class StartTraining(BaseModel):
     n_iterations: Integer = Field(50, ge=1, le=2000, description="optimisation trials")
     priority: Priority = Priority.NORMAL
     seed: Integer = Field(0, ge=0, le=2**31 - 1)
-    objective: Objective = "sharpe"
-    holdout_fraction: StrictFloat = Field(0.2, ge=0.05, le=0.5, allow_inf_nan=False)
-    folds: Integer = Field(0, ge=0, le=10, description="consecutive slices of the holdout whose mean score decides")
+    objective: Objective = SPEC_DEFAULTS["objective"]
+    holdout_fraction: StrictFloat = Field(SPEC_DEFAULTS["holdout_fraction"], ge=0.05, le=0.5, allow_inf_nan=False)
+    folds: Integer = Field(
+        SPEC_DEFAULTS["folds"], ge=0, le=10, description="consecutive slices of the holdout whose mean score decides"
+    )
     min_trades: Annotated[int, Field(ge=1, le=100_000), BeforeValidator(_number_not_text)] | None = Field(
         None, description="minimum trades in the training window; default by timeframe"
     )

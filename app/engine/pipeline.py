@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
@@ -74,6 +74,11 @@ class TrainingSpec:
     @property
     def total_iterations(self) -> int:
         return self.n_iterations * (self.windows if self.validation_mode == "walk_forward" else 1)
+
+
+# What a training job gets for each parameter its request leaves out: the one place they are
+# written (the start's schema and the job's spec read them from here).
+SPEC_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainingSpec) if f.default is not MISSING}
 
 
 class TrainingHooks(Protocol):

@@ -35,7 +35,7 @@ from app.logs import job_context
 from app.queue import AttemptInterrupted
 from app.retry import retry_until
 from app.services import dispatch, lifecycle
-from app.services.lifecycle import Claim
+from app.services.lifecycle import FAILURE_TRANSITIONS, Claim, Transition
 from app.settings import Settings
 
 # A kind's handler runs one attempt. It may return a writer that stores the result in the same
@@ -58,6 +58,19 @@ class End(Enum):
     FENCED = "fenced"  # another attempt owns the job: write nothing
 
 
+# The state machine's transition each end makes (a retryable failure is a `fail` that may queue
+# the job again); FENCED makes none.
+TRANSITION: dict[End, Transition | None] = {
+    End.SUCCEED: Transition.SUCCEED,
+    End.CANCEL: Transition.CANCEL,
+    End.PREEMPT: Transition.PREEMPT,
+    End.LOSE: Transition.LOSE,
+    End.RETRY: Transition.FAIL,
+    End.FAIL: Transition.FAIL,
+    End.FENCED: None,
+}
+
+
 def classify(error: BaseException) -> End:
     """The end an exception from a handler leads to."""
     if isinstance(error, Canceled):
@@ -73,20 +86,23 @@ def classify(error: BaseException) -> End:
     return End.FAIL
 
 
-_COUNTING_ENDS = frozenset({End.LOSE, End.RETRY, End.FAIL})  # the ends whose transition reads the failure count
+# The ends whose transition reads the failure count.
+_COUNTING_ENDS = frozenset(end for end, transition in TRANSITION.items() if transition in FAILURE_TRANSITIONS)
 
-_TRANSITIONS: dict[End, Callable[[Session, Claim, Settings, BaseException | None], None]] = {
-    End.SUCCEED: lambda session, claim, settings, error: lifecycle.succeed(session, claim),
-    End.CANCEL: lambda session, claim, settings, error: lifecycle.cancel(
+_ENDING: dict[Transition, Callable[[Session, Claim, Settings, BaseException | None, bool], None]] = {
+    Transition.SUCCEED: lambda session, claim, settings, error, retryable: lifecycle.succeed(session, claim),
+    Transition.CANCEL: lambda session, claim, settings, error, retryable: lifecycle.cancel(
         session, claim, "canceled: stopped at a clean point"
     ),
-    End.PREEMPT: lambda session, claim, settings, error: lifecycle.preempt(session, claim),
-    End.LOSE: lambda session, claim, settings, error: lifecycle.lose(
+    Transition.PREEMPT: lambda session, claim, settings, error, retryable: lifecycle.preempt(session, claim),
+    Transition.LOSE: lambda session, claim, settings, error, retryable: lifecycle.lose(
         session, claim, settings, (str(error) if error else "")[:2000] or "worker lost"
     ),
-    End.RETRY: lambda session, claim, settings, error: _fail(session, claim, settings, error, retryable=True),
-    End.FAIL: lambda session, claim, settings, error: _fail(session, claim, settings, error, retryable=False),
+    Transition.FAIL: lambda session, claim, settings, error, retryable: _fail(
+        session, claim, settings, error, retryable=retryable
+    ),
 }
+assert set(_ENDING) == {t for t in TRANSITION.values() if t is not None}
 
 
 def _fail(session: Session, claim: Claim, settings: Settings, error: BaseException | None, *, retryable: bool) -> None:
@@ -202,6 +218,6 @@ def _end_once(
             return End.FENCED.value
         if end is End.SUCCEED and writer is not None:
             writer(uow.session)
-        _TRANSITIONS[end](uow.session, claim, settings, error)
+        _ENDING[TRANSITION[end]](uow.session, claim, settings, error, end is End.RETRY)
         final = claim.job.status
     return f"{end.value} → job {final}"

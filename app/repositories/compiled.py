@@ -39,5 +39,9 @@ def compile_statement(stmt: ClauseElement) -> Compiled:
     """Compile `stmt` for psycopg. A `bindparam` needs a value (or a type) while the statement
     is compiled; a request gives its own through `Compiled.params`."""
     compiled = stmt.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
-    processors = dict(compiled._bind_processors)
+    processors = {}
+    for name, bind in compiled.binds.items():  # each parameter's type, as the dialect implements it
+        process = bind.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+        if process is not None:
+            processors[name] = process
     return Compiled(str(compiled), dict(compiled.params), processors)

@@ -13,13 +13,11 @@ from sqlalchemy import BigInteger, Integer, bindparam, exists, func, select, tru
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from app.models import Attempt, CandleRevision, Job, TrainedConfiguration
+from app.models import CandleRevision, Job
 from app.repositories.compiled import Compiled, compile_statement
-from app.status import BUDGET_ATTEMPT_STATUSES, JobStatus
+from app.status import JobStatus
 
 ADMISSION_LOCK_KEY = 0x7472_6164_0001  # serialises admission against max_queued_jobs
-# A job, its saved configuration's id (if any) and how many of its attempts used up its budget.
-JobWithConfiguration = tuple[Job, uuid.UUID | None, int]
 
 
 def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job | None:
@@ -27,46 +25,6 @@ def get(session: Session, job_id: uuid.UUID, *, for_update: bool = False) -> Job
     if for_update:
         stmt = stmt.with_for_update()
     return session.scalars(stmt).one_or_none()
-
-
-def counted_attempts():
-    return (
-        select(func.count())
-        .where(Attempt.job_id == Job.id, Attempt.status.in_(BUDGET_ATTEMPT_STATUSES))
-        .correlate(Job)
-        .scalar_subquery()
-    )
-
-
-def _with_configuration(*columns):
-    return select(Job, TrainedConfiguration.id, counted_attempts(), *columns).outerjoin(
-        TrainedConfiguration, TrainedConfiguration.job_id == Job.id
-    )
-
-
-def get_with_configuration_by_key(session: Session, key: str) -> JobWithConfiguration | None:
-    """The same for the job created with this idempotency key, in one unique-index lookup."""
-    row = session.execute(_with_configuration().where(Job.idempotency_key == key)).one_or_none()
-    return (row[0], row[1], row[2]) if row else None
-
-
-def list_jobs(
-    session: Session, *, status: str | None, kind: str | None, limit: int, offset: int, strategy: str | None = None
-) -> tuple[list[JobWithConfiguration], int]:
-    """A page of jobs, newest first, with their configuration ids and the total: one query
-    (the total rides along as a window count; only a page past the end needs a second)."""
-    filters = []
-    if status:
-        filters.append(Job.status == status)
-    if kind:
-        filters.append(Job.kind == kind)
-    if strategy:
-        filters.append(Job.params["strategy"].astext == strategy)
-    stmt = _with_configuration(func.count().over()).where(*filters)
-    rows = session.execute(stmt.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
-    if rows:
-        return [(job, config_id, counted) for job, config_id, counted, _ in rows], rows[0][3]
-    return [], session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
 
 
 def count_by_status(session: Session) -> dict[str, int]:

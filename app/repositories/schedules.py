@@ -51,7 +51,7 @@ def has_active_job(session: Session, schedule_id: uuid.UUID) -> bool:
 
 
 def recent_fires(
-    session: Session, schedule_id: uuid.UUID, limit: int
+    session: Session, schedule_id: uuid.UUID, limit: int = 10
 ) -> Sequence[tuple[ScheduleFire, Job | None, Job | None]]:
     """The latest fires, each with its training job and the candles refresh job it ran first."""
     refresh = aliased(Job)

@@ -22,7 +22,8 @@ from app.clock import utcnow
 from app.engine.candles import SYMBOL_PATTERN, SYNTHETIC_SOURCE, TIMEFRAMES
 from app.repositories import candles as candles_repo
 from app.services import jobs as jobs_service
-from app.services.jobs import InvalidRequest, StartResult
+from app.services.errors import InvalidRequest
+from app.services.jobs import StartResult
 from app.settings import Settings
 from app.status import Priority
 

@@ -108,8 +108,8 @@ async def check_request_from_loop(conn: AsyncConnection, params: dict[str, Any],
 class KeptChecks:
     """The API's candle checks that passed, by request, each with the candle revision it was made
     at (at most `size`, the least recently used dropped first). A start on a kept check skips the
-    check's query (about 2 ms of PostgreSQL for a few thousand bars, 40 ms for a year of 1m bars:
-    it counts the bars a job would load) and is admitted only while that revision is still the
+    check's query (it counts the bars a job would load, so it grows with the range: figures in
+    docs/benchmarks.md) and is admitted only while that revision is still the
     current one: the admitting insert compares it under the admission lock, so a change of
     candles since (an import, a delete) sends the start back to a fresh check. Only checks that
     found no problem are kept: a refusal is always made on current data."""

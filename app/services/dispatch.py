@@ -2,7 +2,8 @@
 
 A transition that needs Redis (a job queued, re-queued or canceled while queued) records it in
 the session's outbox: the row gets its dispatch id before the transaction commits, and the
-outbox is sent only after the commit (`commit_and_send`, or `unit_of_work` around a block).
+outbox is sent only after the commit (`commit_and_send`, or `unit_of_work` around a block; on the
+event loop `LoopSender.unit_of_work`, whose connection commits each write itself).
 If a send fails (Redis down) the row stays `queued` and the reconciler sends it again later,
 so an accepted job is never lost; a withdrawal that fails is harmless, since no worker runs a
 job that is not queued.
@@ -14,10 +15,11 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
+from psycopg import AsyncConnection
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import inspect
@@ -151,6 +153,15 @@ def send(connection: Redis, jobs: list[Job], settings: Settings, *, at_front: li
     return True
 
 
+@dataclass
+class LoopWork:
+    """An event-loop unit of work (`LoopSender.unit_of_work`): an autocommit connection, and the
+    outbox of the jobs whose dispatch is sent when the block ends."""
+
+    conn: AsyncConnection
+    outbox: list[Job] = field(default_factory=list)
+
+
 class LoopSender:
     """`send` for the event loop's starts: the dispatches of requests that arrive while a send is
     under way go out together in the next one (one thread hop and one MULTI … EXEC for all of
@@ -162,6 +173,18 @@ class LoopSender:
         self._settings: Settings | None = None
         self._pending: list[tuple[Job, asyncio.Future[bool]]] = []
         self._task: asyncio.Task | None = None
+
+    @asynccontextmanager
+    async def unit_of_work(
+        self, connection: AbstractAsyncContextManager[AsyncConnection], settings: Settings
+    ) -> AsyncIterator[LoopWork]:
+        """`unit_of_work` for the event loop: a connection (each write commits itself), returned
+        before anything is sent; then the outbox's dispatches are sent, unless the block raised."""
+        async with connection as conn:
+            work = LoopWork(conn)
+            yield work
+        for job in work.outbox:
+            await self.send(job, settings)
 
     async def send(self, job: Job, settings: Settings) -> bool:
         future = asyncio.get_running_loop().create_future()

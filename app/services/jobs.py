@@ -25,58 +25,19 @@ from app.repositories import job_reads
 from app.repositories import jobs as jobs_repo
 from app.services import candles as candles_service
 from app.services import dispatch, lifecycle
+from app.services.errors import Conflict, InvalidRequest, NotFound, QueueFull
 from app.settings import Settings
 from app.status import JobStatus, Priority
 
 
-class JobError(Exception):
-    """A request that cannot be carried out; `status_code` is the HTTP answer."""
-
-    status_code = 400
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class InvalidRequest(JobError):
-    """A well-formed request that cannot be run (e.g. no candles for it); `field` names why."""
-
-    status_code = 422
-
-    def __init__(self, message: str, field: str):
-        super().__init__(message)
-        self.field = field
-
-
-class JobNotFound(JobError):
-    status_code = 404
-
-
-class JobConflict(JobError):
-    status_code = 409
-
-
-class TooManyBars(JobError):
-    status_code = 422
-
-
-class QueueFull(JobError):
-    status_code = 429
-
-    def __init__(self, message: str, retry_after_s: int):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
 @dataclass(frozen=True)
 class StartResult:
-    """The job a start created or replayed, with what its progress body needs besides the row."""
+    """What a start answers: the job's progress row (`job_reads`), and whether it was created
+    now (then `job` is the new row, for its dispatch) or replayed from its idempotency key."""
 
-    job: Job
+    row: Any
     created: bool
-    configuration_id: uuid.UUID | None = None
-    counted_attempts: int = 0
+    job: Job | None = None
 
 
 def request_hash(kind: str, priority: str, params: dict[str, Any]) -> str:
@@ -99,21 +60,21 @@ def start(
     insert that admits the job only while the queue has room and its key is new (one more,
     the key lookup, when a key is given). The dispatch is sent after commit."""
     digest = request_hash(kind, priority, params)
-    if idempotency_key and (existing := jobs_repo.get_with_configuration_by_key(session, idempotency_key)):
-        return _replay(existing, digest)
+    if idempotency_key and (row := job_reads.by_key(session, idempotency_key)):
+        return _replay(row, digest)
     if kind == "training":
         _check_candles(session, settings, params)
     job = _new_job(settings, kind, priority, params, idempotency_key, digest)
     if jobs_repo.admit(session, job, settings.max_queued_jobs):
         dispatch.send_after_commit(session, job)
-        return StartResult(job, created=True)
-    if idempotency_key and (existing := jobs_repo.get_with_configuration_by_key(session, idempotency_key)):
-        return _replay(existing, digest)  # the same key, committed concurrently
+        return _created(job)
+    if idempotency_key and (row := job_reads.by_key(session, idempotency_key)):
+        return _replay(row, digest)  # the same key, committed concurrently
     raise _queue_full(settings)
 
 
 async def start_from_loop(
-    conn: AsyncConnection,
+    work: dispatch.LoopWork,
     settings: Settings,
     checks: candles_service.KeptChecks,
     *,
@@ -121,52 +82,53 @@ async def start_from_loop(
     priority: str,
     params: dict[str, Any],
     idempotency_key: str | None,
-    _again: bool = False,
 ) -> StartResult:
     """`start` on an autocommit connection of the event loop (the API's start), committed when
-    it returns: the candle check (skipped when `checks` keeps one), then the admission in one
-    round trip (`admit_from_loop`), which writes the job only while the candles are at the
-    revision the check saw. If they are not (and only then: a full queue is answered at once),
-    the start is tried once more on a fresh check admitted as `start` admits (no revision to
-    compare). The caller sends the dispatch of a created job (`dispatch.send`); until it does,
-    or if it cannot, the reconciler will."""
+    it returns; the dispatch of a created job is in `work`'s outbox, sent when its block ends.
+    The candle check (the kept one when there is one), then the admission in one round trip
+    (`admit_from_loop`), which writes the job only while the candles are at the revision the
+    check saw. If they are not (and only then: a full queue is answered at once), the candles
+    are checked once more and the job admitted on that check (no revision to compare)."""
     digest = request_hash(kind, priority, params)
+    conn = work.conn
     if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
-        return _replay_row(row, digest)
-    revision = None
-    if kind == "training":
-        key = checks.key(params, settings.max_bars_per_job)
-        check = None if _again else checks.get(key)
-        if check is not None:
-            revision = check.revision
-        else:
-            check = await candles_service.check_request_from_loop(conn, params, max_bars=settings.max_bars_per_job)
-            if check.problem or check.bars_to_load > settings.max_bars_per_job:
-                # Rare, and the message needs an exact count: the ORM path, in a thread. If the
-                # candles changed meanwhile and it passes, the job is admitted on that check.
-                await asyncio.to_thread(_check_candles_in_session, settings, params)
-            else:
-                checks.keep(key, check)
-                revision = None if _again else check.revision
+        return _replay(row, digest)
     job = _new_job(settings, kind, priority, params, idempotency_key, digest)
+    revision = await _check_from_loop(conn, settings, checks, params, reuse=True) if kind == "training" else None
     admission = await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs, candle_revision=revision)
+    if admission is jobs_repo.Admission.CANDLES_MOVED:  # changed since the kept check
+        await _check_from_loop(conn, settings, checks, params, reuse=False)
+        admission = await jobs_repo.admit_from_loop(conn, job, settings.max_queued_jobs)
     if admission is jobs_repo.Admission.ADMITTED:
-        return StartResult(job, created=True)
-    if admission is jobs_repo.Admission.CANDLES_MOVED:  # changed since the check: check them again
-        checks.drop(key)
-        return await start_from_loop(
-            conn,
-            settings,
-            checks,
-            kind=kind,
-            priority=priority,
-            params=params,
-            idempotency_key=idempotency_key,
-            _again=True,
-        )
+        work.outbox.append(job)
+        return _created(job)
     if idempotency_key and (row := await job_reads.read_by_key(conn, idempotency_key)):
-        return _replay_row(row, digest)  # the same key, committed concurrently
+        return _replay(row, digest)  # the same key, committed concurrently
     raise _queue_full(settings)
+
+
+async def _check_from_loop(
+    conn: AsyncConnection,
+    settings: Settings,
+    checks: candles_service.KeptChecks,
+    params: dict[str, Any],
+    *,
+    reuse: bool,
+) -> int | None:
+    """A training start's candle check on the event loop: the kept one if `reuse` finds one,
+    else a fresh one, kept when it passes. The candle revision the admission must still find
+    (None: nothing to compare, as for a check made after the candles moved)."""
+    key = checks.key(params, settings.max_bars_per_job)
+    if reuse and (kept := checks.get(key)) is not None:
+        return kept.revision
+    check = await candles_service.check_request_from_loop(conn, params, max_bars=settings.max_bars_per_job)
+    if check.problem or check.bars_to_load > settings.max_bars_per_job:
+        # Rare, and the message needs an exact count: the ORM path, in a thread. If the candles
+        # changed meanwhile and it passes, the job is admitted on that check.
+        await asyncio.to_thread(_check_candles_in_session, settings, params)
+        return None
+    checks.keep(key, check)
+    return check.revision if reuse else None
 
 
 def _new_job(
@@ -234,7 +196,7 @@ def _check_candles(session: Session, settings: Settings, params: dict[str, Any])
         start, end = (datetime.fromisoformat(params[k]) if params.get(k) else None for k in ("start", "end"))
         n = candles_service.bars_to_load(session, symbol, timeframe, start, end)  # the exact figure, for the message
         span = f"{params.get('start') or 'the first bar'} to {params.get('end') or 'the last bar'}"
-        raise TooManyBars(
+        raise InvalidRequest(
             f"start/end: {symbol} {timeframe} from {span} reads {n:,} stored bars; one job may read at most "
             f"{settings.max_bars_per_job:,} (MAX_BARS_PER_JOB): narrow start/end"
         )
@@ -257,54 +219,48 @@ def _admit(session: Session, settings: Settings) -> None:
         raise _queue_full(settings)
 
 
-def _replay(existing: jobs_repo.JobWithConfiguration, digest: str) -> StartResult:
-    job, configuration_id, counted = existing
-    if job.request_hash != digest:
-        raise JobConflict("Idempotency-Key was already used with a different request body")
-    return StartResult(job, created=False, configuration_id=configuration_id, counted_attempts=counted)
+def _created(job: Job) -> StartResult:
+    return StartResult(job_reads.row_of(job), created=True, job=job)
 
 
-def _replay_row(row, digest: str) -> StartResult:
-    """`_replay` for a row of `job_reads.read_by_key` (it has the fields of a job it reads)."""
-    return _replay((row, row.configuration_id, row.counted_attempts), digest)
+def _replay(row, digest: str) -> StartResult:
+    """The start answered by the job its key created (a row of `job_reads.by_key`)."""
+    if row.request_hash != digest:
+        raise Conflict("Idempotency-Key was already used with a different request body")
+    return StartResult(row, created=False)
 
 
 def get(session: Session, job_id: uuid.UUID) -> Job:
     job = jobs_repo.get(session, job_id)
     if job is None:
-        raise JobNotFound(f"no job with id {job_id}")
+        raise NotFound(f"no job with id {job_id}")
     return job
 
 
 async def read_progress(conn: AsyncConnection, job_id: uuid.UUID):
-    """A job's progress row (see `job_reads.read_progress`); JobNotFound if there is no such job."""
-    row = await job_reads.read_progress(conn, job_id)
+    """A job's progress row (see `job_reads.read_progress`); NotFound if there is no such job."""
+    return _found(await job_reads.read_progress(conn, job_id), job_id)
+
+
+def progress(session: Session, job_id: uuid.UUID):
+    """`read_progress` under a Session (the same statement)."""
+    return _found(job_reads.progress(session, job_id), job_id)
+
+
+def _found(row, job_id: uuid.UUID):
     if row is None:
-        raise JobNotFound(f"no job with id {job_id}")
+        raise NotFound(f"no job with id {job_id}")
     return row
-
-
-async def read_page(
-    conn: AsyncConnection, *, status: str | None, kind: str | None, strategy: str | None, limit: int, offset: int
-) -> tuple[list, int]:
-    """A page of jobs as rows, newest first, and the total (see `job_reads.read_page`)."""
-    return await job_reads.read_page(conn, status=status, kind=kind, strategy=strategy, limit=limit, offset=offset)
-
-
-def list_jobs(
-    session: Session, *, status: str | None, kind: str | None, limit: int, offset: int, strategy: str | None = None
-) -> tuple[list[jobs_repo.JobWithConfiguration], int]:
-    return jobs_repo.list_jobs(session, status=status, kind=kind, limit=limit, offset=offset, strategy=strategy)
 
 
 def cancel(session: Session, job_id: uuid.UUID) -> Job:
     """Cancel a job: a queued job at once (its dispatch leaves Redis after commit); a running
-    one gets a durable cancel request its attempt acts on. Finished: JobConflict."""
+    one gets a durable cancel request its attempt acts on. Finished: Conflict."""
     job = _locked(session, job_id)
     try:
         lifecycle.request_cancel(session, job)
     except lifecycle.IllegalTransition:
-        raise JobConflict(f"job is already {job.status}") from None
+        raise Conflict(f"job is already {job.status}") from None
     return job
 
 
@@ -312,7 +268,7 @@ def retry(session: Session, settings: Settings, job_id: uuid.UUID) -> Job:
     """Queue a failed or canceled job again, keeping its attempt history and its trials."""
     job = _locked(session, job_id)
     if not JobStatus(job.status).is_retryable:
-        raise JobConflict(f"only failed or canceled jobs can be retried; this one is {job.status}")
+        raise Conflict(f"only failed or canceled jobs can be retried; this one is {job.status}")
     _admit(session, settings)
     lifecycle.retry(
         session,
@@ -326,5 +282,5 @@ def retry(session: Session, settings: Settings, job_id: uuid.UUID) -> Job:
 def _locked(session: Session, job_id: uuid.UUID) -> Job:
     job = jobs_repo.get(session, job_id, for_update=True)
     if job is None:
-        raise JobNotFound(f"no job with id {job_id}")
+        raise NotFound(f"no job with id {job_id}")
     return job

@@ -20,6 +20,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
@@ -34,38 +35,59 @@ from app.status import AttemptStatus, JobStatus
 
 Q, R, S, F, C = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED
 
+
+class Transition(StrEnum):
+    """The moves of a job's state machine (the keys of `TRANSITIONS`)."""
+
+    CLAIM = "claim"
+    PROGRESS = "progress"
+    SUCCEED = "succeed"
+    REQUEST_CANCEL = "request_cancel"
+    CANCEL = "cancel"
+    PREEMPT = "preempt"
+    FAIL = "fail"
+    LOSE = "lose"
+    RETRY = "retry"
+
+
+T = Transition
 # transition → {job status before: the statuses it may leave the job in}
-TRANSITIONS: dict[str, dict[JobStatus, frozenset[JobStatus]]] = {
-    "claim": {Q: frozenset({R})},
-    "progress": {R: frozenset({R})},
-    "succeed": {R: frozenset({S})},
-    "request_cancel": {Q: frozenset({C}), R: frozenset({R})},
-    "cancel": {R: frozenset({C})},
-    "preempt": {R: frozenset({Q, C})},
-    "fail": {R: frozenset({Q, F, C})},
-    "lose": {R: frozenset({Q, F, C})},
-    "retry": {F: frozenset({Q}), C: frozenset({Q})},
+TRANSITIONS: dict[Transition, dict[JobStatus, frozenset[JobStatus]]] = {
+    T.CLAIM: {Q: frozenset({R})},
+    T.PROGRESS: {R: frozenset({R})},
+    T.SUCCEED: {R: frozenset({S})},
+    T.REQUEST_CANCEL: {Q: frozenset({C}), R: frozenset({R})},
+    T.CANCEL: {R: frozenset({C})},
+    T.PREEMPT: {R: frozenset({Q, C})},
+    T.FAIL: {R: frozenset({Q, F, C})},
+    T.LOSE: {R: frozenset({Q, F, C})},
+    T.RETRY: {F: frozenset({Q}), C: frozenset({Q})},
 }
 
 
+assert set(TRANSITIONS) == set(Transition)
+# The transitions that end a running attempt in failure: they read its counted failures.
+FAILURE_TRANSITIONS = frozenset({T.FAIL, T.LOSE})
+
+
 class IllegalTransition(Exception):
-    def __init__(self, transition: str, status: str) -> None:
+    def __init__(self, transition: Transition, status: str) -> None:
         super().__init__(f"a {status} job cannot {transition.replace('_', ' ')}")
         self.transition, self.status = transition, status
 
 
-def allowed(transition: str, status: str) -> bool:
+def allowed(transition: Transition, status: str) -> bool:
     return JobStatus(status) in TRANSITIONS[transition]
 
 
-def _require(job: Job, transition: str) -> frozenset[JobStatus]:
+def _require(job: Job, transition: Transition) -> frozenset[JobStatus]:
     targets = TRANSITIONS[transition].get(JobStatus(job.status))
     if targets is None:
         raise IllegalTransition(transition, job.status)
     return targets
 
 
-def _move(job: Job, transition: str, to: JobStatus) -> None:
+def _move(job: Job, transition: Transition, to: JobStatus) -> None:
     assert to in _require(job, transition), f"{transition} may not leave a job {to}"
     job.status = to
 
@@ -97,13 +119,13 @@ def claim(session: Session, job_id: uuid.UUID, worker_name: str, pid: int, start
 
 
 def is_due(job: Job, now: datetime) -> bool:
-    return allowed("claim", job.status) and (job.not_before is None or job.not_before <= now)
+    return allowed(T.CLAIM, job.status) and (job.not_before is None or job.not_before <= now)
 
 
 def start_attempt(job: Job, worker_name: str, pid: int, start_iteration: int = 0) -> Attempt:
     """The in-memory half of `claim`: the job runs a new attempt (its id is set on flush)."""
     now = utcnow()
-    _move(job, "claim", R)
+    _move(job, T.CLAIM, R)
     job.attempts += 1
     attempt = Attempt(
         job_id=job.id,
@@ -159,26 +181,26 @@ def _close_attempt(
     attempt.error_type, attempt.error_message = error_type, error_message
 
 
-def _finish(job: Job, transition: str, to: JobStatus, now: datetime, message: str) -> None:
+def _finish(job: Job, transition: Transition, to: JobStatus, now: datetime, message: str) -> None:
     _move(job, transition, to)
     job.message, job.current_attempt_id = message, None
     job.finished_at = job.updated_at = now
 
 
 def succeed(session: Session, claim: Claim, message: str = "done") -> None:
-    _require(claim.job, "succeed")
+    _require(claim.job, T.SUCCEED)
     now = utcnow()
     _close_attempt(claim.attempt, AttemptStatus.SUCCEEDED, now)
-    _finish(claim.job, "succeed", S, now, message)
+    _finish(claim.job, T.SUCCEED, S, now, message)
     claim.job.percent = 100.0
 
 
 def cancel(session: Session, claim: Claim, message: str) -> None:
     """Phase two of cancel: the running attempt stopped at a clean point, or was killed."""
-    _require(claim.job, "cancel")
+    _require(claim.job, T.CANCEL)
     now = utcnow()
     _close_attempt(claim.attempt, AttemptStatus.CANCELED, now)
-    _finish(claim.job, "cancel", C, now, message)
+    _finish(claim.job, T.CANCEL, C, now, message)
 
 
 def preempt(session: Session, claim: Claim) -> bool:
@@ -186,12 +208,12 @@ def preempt(session: Session, claim: Claim) -> bool:
     True if the job was re-queued (its dispatch is sent after commit)."""
     now = utcnow()
     job = claim.job
-    _require(job, "preempt")
+    _require(job, T.PREEMPT)
     _close_attempt(claim.attempt, AttemptStatus.PREEMPTED, now)
     if job.cancel_requested_at is not None:
-        _finish(job, "preempt", C, now, "canceled while the worker stopped")
+        _finish(job, T.PREEMPT, C, now, "canceled while the worker stopped")
         return False
-    _move(job, "preempt", Q)
+    _move(job, T.PREEMPT, Q)
     job.current_attempt_id, job.updated_at = None, now
     job.message = "checkpointed: worker stopping; waiting for a worker to resume"
     dispatch.prepare(session, job, at_front=True)
@@ -209,13 +231,13 @@ def fail(
 ) -> None:
     """End the attempt in failure. A retryable failure re-queues the job with backoff while its
     attempt budget lasts; the reconciler dispatches it when it is due."""
-    _end_in_failure(claim, settings, "fail", AttemptStatus.FAILED, error_type, error_message, retryable)
+    _end_in_failure(claim, settings, T.FAIL, AttemptStatus.FAILED, error_type, error_message, retryable)
 
 
 def lose(session: Session, claim: Claim, settings: Settings, message: str) -> None:
     """The attempt's worker is gone (the reaper saw its heartbeat stop, or the job process saw
     its parent die). Always retryable while the budget lasts."""
-    _end_in_failure(claim, settings, "lose", AttemptStatus.LOST, "WorkerLost", message, retryable=True)
+    _end_in_failure(claim, settings, T.LOSE, AttemptStatus.LOST, "WorkerLost", message, retryable=True)
 
 
 def close_orphan(session: Session, attempt: Attempt) -> None:
@@ -226,7 +248,7 @@ def close_orphan(session: Session, attempt: Attempt) -> None:
 def _end_in_failure(
     claim: Claim,
     settings: Settings,
-    transition: str,
+    transition: Transition,
     attempt_status: AttemptStatus,
     error_type: str,
     error_message: str,
@@ -267,9 +289,9 @@ def request_cancel(session: Session, job: Job) -> None:
     now = utcnow()
     if JobStatus(job.status) is Q:
         dispatch.withdraw(session, job)
-        _finish(job, "request_cancel", C, now, "canceled while queued")
+        _finish(job, T.REQUEST_CANCEL, C, now, "canceled while queued")
     else:
-        _move(job, "request_cancel", R)
+        _move(job, T.REQUEST_CANCEL, R)
         job.message, job.updated_at = "cancel requested", now
     job.cancel_requested_at = job.cancel_requested_at or now
 
@@ -277,7 +299,7 @@ def request_cancel(session: Session, job: Job) -> None:
 def retry(session: Session, job: Job, *, counted_failures: int, max_attempts: int) -> None:
     """A user queues a failed or canceled job again with a fresh attempt budget; its attempt
     history and its trials stay."""
-    _move(job, "retry", Q)
+    _move(job, T.RETRY, Q)
     job.finished_at, job.cancel_requested_at, job.not_before = None, None, None
     job.error_type = job.error_message = None
     job.max_attempts = counted_failures + max_attempts

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,21 +32,17 @@ from sqlalchemy.orm import Session
 from app import cron
 from app.clock import utcnow
 from app.engine.candles import TIMEFRAMES
-from app.models import Job, Schedule, ScheduleFire
+from app.models import Schedule, ScheduleFire
 from app.repositories import candles as candles_repo
 from app.repositories import schedules as schedules_repo
 from app.services import candle_refresh
 from app.services import jobs as jobs_service
-from app.services.jobs import JobConflict, JobError, JobNotFound
+from app.services.errors import Conflict, NotFound, ServiceError
 from app.settings import Settings
 from app.status import FireOutcome, MisfirePolicy, OverlapPolicy, Priority
 
 log = logging.getLogger(__name__)
 EDITABLE = ("name", "cron", "timezone", "template", "lookback", "misfire_policy", "overlap_policy", "paused")
-
-
-class ScheduleNotFound(JobNotFound):
-    pass
 
 
 def idempotency_key(schedule_id: uuid.UUID, fire_time: datetime) -> str:
@@ -92,7 +87,7 @@ def delete(session: Session, schedule_id: uuid.UUID) -> None:
 def get(session: Session, schedule_id: uuid.UUID) -> Schedule:
     schedule = schedules_repo.get(session, schedule_id)
     if schedule is None:
-        raise ScheduleNotFound(f"no schedule with id {schedule_id}")
+        raise NotFound(f"no schedule with id {schedule_id}")
     return schedule
 
 
@@ -103,18 +98,8 @@ def resolve(session: Session, ref: str) -> Schedule:
     except ValueError:
         schedule = schedules_repo.get_by_name(session, ref)
     if schedule is None:
-        raise ScheduleNotFound(f"no schedule with id or name {ref!r}")
+        raise NotFound(f"no schedule with id or name {ref!r}")
     return schedule
-
-
-def list_schedules(session: Session) -> Sequence[Schedule]:
-    return schedules_repo.list_all(session)
-
-
-def recent_fires(
-    session: Session, schedule_id: uuid.UUID, limit: int = 10
-) -> Sequence[tuple[ScheduleFire, Job | None, Job | None]]:
-    return schedules_repo.recent_fires(session, schedule_id, limit)
 
 
 def fire_due(session: Session, settings: Settings, now: datetime) -> list[uuid.UUID]:
@@ -169,13 +154,13 @@ def _fire(session: Session, settings: Settings, schedule: Schedule, tick: dateti
                 params=params,
                 idempotency_key=idempotency_key(schedule.id, tick),
             )
-    except JobError as exc:  # queue full: this tick is refused, the next one tries again
+    except ServiceError as exc:  # queue full: this tick is refused, the next one tries again
         fire.outcome, fire.message = FireOutcome.REFUSED, exc.message
         log.warning("schedule %s: tick %s refused: %s", schedule.name, tick.isoformat(), exc.message)
         return None
-    fire.job_id = result.job.id
-    log.info("schedule %s fired for %s", schedule.name, tick.isoformat(), extra={"job_id": str(result.job.id)})
-    return result.job.id if result.created else None
+    fire.job_id = result.row.id
+    log.info("schedule %s fired for %s", schedule.name, tick.isoformat(), extra={"job_id": str(result.row.id)})
+    return result.row.id if result.created else None
 
 
 def _fire_refresh(
@@ -210,16 +195,16 @@ def _fire_refresh(
             result = candle_refresh.start(
                 session, settings, refresh_params, priority=priority, idempotency_key=idempotency_key(schedule.id, tick)
             )
-    except JobError as exc:  # bad refresh (e.g. nothing stored and no start) or queue full
+    except ServiceError as exc:  # bad refresh (e.g. nothing stored and no start) or queue full
         fire.outcome, fire.message = FireOutcome.REFUSED, f"candles refresh refused: {exc.message}"
         log.warning("schedule %s: tick %s refused: %s", schedule.name, tick.isoformat(), exc.message)
         return None
-    fire.outcome, fire.refresh_job_id = FireOutcome.REFRESHING, result.job.id
+    fire.outcome, fire.refresh_job_id = FireOutcome.REFRESHING, result.row.id
     fire.message = f"refreshing {refresh['exchange']} {refresh['symbol']} first; the training job starts after it"
     log.info(
-        "schedule %s fired for %s: refresh first", schedule.name, tick.isoformat(), extra={"job_id": str(result.job.id)}
+        "schedule %s fired for %s: refresh first", schedule.name, tick.isoformat(), extra={"job_id": str(result.row.id)}
     )
-    return result.job.id if result.created else None
+    return result.row.id if result.created else None
 
 
 def train_after_refresh(session: Session, settings: Settings, refresh_job_id: uuid.UUID, fire_info: dict) -> None:
@@ -247,13 +232,13 @@ def train_after_refresh(session: Session, settings: Settings, refresh_job_id: uu
             result = jobs_service.start(
                 session, settings, kind="training", priority=fire_info["priority"], params=params, idempotency_key=key
             )
-    except JobError as exc:
+    except ServiceError as exc:
         fire.outcome = FireOutcome.REFUSED
         fire.message = f"candles refreshed by job {refresh_job_id}; the training job was refused: {exc.message}"
         return
-    fire.outcome, fire.job_id = FireOutcome.STARTED, result.job.id
+    fire.outcome, fire.job_id = FireOutcome.STARTED, result.row.id
     fire.message = f"training on candles refreshed by job {refresh_job_id}, up to the bar of {_json_time(last)}"
-    log.info("refresh succeeded; training job started", extra={"job_id": str(result.job.id)})
+    log.info("refresh succeeded; training job started", extra={"job_id": str(result.row.id)})
 
 
 def _time(value: str | None) -> datetime | None:
@@ -267,18 +252,18 @@ def _json_time(instant: datetime) -> str:
 
 def _plan(schedule: Schedule, now: datetime) -> None:
     if not schedule.paused and not cron.fires(schedule.cron):  # stored paused by an older release
-        raise JobConflict(f"the schedule's cron {schedule.cron!r} never fires: give it one that does")
+        raise Conflict(f"the schedule's cron {schedule.cron!r} never fires: give it one that does")
     schedule.next_fire_at = None if schedule.paused else cron.next_after(schedule.cron, schedule.timezone, now)
     schedule.updated_at = now
 
 
 def _unique_name(session: Session, name: str) -> None:
     if schedules_repo.get_by_name(session, name) is not None:
-        raise JobConflict(f"a schedule named {name!r} exists already")
+        raise Conflict(f"a schedule named {name!r} exists already")
 
 
 def _locked(session: Session, schedule_id: uuid.UUID) -> Schedule:
     schedule = schedules_repo.get(session, schedule_id, for_update=True)
     if schedule is None:
-        raise ScheduleNotFound(f"no schedule with id {schedule_id}")
+        raise NotFound(f"no schedule with id {schedule_id}")
     return schedule

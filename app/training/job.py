@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from app.engine import errors as engine_errors
 from app.engine import registry
-from app.engine.costs import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS
 from app.engine.errors import TrainingInputError
 from app.engine.optimise import TrialRecord
 from app.engine.pipeline import TrainingOutcome, TrainingSpec, run_training
@@ -110,25 +109,32 @@ class JobHooks:
         self.ctx.check()
 
 
+_FLOATS = ("holdout_fraction", "fee_bps", "slippage_bps")
+
+
 def spec_from_params(params: dict) -> TrainingSpec:
+    """The job's spec; what its parameters leave out is `TrainingSpec`'s default (a job accepted
+    before costs could be named runs at the engine's default costs)."""
     validation = params.get("validation") or {}
+    given = {
+        "objective": params.get("objective"),
+        "holdout_fraction": params.get("holdout_fraction"),
+        "folds": params.get("folds"),
+        "min_trades": params.get("min_trades"),
+        "fee_bps": params.get("fee_bps"),
+        "slippage_bps": params.get("slippage_bps"),
+        "validation_mode": validation.get("mode"),
+        "windows": validation.get("windows"),
+        "anchored": validation.get("anchored"),
+    }
     return TrainingSpec(
         strategy=params["strategy"],
         symbol=params["symbol"],
         timeframe=params["timeframe"],
         n_iterations=int(params["n_iterations"]),  # per walk-forward window
         seed=int(params["seed"]),
-        objective=params.get("objective", "sharpe"),
-        holdout_fraction=float(params.get("holdout_fraction", 0.2)),
-        folds=int(params.get("folds", 0)),
-        min_trades=params.get("min_trades"),
-        # A job accepted before costs could be named was run at the engine's defaults.
-        fee_bps=float(params.get("fee_bps", DEFAULT_FEE_BPS)),
-        slippage_bps=float(params.get("slippage_bps", DEFAULT_SLIPPAGE_BPS)),
-        validation_mode=validation.get("mode", "holdout"),
-        windows=int(validation.get("windows", 5)),
-        anchored=bool(validation.get("anchored", False)),
         params=params.get("params"),
+        **{name: float(v) if name in _FLOATS else v for name, v in given.items() if v is not None},
     )
 
 

@@ -34,8 +34,9 @@ REMOTE_ACCESS=/srv/trad/current/ops/scripts/remote_access.sh
 REMOTE_PARENT=/var/lib/trad-deploy
 REMOTE_TMP=""
 
-log() { printf '[deploy %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { printf '[deploy] error: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=deploy
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<'USAGE'

@@ -40,8 +40,9 @@ APP_RULES=$RQ_RULES
 # drop queue entries, never make a worker run code: workers refuse any entry that is not trad's.
 WORKER_HOST_RULES=$RQ_RULES
 
-log() { printf 'install_redis: %s\n' "$*"; }
-die() { printf 'install_redis: error: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=install_redis
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 changed=0
 

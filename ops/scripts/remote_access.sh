@@ -29,10 +29,9 @@ ROLE_PREFIX=trad_host_
 REDIS_TLS_PORT=6380
 WORKER_CA=/etc/trad/ca.crt  # where a worker host keeps the CA certificate
 
-log() { printf '[access %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '[access] error: %s\n' "$*" >&2; exit 1; }
-
-random_secret() { head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
+LOG_TAG=access LOG_TO_STDERR=1
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cluster() {  # "VERSION NAME PORT" of the PostgreSQL cluster trad uses
   local line

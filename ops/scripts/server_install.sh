@@ -43,8 +43,9 @@ UNITS_CHANGED=0  # a unit file changed: the units restart even on an unchanged r
 SOCKET_CHANGED=0  # trad-api.socket's unit or port changed: it must listen anew
 SOCKET_DROPIN=$UNIT_DIR/trad-api.socket.d/port.conf
 
-log() { printf '[server %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { printf '[server] error: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=server
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap 'die "failed at line $LINENO: $BASH_COMMAND"' ERR
 
 parse_args() {
@@ -116,8 +117,6 @@ ensure_user() {
   fi
   install -d -m 0755 -o root -g root "$BASE" "$RELEASES"
 }
-
-random_secret() { head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
 
 postgres_port() {
   local port

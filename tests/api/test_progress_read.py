@@ -1,9 +1,9 @@
-"""The progress read and the list of jobs of the API (one compiled statement sent by the driver on the event loop,
-`app.loop_pool`) gives the same body as the ORM path the cancel and retry routes answer with
-(`presenters.progress`: the job loaded by the ORM, its counted attempts and its configuration id
-read separately), over random jobs: any status, phase, figures (NaN and infinities included),
-attempts in every status, with and without a saved configuration; and the list gives the page
-the CLI's ORM query gives, over random jobs and filters."""
+"""The progress read and the list of jobs (`job_reads`: one compiled statement each, sent by the
+driver on the event loop or under a Session) against an independent computation: the progress
+body built from the ORM (the job, its counted attempts and its configuration id read apart),
+over random jobs (any status, phase, figures with NaN and infinities, attempts in every status,
+with and without a saved configuration); the page computed from the stored jobs, over random
+jobs and filters."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from app.api import presenters
 from app.api.routes.training import progress_view
@@ -23,9 +24,8 @@ from app.db import libpq_url, session_factory
 from app.loop_pool import LoopPool
 from app.models import Attempt, Job, TrainedConfiguration
 from app.repositories import job_reads
-from app.repositories import jobs as jobs_repo
-from app.services.jobs import JobNotFound
-from app.status import AttemptStatus, JobStatus
+from app.services.errors import NotFound
+from app.status import BUDGET_ATTEMPT_STATUSES, AttemptStatus, JobStatus
 from tests.support import reset
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -90,8 +90,13 @@ def _configuration(job_id: uuid.UUID) -> TrainedConfiguration:
 
 
 def _orm_body(database_url: str, job_id: uuid.UUID) -> dict:
+    """The body from the ORM: the job, its configuration and its attempts loaded apart."""
     with session_factory(database_url)() as session:
-        return presenters.progress(session, session.get(Job, job_id)).model_dump(mode="json")
+        job = session.get(Job, job_id)
+        configuration = session.scalar(select(TrainedConfiguration.id).where(TrainedConfiguration.job_id == job_id))
+        statuses = session.scalars(select(Attempt.status).where(Attempt.job_id == job_id)).all()
+        counted = sum(1 for s in statuses if s in BUDGET_ATTEMPT_STATUSES)
+        return presenters.progress_of(job_reads.row_of(job, configuration, counted)).model_dump(mode="json")
 
 
 async def _read_body(database_url: str, job_id: uuid.UUID) -> dict:
@@ -118,7 +123,7 @@ def test_the_event_loop_read_matches_the_orm_body(clean, fields, attempts, confi
 
 
 def test_an_unknown_job_is_not_found(clean):
-    with pytest.raises(JobNotFound):
+    with pytest.raises(NotFound):
         asyncio.run(_read_body(clean.database_url, uuid.uuid4()))
 
 
@@ -182,32 +187,45 @@ async def _until_readable(conn: psycopg.AsyncConnection) -> None:
     limit=st.integers(1, 5),
     offset=st.integers(0, 14),
 )
-def test_the_event_loop_page_matches_the_orm_page(clean, jobs, status, kind, strategy, limit, offset):
-    """The API's list (`job_reads.read_page`) against the CLI's (`jobs_repo.list_jobs`): the same
-    items in the same order, and the same total, including a page past the end."""
+def test_a_page_is_the_filtered_jobs_newest_first_on_both_paths(clean, jobs, status, kind, strategy, limit, offset):
+    """`job_reads.page` (a Session) and `read_page` (the event loop) send the same statement;
+    both give the page and total computed here from the stored jobs, each with its
+    configuration id and counted attempts, including a page past the end."""
     reset(clean)
+    stored = []
     for n, (job_status, job_kind, job_strategy, attempt_statuses, configured) in enumerate(jobs):
+        created_at = EPOCH + timedelta(minutes=n % 5)  # ties: ordered by id
         fields = {
             "kind": job_kind,
             "status": job_status,
             "params": {"strategy": job_strategy, "symbol": "BTCUSDT", "timeframe": "1h"} if job_strategy else {},
-            "created_at": EPOCH + timedelta(minutes=n % 5),  # ties: ordered by id
+            "created_at": created_at,
             "started_at": EPOCH + timedelta(minutes=n) if job_status != JobStatus.QUEUED else None,
         }
-        _store(clean.database_url, fields, attempt_statuses, configured)
+        job_id = _store(clean.database_url, fields, attempt_statuses, configured)
+        counted = sum(1 for a in attempt_statuses if a in BUDGET_ATTEMPT_STATUSES)
+        stored.append((created_at, job_id, job_status, job_kind, job_strategy, configured, counted))
+    matching = [
+        j
+        for j in stored
+        if (status is None or j[2] == status) and (kind is None or j[3] == kind) and (strategy in (None, j[4]))
+    ]
+    matching.sort(key=lambda j: (-j[0].timestamp(), str(j[1])))
+    expected = [(j[1], j[5], j[6]) for j in matching[offset : offset + limit]], len(matching)
     query = dict(status=status, kind=kind, strategy=strategy, limit=limit, offset=offset)
+
+    def seen(rows: list, total: int) -> tuple[list, int]:
+        return [(r.id, r.configuration_id is not None, r.counted_attempts) for r in rows], total
+
     with session_factory(clean.database_url)() as session:
-        rows, total = jobs_repo.list_jobs(session, **query)
-        expected = [item.model_dump(mode="json", exclude={"duration_s"}) for item in presenters.progress_page(rows)]
+        assert seen(*job_reads.page(session, **query)) == expected
 
     async def read() -> tuple[list, int]:
         pool = LoopPool(clean.database_url, 1)
         try:
             async with pool.connection() as conn:
-                rows, total = await job_reads.read_page(conn, **query)
-            items = presenters.progress_page([(r, r.configuration_id, r.counted_attempts) for r in rows])
-            return [item.model_dump(mode="json", exclude={"duration_s"}) for item in items], total
+                return seen(*await job_reads.read_page(conn, **query))
         finally:
             await pool.close()
 
-    assert asyncio.run(read()) == (expected, total)
+    assert asyncio.run(read()) == expected

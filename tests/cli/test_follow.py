@@ -12,6 +12,7 @@ import pytest
 
 from app import progress_line
 from app.models import Job
+from app.repositories import job_reads
 from app.status import FINISHED_JOB_STATUSES
 from tests.support import ROOT, process_env, submit_smoke
 
@@ -29,8 +30,9 @@ def trad(settings, *args: str, env: dict[str, str | None] | None = None) -> subp
     )
 
 
-def snap(**over) -> progress_line.Snapshot:
-    base = dict(
+def snap(**over) -> job_reads.ProgressRow:
+    base = dict.fromkeys(job_reads.ProgressRow._fields)
+    base.update(
         status="running",
         phase="training",
         percent=42.0,
@@ -39,9 +41,8 @@ def snap(**over) -> progress_line.Snapshot:
         best_score=1.23456,
         eta_seconds=65.4,
         message=None,
-        error=None,
     )
-    return progress_line.Snapshot(**{**base, **over})
+    return job_reads.ProgressRow(**{**base, **over})
 
 
 def test_line_shows_phase_percent_iteration_best_score_and_eta():
@@ -50,7 +51,9 @@ def test_line_shows_phase_percent_iteration_best_score_and_eta():
     assert "[" + "#" * 10 + "." * 14 + "]  42.0%" in line  # 24 wide, 42 % → 10 filled
     for part in ("training", "iter 126/300", "best 1.235", "ETA 1m05s"):
         assert part in line, part
-    done = progress_line.render(snap(status="failed", eta_seconds=3.0, error="DataError: no candles"))
+    done = progress_line.render(
+        snap(status="failed", eta_seconds=3.0, error_type="DataError", error_message="no candles")
+    )
     assert "ETA" not in done and done.endswith("DataError: no candles")
 
 

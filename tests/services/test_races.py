@@ -19,6 +19,7 @@ from app.models import Attempt, Job
 from app.services import jobs as jobs_service
 from app.services import lifecycle, maintenance
 from app.services.candles import KeptChecks
+from app.services.dispatch import LoopWork
 from app.services.jobs import QueueFull
 from app.status import JobStatus
 from tests.support import wait_until
@@ -125,7 +126,13 @@ def test_concurrent_starts_on_the_event_loop_cannot_exceed_max_queued_jobs(clean
             async with pool.connection() as conn:
                 try:
                     await jobs_service.start_from_loop(
-                        conn, settings, checks, kind="smoke", priority="normal", params={"n": i}, idempotency_key=None
+                        LoopWork(conn),
+                        settings,
+                        checks,
+                        kind="smoke",
+                        priority="normal",
+                        params={"n": i},
+                        idempotency_key=None,
                     )
                 except QueueFull:
                     return False

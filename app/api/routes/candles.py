@@ -6,12 +6,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from app.api import presenters
-from app.api.deps import RedisDep, SessionDep, SettingsDep
+from app.api.deps import CommitDep, SessionDep, SettingsDep
 from app.api.errors import responses
 from app.api.routes.training import IdempotencyKey
 from app.api.routes.training import router as training_router
 from app.api.schemas import CandleSeries, CandleSeriesPage, RefreshCandles, StartAccepted
-from app.services import candle_refresh, dispatch
+from app.services import candle_refresh
 
 router = APIRouter(prefix="/api/v2/candles", tags=["candles"], responses=responses(401, 500, 503))
 
@@ -36,8 +36,8 @@ def refresh_candles(
     body: RefreshCandles,
     request: Request,
     session: SessionDep,
-    redis: RedisDep,
     settings: SettingsDep,
+    commit: CommitDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Fetch candles from an exchange in a worker: a `candles_refresh` job, committed before it
@@ -53,10 +53,10 @@ def refresh_candles(
         store_as=body.store_as,
     )
     result = candle_refresh.start(session, settings, params, priority=body.priority, idempotency_key=idempotency_key)
-    dispatch.commit_and_send(session, redis, settings)
-    view = presenters.accepted(result.job, result.configuration_id, result.counted_attempts)
+    commit()
+    view = presenters.progress_fields(result.row)
     accepted = StartAccepted(
-        **view, progress_url=f"{request.base_url}{training_router.prefix.lstrip('/')}/jobs/{result.job.id}/progress"
+        **view, progress_url=f"{request.base_url}{training_router.prefix.lstrip('/')}/jobs/{result.row.id}/progress"
     )
     code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
     return Response(accepted.model_dump_json(), status_code=code, media_type="application/json")

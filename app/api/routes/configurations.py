@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from app.api.deps import SessionDep
 from app.api.errors import responses
 from app.api.schemas import MAX_OFFSET, Configuration, ConfigurationDetail, ConfigurationPage
 from app.repositories import configurations as repo
+from app.services.errors import NotFound
 from app.training.catalog import SYMBOL_PATTERN
 
 router = APIRouter(
@@ -53,7 +54,7 @@ def best_configuration(
     row = repo.best(session, symbol=symbol, strategy=strategy, version=version)
     if row is None:
         which = "".join(f" and {v}" for v in (strategy, version) if v)
-        raise HTTPException(404, detail=f"no configuration for {symbol}{which}")
+        raise NotFound(f"no configuration for {symbol}{which}")
     return ConfigurationDetail.model_validate(row)
 
 
@@ -61,5 +62,5 @@ def best_configuration(
 def get_configuration(config_id: uuid.UUID, session: SessionDep) -> ConfigurationDetail:
     row = repo.get(session, config_id)
     if row is None:
-        raise HTTPException(404, detail=f"no configuration with id {config_id}")
+        raise NotFound(f"no configuration with id {config_id}")
     return ConfigurationDetail.model_validate(row)

@@ -7,24 +7,20 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from app.api.deps import SessionDep
+from app.api.errors import responses
 from app.api.schemas import FiniteFloat
 from app.models import Trial
-from app.repositories import jobs as jobs_repo
 from app.repositories import results as results_repo
+from app.services import jobs as jobs_service
 
-router = APIRouter(prefix="/api/v2/training/jobs", tags=["results"])
+router = APIRouter(prefix="/api/v2/training/jobs", tags=["results"], responses=responses(401, 500, 503))
 
 Limit = Annotated[int, Query(ge=1, le=2000, description="rows per page")]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or invalid bearer token"},
-    404: {"description": "no job with this id"},
-    422: {"description": "a bad parameter; the message names it"},
-}
 
 
 class TrialOut(BaseModel):
@@ -63,11 +59,6 @@ class ProgressHistory(BaseModel):
     offset: int
 
 
-def _require_job(session: SessionDep, job_id: uuid.UUID) -> None:
-    if jobs_repo.get(session, job_id) is None:
-        raise HTTPException(404, detail=f"no job with id {job_id}")
-
-
 def _trial(row: Trial) -> TrialOut:
     return TrialOut(
         number=row.number,
@@ -82,18 +73,18 @@ def _trial(row: Trial) -> TrialOut:
     )
 
 
-@router.get("/{job_id}/trials", response_model=TrialPage, responses=ERRORS)
+@router.get("/{job_id}/trials", response_model=TrialPage, responses=responses(404, 422))
 def list_trials(job_id: uuid.UUID, session: SessionDep, limit: Limit = 500, offset: Offset = 0) -> TrialPage:
     """The job's finished optimisation trials in trial order: parameters, score, feasibility, duration."""
-    _require_job(session, job_id)
+    jobs_service.get(session, job_id)  # NotFound: 404
     rows, total = results_repo.trials_page(session, job_id, limit=limit, offset=offset)
     return TrialPage(items=[_trial(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}/progress/history", response_model=ProgressHistory, responses=ERRORS)
+@router.get("/{job_id}/progress/history", response_model=ProgressHistory, responses=responses(404, 422))
 def progress_history(job_id: uuid.UUID, session: SessionDep, limit: Limit = 500, offset: Offset = 0) -> ProgressHistory:
     """Every progress report the job's attempts persisted, oldest first."""
-    _require_job(session, job_id)
+    jobs_service.get(session, job_id)  # NotFound: 404
     rows, total = results_repo.progress_history(session, job_id, limit=limit, offset=offset)
     items = [
         ProgressEventOut(
