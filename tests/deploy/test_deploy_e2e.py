@@ -444,6 +444,9 @@ def test_every_runbook_command_works_as_written(vm):
     with local_exchange(vm):
         fetched = run_block(vm, "fetch")
         refreshed = run_block(vm, "refresh", env=f"TOKEN={token(vm)}")
+        scheduled = json.loads(run_block(vm, "schedule-refresh", env=f"TOKEN={token(vm)}").strip().splitlines()[-1])
+    assert scheduled["name"] == "btc-nightly" and scheduled["next_fire_at"], scheduled
+    assert scheduled["refresh"] == {"exchange": "binance", "symbol": "BTC/USDT"}, scheduled
     items = [json.loads(line) for line in refreshed.splitlines() if line.startswith('{"symbol"')]
     series = {(s["symbol"], s["timeframe"]): s for s in items}
     btc_4h = series[("BTCUSDT", "4h")]
