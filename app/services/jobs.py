@@ -198,7 +198,8 @@ def _check_candles(session: Session, settings: Settings, params: dict[str, Any])
         span = f"{params.get('start') or 'the first bar'} to {params.get('end') or 'the last bar'}"
         raise InvalidRequest(
             f"start/end: {symbol} {timeframe} from {span} reads {n:,} stored bars; one job may read at most "
-            f"{settings.max_bars_per_job:,} (MAX_BARS_PER_JOB): narrow start/end"
+            f"{settings.max_bars_per_job:,} (MAX_BARS_PER_JOB): narrow start/end",
+            "start" if params.get("start") and not params.get("end") else "end",
         )
 
 

@@ -83,7 +83,9 @@ def test_bar_cap_is_a_422_naming_the_range_and_count(client, db, clean):
     client.app.state.settings = clean.model_copy(update={"max_bars_per_job": 2_000})
     resp = client.post("/api/v2/training/start", json=GOOD)  # 5m is resampled from all 3,000 1m bars
     assert resp.status_code == 422, resp.text
-    detail = resp.json()["detail"]
+    [error] = resp.json()["detail"]  # the validation-error shape, naming the range's field
+    detail = error["msg"]
+    assert error["loc"] == ["body", "end"], error
     assert "start/end" in detail and "3,000" in detail and "2,000" in detail and "MAX_BARS_PER_JOB" in detail
     assert db.scalar(select(func.count()).select_from(Job)) == 0, "nothing written"
     start = datetime.fromtimestamp(BASE_MS / 1000, UTC)
