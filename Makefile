@@ -49,4 +49,5 @@ bench-deps: .venv-bench/bin/.installed
 	.venv-bench/bin/pip install -q --no-deps -e .  # trad itself: its strategies are entry points
 	touch $@
 
+clean:
 	rm -rf $(VENV) .venv-bench var
