@@ -5,6 +5,7 @@ can wipe or reconfigure Redis, use a pub/sub channel or reach a key outside RQ's
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -114,12 +115,12 @@ def test_a_deploy_gives_users_of_earlier_worker_hosts_todays_rules(tmp_path):
     digest = hashlib.sha256(HOST_PASSWORD.encode()).hexdigest()
     old = f"user {HOST_USER} on #{digest} ~* &* +@all -@dangerous +info +client|setname +client|info"
     workers_conf.write_text(f"# Worker hosts' users\n{old}\n")
-    script = INSTALL_REDIS.read_text().replace('\nmain "$@"\n', "\n")
-    subprocess.run(
-        ["bash", "-c", f'{script}\nWORKERS_CONF="$1"; refresh_worker_users', "install_redis", str(workers_conf)],
-        check=True,
-        capture_output=True,
-    )
+    # The script as a file beside the lib.sh it sources, its `main` replaced by the one step.
+    script = tmp_path / "install_redis.sh"
+    body = INSTALL_REDIS.read_text().replace('\nmain "$@"\n', '\nWORKERS_CONF="$1"; refresh_worker_users\n')
+    script.write_text(body)
+    shutil.copy(INSTALL_REDIS.parent / "lib.sh", tmp_path / "lib.sh")
+    subprocess.run(["bash", str(script), str(workers_conf)], check=True, capture_output=True)
     lines = workers_conf.read_text().splitlines()
     assert lines == ["# Worker hosts' users", f"user {HOST_USER} on #{digest} {script_rules('WORKER_HOST_RULES')}"]
 
