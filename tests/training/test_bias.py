@@ -19,11 +19,11 @@ from app.engine import indicators as ind
 from app.engine.candles import Candles
 from app.engine.registry import get_strategy
 from app.engine.registry import strategies as installed
-from app.engine.strategy import IntParam, Strategy
+from app.engine.strategy import IntParam, Strategy, vectorised
 from app.execution import process
 from app.execution.runner import run_job
 from app.models import Attempt, Job, TrainedConfiguration, Trial
-from app.queue import redis_connection
+from app.queue import AttemptInterrupted, redis_connection
 from app.services import dispatch
 from app.services import jobs as jobs_service
 from tests.support import load_demo
@@ -118,3 +118,23 @@ def test_an_unbiased_job_saves_the_checks_it_passed(db, settings):
     assert checks["passed"] is True and checks["params_checked"] == 1
     assert checks["warmup"]["declared"] == CROSSOVER.warmup(config.params)
     assert 1 <= len(checks["lookahead"]["bars_tried"]) == len(checks["lookahead"]["times_tried"])
+
+
+def _interrupted(candles: Candles, params: dict[str, Any]) -> np.ndarray:
+    raise AttemptInterrupted("the attempt's hard timeout")  # as RQ's timeout signal raises it mid-computation
+
+
+def test_a_timeout_inside_a_packages_code_is_the_attempts_interruption_not_a_strategy_error(db, settings, monkeypatch):
+    """The package wrapper names a package's own errors StrategyError (never retried); the
+    hard timeout or stall arriving while its code runs stays an interruption, which is retried."""
+    slow = vectorised(name="slow_package", space=(IntParam("span", 5, 60),), warmup=lambda p: 1)(_interrupted)
+    monkeypatch.setitem(installed(), "slow_package", slow)
+    load_demo(db, bars=8_000)
+    job_id = submit(db, settings, "slow_package")
+    run_in_fork(settings, job_id)
+
+    db.expire_all()
+    attempts = db.scalars(select(Attempt).where(Attempt.job_id == job_id)).all()
+    assert [a.error_type for a in attempts] != ["StrategyError"], [(a.status, a.error_type) for a in attempts]
+    assert attempts and attempts[0].status == "failed" and attempts[0].error_type != "StrategyError"
+    assert db.get(Job, job_id).status in {"queued", "failed"}  # retried with backoff, or out of attempts
