@@ -6,7 +6,7 @@ import logging
 import os
 import select
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from psycopg import Error as PsycopgError
 from sqlalchemy import Engine, create_engine, event
@@ -110,8 +110,40 @@ def autocommit_session_factory(database_url: str) -> sessionmaker[Session]:
 @contextmanager
 def transaction(database_url: str) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error."""
-    with session_factory(database_url)() as session, session.begin():
+    with _closing(session_factory(database_url)(), begin=True) as session:
         yield session
+
+
+@contextmanager
+def autocommit_session(database_url: str) -> Iterator[Session]:
+    """A session from `autocommit_session_factory`, closed the way `transaction` closes its own."""
+    with _closing(autocommit_session_factory(database_url)(), begin=False) as session:
+        yield session
+
+
+@contextmanager
+def _closing(session: Session, *, begin: bool) -> Iterator[Session]:
+    """The session for the work, committed (`begin`) and closed after it. When the work raised
+    and closing raises too, the work's error is the one that goes up and the session's
+    connections are thrown away. That matters in a job process: its hard timeout arrives as an
+    exception raised wherever the job is, possibly inside a statement, which leaves the
+    connection mid-query, so the rollback that follows fails with an OperationalError. That
+    error must never stand in for the interruption (callers retry an OperationalError)."""
+    try:
+        if begin:
+            session.begin()
+        yield session
+        if begin:
+            session.commit()
+    except BaseException:
+        try:
+            session.close()
+        except Exception as cleanup:
+            log.info("closing the session after an error failed too (%s); discarding its connection", cleanup)
+            with suppress(Exception):
+                session.invalidate()
+        raise
+    session.close()
 
 
 def adopt_parent_engines() -> None:

@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from app.clock import utcnow
-from app.db import autocommit_session_factory, transaction
+from app.db import autocommit_session, transaction
 from app.execution import signals
 from app.execution.errors import TRANSIENT_DB_ERRORS, Canceled, Fenced, Preempted, WorkerLost
+from app.queue import AttemptInterrupted
 from app.repositories import attempts as attempts_repo
 from app.repositories import jobs as jobs_repo
 from app.retry import retry_until
@@ -62,7 +63,7 @@ class JobContext:
 
         def once() -> T:
             if one_statement:
-                with autocommit_session_factory(self.settings.database_url)() as session:
+                with autocommit_session(self.settings.database_url) as session:
                     return work(session)
             with transaction(self.settings.database_url) as session:
                 return work(session)
@@ -77,10 +78,12 @@ class JobContext:
                 budget_s=self.settings.db_outage_budget_s,
                 first_delay_s=0.2,
                 on_retry=waiting,
-                give_up=signals.checkpoint_requested,
+                give_up=lambda: signals.checkpoint_requested() or signals.interrupted() is not None,
                 sleep=_sleep_unless_stopped,
             )
         except TRANSIENT_DB_ERRORS as exc:
+            if signals.interrupted() is not None:  # the interruption cut a statement in half
+                raise AttemptInterrupted(f"interrupted: {signals.interrupted()}") from exc
             if signals.checkpoint_requested():
                 raise Preempted("worker stopping while PostgreSQL is unavailable") from exc
             raise

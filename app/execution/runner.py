@@ -21,6 +21,7 @@ from app.execution.context import JobContext
 from app.execution.errors import (
     TRANSIENT_DB_ERRORS,
     TRANSIENT_ERRORS,
+    AttemptStopped,
     AttemptTimeout,
     Canceled,
     Fenced,
@@ -154,14 +155,12 @@ def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: in
     try:
         handler: Handler = kind.load_handler()
         writer = handler(ctx)
+        heartbeat.ending()
         outcome = _end(settings, ctx, End.SUCCEED, writer=writer)
     except Exception as exc:  # a stop signal arrives as Preempted or AttemptInterrupted, both Exceptions
-        end = classify(exc)
-        error: BaseException = exc
-        if isinstance(exc, AttemptInterrupted) and heartbeat.reason == "stalled":
-            error = Stalled(f"no progress for {heartbeat.stall_timeout_s:.0f}s")
-        elif isinstance(exc, AttemptInterrupted) and heartbeat.reason == "timeout":
-            error = AttemptTimeout(f"attempt ran past its hard timeout of {heartbeat.timeout_s:.0f}s")
+        heartbeat.ending()
+        error = _interruption(heartbeat, exc) or exc
+        end = classify(error)
         if end is End.FENCED:
             log.warning("attempt %d was superseded; stopping without writing", ctx.attempt_number)
             outcome = End.FENCED.value
@@ -173,6 +172,18 @@ def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: in
         heartbeat.stop()
     log.info("attempt %d ended: %s", ctx.attempt_number, outcome)
     return outcome
+
+
+def _interruption(heartbeat: Heartbeat, exc: Exception) -> Exception | None:
+    """What the watchdog's interruption makes of the handler's error: Stalled or AttemptTimeout,
+    whatever the interruption turned into on its way up (an OperationalError where it cut a
+    statement in half, a package's own error class where its code wrapped it). A controlled
+    stop (cancel, checkpoint, fence, lost worker) keeps its meaning."""
+    if heartbeat.reason is None or isinstance(exc, AttemptStopped):
+        return None
+    if heartbeat.reason == "stalled":
+        return Stalled(f"no progress for {heartbeat.stall_timeout_s:.0f}s")
+    return AttemptTimeout(f"attempt ran past its hard timeout of {heartbeat.timeout_s:.0f}s")
 
 
 def _end(

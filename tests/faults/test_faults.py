@@ -6,10 +6,13 @@ from __future__ import annotations
 import signal
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from redis import Redis
 
+from app.db import libpq_url
 from app.status import AttemptStatus, JobStatus
 from tests.faults.support import attempts, config_count, job, start, trial_numbers
 from tests.support import child_pids, submit_smoke, wait_until
@@ -325,6 +328,43 @@ def test_stalled_attempts_are_retried_then_failed(db, workers, clean):
     history = attempts(db, job_id)
     assert [a.status for a in history] == [AttemptStatus.FAILED, AttemptStatus.FAILED]
     assert all(a.error_type == "Stalled" for a in history)
+
+
+def test_a_timeout_that_cuts_a_statement_in_half_still_ends_the_attempt(db, workers, clean):
+    """The hard timeout arrives as an exception raised wherever the job is. Here the job is
+    inside a statement (its progress write, waiting for a row lock this test holds): the cut
+    connection's rollback then fails with an OperationalError, which must not stand in for the
+    interruption (it used to: retried as an outage, the job ran on unwatched and without a
+    heartbeat). The attempt ends AttemptTimeout, its heartbeat beating while it waits to record
+    that."""
+    w1 = workers("w1", env_overrides={"SMOKE_TIMEOUT_S": "10", "SMOKE_MAX_ATTEMPTS": "1"})
+    job_id = submit_smoke(db, clean.model_copy(update={"smoke_max_attempts": 1}), hashes_per_step=1_500_000).id
+    wait_until(lambda: job(db, job_id).status == JobStatus.RUNNING, timeout=30, what="job running")
+    with psycopg.connect(libpq_url(clean.database_url)) as holder:
+        holder.execute("SELECT 1 FROM training_jobs WHERE id = %s FOR UPDATE", (job_id,))
+        with psycopg.connect(libpq_url(clean.database_url), autocommit=True) as watcher:
+            wait_until(
+                lambda: (
+                    watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE %s",
+                        ("%training_jobs%",),
+                    ).fetchone()[0]
+                    == 1
+                ),
+                timeout=30,
+                what="the job's progress write waiting for the row lock",
+            )
+        wait_until(lambda: "hard timeout of 10s: stopping this attempt" in w1.log(), timeout=30, what="the timeout")
+        seen = datetime.now(UTC)
+        wait_until(  # the heartbeat goes on while the attempt waits to record its end
+            lambda: attempts(db, job_id)[0].heartbeat_at > seen + timedelta(seconds=2),
+            timeout=15,
+            what="a heartbeat after the timeout",
+        )
+    final = wait_terminal(db, job_id, timeout=60)
+    assert final.status == JobStatus.FAILED and final.error_type == "AttemptTimeout", (final.error_type, final.message)
+    assert [a.error_type for a in attempts(db, job_id)] == ["AttemptTimeout"]
+    assert (final.iteration or 0) < 4, "the job stopped at its timeout, not after its last step"
 
 
 def test_hard_timeout_stops_the_attempt_and_retries_then_fails(db, workers, clean):
