@@ -77,6 +77,41 @@ def test_kernel_matches_numpy_path_for_float_positions_and_heavy_costs(data, as_
     assert_same(backtest(candles, p, costs, exits), numpy_backtest(candles, p, costs, exits))
 
 
+def held_in_runs(n: int, seed: int, dtype) -> np.ndarray:
+    """Positions held for runs of 1 to 80 bars (the kernel marks a run's bars in one vector
+    loop and finds its end eight one-byte positions at a time)."""
+    rng = np.random.default_rng(seed)
+    runs = [np.full(int(rng.integers(1, 81)), rng.choice([-1, 0, 1])) for _ in range(n)]
+    return np.concatenate(runs)[:n].astype(dtype)
+
+
+@seed(29)
+@settings(max_examples=300, deadline=None)
+@given(
+    data=market(max_bars=400),
+    dtype=st.sampled_from([np.int8, np.float64]),
+    stops=st.sampled_from([None, 0.3]),
+    cost=st.sampled_from([0, 10, 2500]),
+)
+def test_positions_held_for_runs_of_bars_match_the_numpy_path(data, dtype, stops, cost):
+    """Ruin, a stop or a mark near zero can come in the middle of a run; a run can start or end
+    anywhere against the eight-byte words."""
+    candles, positions = data
+    positions = held_in_runs(len(positions), len(positions) + cost, dtype)
+    exits = None if stops is None else stop_exits(candles, positions, len(positions), stops)
+    costs = Costs(cost, 0)
+    assert_same(backtest(candles, positions, costs, exits), numpy_backtest(candles, positions, costs, exits))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.float64])
+@pytest.mark.parametrize("bar", [1, 7, 8, 9, 63, 64, 150])
+def test_a_bad_position_inside_a_run_is_named(dtype, bar):
+    positions = np.ones(200, dtype=dtype)
+    positions[bar] = 3
+    with pytest.raises(InvalidPositions, match=f"position at bar {bar} is 3"):
+        backtest(synthetic(200, 1), positions, Costs(10, 0))
+
+
 def test_flat_prices_never_vary():
     c = flat_candles([100.0] * 500)
     positions = np.zeros(500, dtype=np.int8)
