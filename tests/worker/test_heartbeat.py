@@ -22,12 +22,14 @@ def alarms(monkeypatch) -> Iterator[list[float]]:
     monkeypatch.setattr(heartbeat_module, "INTERRUPT_REPEAT_S", 0.2)
     received: list[float] = []
     previous = signal.signal(signal.SIGALRM, lambda signum, frame: received.append(time.monotonic()))
+    previous_checkpoint = signal.getsignal(signals.CHECKPOINT_SIGNAL)
     signals.install()
     try:
         yield received
     finally:
+        signals.install()  # this process's interruption forgotten
         signal.signal(signal.SIGALRM, previous)
-        signals.install()
+        signal.signal(signals.CHECKPOINT_SIGNAL, previous_checkpoint)
 
 
 def watchdog(settings: Settings) -> Heartbeat:
