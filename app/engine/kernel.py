@@ -218,8 +218,7 @@ def _run_end(positions, lo, value):
 
 
 def _stay_flat(equity, lo, hi, growth):
-    for j in range(lo, hi):
-        equity[j] = growth
+    equity[lo:hi] = growth
 
 
 def _hold(open_, close, equity, lo, hi, p0, side, keep, safe, growth):
@@ -227,21 +226,24 @@ def _hold(open_, close, equity, lo, hi, p0, side, keep, safe, growth):
     loop marks it, in one loop with no branch. Returns the first bar where the open could mark
     at or below 0 or the close does (the bar loop decides those), or hi."""
     trouble = False
+    # Slices indexed from 0 (here and in the chunk loops below): an index the compiler knows is
+    # not negative needs no wraparound check, and the loop becomes vector instructions.
+    opens, closes, marks = open_[lo:hi], close[lo:hi], equity[lo:hi]
     if side > 0.0:
-        for j in range(lo, hi):
-            m = close[j] / p0
+        for j in range(hi - lo):
+            m = closes[j] / p0
             m -= 1.0
             m += keep
-            equity[j] = growth * m
-            trouble |= (open_[j] <= safe) | (m <= 0.0)
+            marks[j] = growth * m
+            trouble |= (opens[j] <= safe) | (m <= 0.0)
     else:
-        for j in range(lo, hi):
-            m = close[j] / p0
+        for j in range(hi - lo):
+            m = closes[j] / p0
             m -= 1.0
             m = -m
             m += keep
-            equity[j] = growth * m
-            trouble |= (open_[j] >= safe) | (m <= 0.0)
+            marks[j] = growth * m
+            trouble |= (opens[j] >= safe) | (m <= 0.0)
     if not trouble:
         return hi
     for j in range(lo, hi):
@@ -348,10 +350,11 @@ def _chunk_returns(equity, lo, hi, out):
     if lo == 0:
         out[0] = equity[0] - 1.0
         first = 1
-    for j in range(first, hi):
-        prev = equity[j - 1]
-        r = equity[j] / prev - 1.0
-        out[j - lo] = r if prev > 0.0 else 0.0
+    now, before, into = equity[first:hi], equity[first - 1 : hi - 1], out[first - lo : hi - lo]
+    for j in range(hi - first):
+        prev = before[j]
+        r = now[j] / prev - 1.0
+        into[j] = r if prev > 0.0 else 0.0
 
 
 def _chunk_sums(x, count):
@@ -367,8 +370,9 @@ def _chunk_sums(x, count):
 def _chunk_range(x, lo, hi):
     """(min, max) of x[lo:hi]."""
     low, high = x[lo], x[lo]
-    for j in range(lo + 1, hi):
-        v = x[j]
+    values = x[lo + 1 : hi]
+    for j in range(hi - lo - 1):
+        v = values[j]
         low = min(low, v)
         high = max(high, v)
     return low, high
@@ -445,13 +449,17 @@ def _crossover(x, high, low, changes, fast, slow, rtol, nonnegative, out):
         # its sign, or 2 where it is too close to a tie to tell (counted).
         band = rtol * (1.0 + 1e-6) + 1e-14
         near_ties = 0
-        for t in range(slow - 1, n):
-            top = high[t + 1]
-            s = (top - high[t + 1 - slow]) * inv_slow
-            d = (top - high[t + 1 - fast]) * inv_fast - s
+        # Bar t = slow − 1 + j reads high[t + 1], high[t + 1 − slow] and high[t + 1 − fast]:
+        # slices indexed from 0, so no index can be negative and none needs a wraparound check.
+        tops, slows, fasts = high[slow : n + 1], high[: n + 1 - slow], high[slow - fast : n + 1 - fast]
+        signs = out[slow - 1 : n]
+        for j in range(n + 1 - slow):
+            top = tops[j]
+            s = (top - slows[j]) * inv_slow
+            d = (top - fasts[j]) * inv_fast - s
             near = abs(d) <= band * abs(s) + 8e-16 * top + 1e-14 * abs(d)
             near_ties += near
-            out[t] = np.int8(2) if near else (np.int8(1) if d > 0 else np.int8(-1))
+            signs[j] = np.int8(2) if near else (np.int8(1) if d > 0 else np.int8(-1))
         if near_ties == 0:
             return
     for t in range(slow - 1, n):
