@@ -565,32 +565,80 @@ def _window_sum(high, low, t, window):
 
 
 def _bollinger(x, high, low, first_high, first_low, second_high, second_low, changes, window, k, start, rtol, out):
-    """`strategies._bollinger_breakout_numpy` in one pass: `Rolling.mean` and `Rolling.std` of
-    each window (the same sums, the same flat-window rule), its bands at ±k deviations, and the
-    band events' held states, with no array in between."""
-    previous = np.nan
-    state = 0.0
-    for t in range(len(x)):
-        mid, upper, lower = np.nan, np.nan, np.nan
-        if t >= window - 1:
-            flat = changes[t] == changes[t + 1 - window]
-            mid = _window_sum(high, low, t, window) / window
-            mean = _window_sum(first_high, first_low, t, window) / window
-            var = _window_sum(second_high, second_low, t, window) / window
-            mean *= mean
-            var -= mean
-            sd = math.sqrt(max(var, 0.0))
-            if flat:
-                mid, sd = x[t], 0.0
-            band = k * sd
-            upper, lower = mid + band, mid - band
-        event, previous = _band_step(x[t], upper, lower, mid, True, previous, rtol)
-        if t < start:
-            out[t] = 0.0
-            continue
-        if not np.isnan(event):
-            state = event
-        out[t] = state
+    """`strategies._bollinger_breakout_numpy`: `Rolling.mean` and `Rolling.std` of each window
+    (the same sums, the same flat-window rule), its bands at ±k deviations and the band event of
+    each bar, in a vector loop (`_bollinger_events`), then the events' held states."""
+    events = np.empty(len(x))
+    _bollinger_events(x, high, low, first_high, first_low, second_high, second_low, changes, window, k, rtol, events)
+    _hold_events(events, start, out)
+
+
+def _bollinger_events(x, high, low, first_high, first_low, second_high, second_low, changes, window, k, rtol, events):
+    """`_band_step` of each bar against its band; the side of the bar before recomputed from its
+    own mean, so no state goes from bar to bar and the loop from bar `window` on (over slices
+    indexed from 0) becomes vector instructions. No band (NaN: no event) before `window` − 1."""
+    n = len(x)
+    first = window - 1
+    events[: min(first, n)] = np.nan
+    if n <= first:
+        return
+    flat = changes[first] == changes[0]
+    mid, upper, lower = _band(
+        x[first],
+        flat,
+        _window_sum(high, low, first, window),
+        _window_sum(first_high, first_low, first, window),
+        _window_sum(second_high, second_low, first, window),
+        window,
+        k,
+    )
+    events[first], _ = _band_step(x[first], upper, lower, mid, True, np.nan, rtol)
+    if n <= window:
+        return
+    now, last_change, first_change = x[window:], changes[window:], changes[1 : n + 1 - window]
+    ends, starts = high[window + 1 :], high[1 : n + 1 - window]
+    low_ends, low_starts = low[window + 1 :], low[1 : n + 1 - window]
+    first_ends, first_starts = first_high[window + 1 :], first_high[1 : n + 1 - window]
+    first_low_ends, first_low_starts = first_low[window + 1 :], first_low[1 : n + 1 - window]
+    second_ends, second_starts = second_high[window + 1 :], second_high[1 : n + 1 - window]
+    second_low_ends, second_low_starts = second_low[window + 1 :], second_low[1 : n + 1 - window]
+    # The bar before: its value, its window's change counts and sums (the window ending at t − 1).
+    before, before_last, before_first = x[first : n - 1], changes[first : n - 1], changes[: n - window]
+    before_ends, before_starts = high[window:n], high[: n - window]
+    before_low_ends, before_low_starts = low[window:n], low[: n - window]
+    into = events[window:]
+    for j in range(n - window):
+        s = before_ends[j] - before_starts[j]
+        s += before_low_ends[j]
+        s -= before_low_starts[j]
+        previous_mid = before[j] if before_last[j] == before_first[j] else s / window
+        previous = _sign(before[j] - previous_mid, previous_mid, rtol)
+        s_mid = ends[j] - starts[j]
+        s_mid += low_ends[j]
+        s_mid -= low_starts[j]
+        s_first = first_ends[j] - first_starts[j]
+        s_first += first_low_ends[j]
+        s_first -= first_low_starts[j]
+        s_second = second_ends[j] - second_starts[j]
+        s_second += second_low_ends[j]
+        s_second -= second_low_starts[j]
+        mid, upper, lower = _band(now[j], last_change[j] == first_change[j], s_mid, s_first, s_second, window, k)
+        into[j], _ = _band_step(now[j], upper, lower, mid, True, previous, rtol)
+
+
+def _band(value, flat, s_mid, s_first, s_second, window, k):
+    """(mid, upper, lower) of a window from its sums of the values, of their deviations and of
+    their squares: `Rolling.mean` and `Rolling.std`'s arithmetic, and their flat-window rule."""
+    mid = s_mid / window
+    mean = s_first / window
+    var = s_second / window
+    mean *= mean
+    var -= mean
+    sd = math.sqrt(max(var, 0.0))
+    mid = value if flat else mid
+    sd = 0.0 if flat else sd
+    band = k * sd
+    return mid, mid + band, mid - band
 
 
 def _mean_at(x, high, low, changes, t, window):
@@ -616,35 +664,90 @@ def _rsi_states(
     rtol,
     out,
 ):
-    """`strategies._rsi_reversion_numpy` in one pass: `indicators.rsi` from the rolling means
-    of the gains and losses (the same sums and rules), and the band events' held states at the
-    fixed levels around 50. Division by zero follows IEEE (error_model="numpy") as in NumPy."""
-    previous = np.nan
+    """`strategies._rsi_reversion_numpy`: `indicators.rsi` from the rolling means of the gains
+    and losses (the same sums and rules), in a vector loop (`_rsi_values`), then the band
+    events' held states at the fixed levels around 50, bar by bar. Division by zero follows IEEE
+    (error_model="numpy") as in NumPy."""
+    n = len(gains)
+    values = np.empty(n)
+    _rsi_values(gains, gain_high, gain_low, gain_changes, losses, loss_high, loss_low, loss_changes, period, values)
+    events = np.empty(n)
+    _rsi_events(values, upper, lower, rtol, events)
+    _hold_events(events, start, out)
+
+
+def _rsi_events(values, upper, lower, rtol, events):
+    """`_band_step` of each bar, its previous side recomputed from the bar before (NaN before
+    the first): no state carried from bar to bar, so the compiler uses vector instructions."""
+    n = len(values)
+    if n == 0:
+        return
+    events[0], _ = _band_step(values[0], upper, lower, _rsi_mid(values[0]), False, np.nan, rtol)
+    now, before, into = values[1:], values[: n - 1], events[1:]
+    for j in range(n - 1):
+        previous = _sign(before[j] - _rsi_mid(before[j]), _rsi_mid(before[j]), rtol)
+        into[j], _ = _band_step(now[j], upper, lower, _rsi_mid(now[j]), False, previous, rtol)
+
+
+def _rsi_mid(value):
+    return np.nan if np.isnan(value) else 50.0
+
+
+def _hold_events(events, start, out):
+    """The held states: flat before `start`, then each event's side held until the next event
+    (NaN: no event)."""
     state = 0.0
-    for t in range(len(gains)):
-        r, mid = np.nan, np.nan
-        if t >= period:
-            gain = _mean_at(gains, gain_high, gain_low, gain_changes, t, period)
-            loss = _mean_at(losses, loss_high, loss_low, loss_changes, t, period)
-            r = 100.0 - 100.0 / (1.0 + gain / loss)
-            if loss == 0 and gain > 0:
-                r = 100.0
-            if loss == 0 and gain == 0:
-                r = 50.0
-            mid = np.nan if np.isnan(r) else 50.0
-        event, previous = _band_step(r, upper, lower, mid, False, previous, rtol)
+    for t in range(len(events)):
         if t < start:
             out[t] = 0.0
             continue
+        event = events[t]
         if not np.isnan(event):
             state = event
         out[t] = state
+
+
+def _rsi_values(gains, gain_high, gain_low, gain_changes, losses, loss_high, loss_low, loss_changes, period, out):
+    """The RSI of each bar (NaN before `period`) from `_mean_at`'s means of the gains and the
+    losses, over slices indexed from 0 and with no branch, so the compiler uses vector
+    instructions."""
+    n = len(gains)
+    out[: min(period, n)] = np.nan
+    if n <= period:
+        return
+    values = out[period:]
+    g_now, g_ends, g_firsts = gains[period:], gain_high[period + 1 :], gain_high[1 : n + 1 - period]
+    g_low_ends, g_low_firsts = gain_low[period + 1 :], gain_low[1 : n + 1 - period]
+    g_last, g_first = gain_changes[period:], gain_changes[1 : n + 1 - period]
+    l_now, l_ends, l_firsts = losses[period:], loss_high[period + 1 :], loss_high[1 : n + 1 - period]
+    l_low_ends, l_low_firsts = loss_low[period + 1 :], loss_low[1 : n + 1 - period]
+    l_last, l_first = loss_changes[period:], loss_changes[1 : n + 1 - period]
+    for j in range(n - period):
+        s = g_ends[j] - g_firsts[j]
+        s += g_low_ends[j]
+        s -= g_low_firsts[j]
+        mean = s / period
+        gain = g_now[j] if g_last[j] == g_first[j] else mean
+        s = l_ends[j] - l_firsts[j]
+        s += l_low_ends[j]
+        s -= l_low_firsts[j]
+        mean = s / period
+        loss = l_now[j] if l_last[j] == l_first[j] else mean
+        r = 100.0 - 100.0 / (1.0 + gain / loss)
+        r = 100.0 if loss == 0 and gain > 0 else r
+        values[j] = 50.0 if loss == 0 and gain == 0 else r
 
 
 _sign = numba.njit(inline="always")(_sign)
 _band_step = numba.njit(inline="always")(_band_step)
 _window_sum = numba.njit(inline="always")(_window_sum)
 _mean_at = numba.njit(inline="always")(_mean_at)
+_band = numba.njit(inline="always")(_band)
+_bollinger_events = numba.njit(nogil=True, error_model="numpy")(_bollinger_events)
+_rsi_values = numba.njit(nogil=True, error_model="numpy")(_rsi_values)
+_rsi_mid = numba.njit(inline="always")(_rsi_mid)
+_rsi_events = numba.njit(nogil=True, error_model="numpy")(_rsi_events)
+_hold_events = numba.njit(nogil=True)(_hold_events)
 bollinger = _compiled(_bollinger)
 rsi_states = _compiled(_rsi_states, error_model="numpy")
 
