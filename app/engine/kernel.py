@@ -479,52 +479,71 @@ crossover = _compiled(_crossover)
 
 
 def _sweep(open_, high, low, close, lookback, stop, max_hold, start, positions, exits):
-    """`strategies._liquidity_sweep_numpy` in one pass: the prior `lookback`-bar high and low from
-    monotonic queues (exact: maxima round nothing), each sweep from `start` on entered at the
-    next open unless a trade is still running, its stop searched forward from there."""
+    """`strategies._liquidity_sweep_numpy` in one pass: the prior `lookback`-bar high and low
+    (exact: maxima round nothing), each sweep from `start` on entered at the next open unless a
+    trade is still running, its stop searched forward from there."""
     n = len(close)
     for t in range(n):
         positions[t] = 0
         exits[t] = np.nan
-    highs = np.empty(n, dtype=np.int64)  # indices of a decreasing run of highs: the window's max first
-    lows = np.empty(n, dtype=np.int64)
-    h_first, h_end, l_first, l_end = 0, 0, 0, 0
+    # The highest high of bars a .. a + lookback − 1 is the larger of two running maxima of
+    # lookback-bar blocks (van Herk, Gil and Werman): from a to its block's end, and from the
+    # next block's start to a + lookback − 1. Scans with no branch to mispredict, unlike a
+    # monotonic queue's.
+    high_to_here, high_from_here = _block_extremes(high, lookback, True)
+    low_to_here, low_from_here = _block_extremes(low, lookback, False)
     busy_until = -1
-    for t in range(n):
-        while h_first < h_end and highs[h_first] < t - lookback:
-            h_first += 1
-        while l_first < l_end and lows[l_first] < t - lookback:
-            l_first += 1
-        if t >= lookback and t >= start and t > busy_until and t + 1 < n:
-            prior_high, prior_low = high[highs[h_first]], low[lows[l_first]]
-            short = high[t] > prior_high and close[t] < prior_high
-            if short or (low[t] < prior_low and close[t] > prior_low):
-                side = -1 if short else 1
-                entry = open_[t + 1]
-                end = min(t + max_hold, n - 1)
-                level = entry * (1 + stop) if side == -1 else entry * (1 - stop)
-                hit = -1
-                for j in range(t + 1, end + 1):
-                    if (high[j] >= level) if side == -1 else (low[j] <= level):
-                        hit = j
-                        break
-                if hit >= 0:
-                    for j in range(t, hit):
-                        positions[j] = side
-                    exits[hit] = max(level, open_[hit]) if side == -1 else min(level, open_[hit])
-                    busy_until = hit
-                else:
-                    for j in range(t, end):
-                        positions[j] = side
-                    busy_until = end
-        while h_end > h_first and high[highs[h_end - 1]] <= high[t]:
-            h_end -= 1
-        highs[h_end] = t
-        h_end += 1
-        while l_end > l_first and low[lows[l_end - 1]] >= low[t]:
-            l_end -= 1
-        lows[l_end] = t
-        l_end += 1
+    for t in range(max(lookback, start), n - 1):
+        if t <= busy_until:
+            continue
+        a = t - lookback
+        prior_high = max(high_from_here[a], high_to_here[t - 1])
+        prior_low = min(low_from_here[a], low_to_here[t - 1])
+        short = high[t] > prior_high and close[t] < prior_high
+        if short or (low[t] < prior_low and close[t] > prior_low):
+            side = -1 if short else 1
+            entry = open_[t + 1]
+            end = min(t + max_hold, n - 1)
+            level = entry * (1 + stop) if side == -1 else entry * (1 - stop)
+            hit = -1
+            for j in range(t + 1, end + 1):
+                if (high[j] >= level) if side == -1 else (low[j] <= level):
+                    hit = j
+                    break
+            if hit >= 0:
+                for j in range(t, hit):
+                    positions[j] = side
+                exits[hit] = max(level, open_[hit]) if side == -1 else min(level, open_[hit])
+                busy_until = hit
+            else:
+                for j in range(t, end):
+                    positions[j] = side
+                busy_until = end
+
+
+def _block_extremes(x, size, highest):
+    """For blocks of `size` values: the maximum (`highest`, else the minimum) of x from each
+    block's start to each value, and from each value to its block's end."""
+    n = len(x)
+    to_here, from_here = np.empty(n), np.empty(n)
+    for first in range(0, n, size):
+        last = min(first + size, n) - 1
+        m = x[first]
+        to_here[first] = m
+        for i in range(first + 1, last + 1):
+            v = x[i]
+            m = (v if v > m else m) if highest else (v if v < m else m)
+            to_here[i] = m
+        m = x[last]
+        from_here[last] = m
+        for i in range(last - 1, first - 1, -1):
+            v = x[i]
+            m = (v if v > m else m) if highest else (v if v < m else m)
+            from_here[i] = m
+    return to_here, from_here
+
+
+_block_extremes = numba.njit(nogil=True)(_block_extremes)
 
 
 sweep = _compiled(_sweep)
