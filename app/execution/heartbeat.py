@@ -48,7 +48,6 @@ class Heartbeat(threading.Thread):
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # orders `ending()` against a repeated interruption
         self._ending = False
-        self.reason: str | None = None
         self.interruptions = 0
         self._interrupted_at = 0.0
         self._last_beat = 0.0
@@ -82,10 +81,14 @@ class Heartbeat(threading.Thread):
             if self._ending:
                 return
             log.error("%s: stopping this attempt", message)
-            self.reason = reason
             self.interruptions += 1
             self._interrupted_at = time.monotonic()
             signals.interrupt(reason)
+
+    @property
+    def reason(self) -> str | None:
+        """Why this job process was interrupted ("timeout" or "stalled"), or None."""
+        return signals.interrupted()
 
     def ending(self) -> None:
         """The attempt is recording its end: no interruption is sent from now on (heartbeats

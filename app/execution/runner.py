@@ -175,15 +175,25 @@ def _run(settings: Settings, job_id: uuid.UUID, worker_name: str, parent_pid: in
 
 
 def _interruption(heartbeat: Heartbeat, exc: Exception) -> Exception | None:
-    """What the watchdog's interruption makes of the handler's error: Stalled or AttemptTimeout,
-    whatever the interruption turned into on its way up (an OperationalError where it cut a
-    statement in half, a package's own error class where its code wrapped it). A controlled
-    stop (cancel, checkpoint, fence, lost worker) keeps its meaning."""
-    if heartbeat.reason is None or isinstance(exc, AttemptStopped):
+    """What an interruption makes of the handler's error, whatever it turned into on its way up
+    (an OperationalError where it cut a statement in half, a package's own error class where
+    its code wrapped it): Stalled or AttemptTimeout when the watchdog sent it, else RQ's own
+    timeout found among the error's causes. A controlled stop (cancel, checkpoint, fence, lost
+    worker) keeps its meaning."""
+    if isinstance(exc, AttemptStopped):
         return None
     if heartbeat.reason == "stalled":
         return Stalled(f"no progress for {heartbeat.stall_timeout_s:.0f}s")
-    return AttemptTimeout(f"attempt ran past its hard timeout of {heartbeat.timeout_s:.0f}s")
+    if heartbeat.reason == "timeout":
+        return AttemptTimeout(f"attempt ran past its hard timeout of {heartbeat.timeout_s:.0f}s")
+    seen: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and not any(cause is s for s in seen):
+        if isinstance(cause, AttemptInterrupted):
+            return cause
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _end(

@@ -21,7 +21,6 @@ from app.engine.report import json_safe
 from app.engine.strategy import Strategy
 from app.execution.context import JobContext
 from app.execution.errors import Fenced, JobInputError
-from app.queue import AttemptInterrupted
 from app.release import current_code_version
 from app.repositories import configurations as configurations_repo
 from app.repositories import trials as trials_repo
@@ -221,8 +220,6 @@ def run_training_job(ctx: JobContext):
     try:
         outcome = run_training(spec, candles, hooks)
     except TrainingInputError as exc:
-        if isinstance(exc.__cause__, AttemptInterrupted):  # the hard timeout or stall, inside a package's code
-            raise exc.__cause__ from None
         raise _named(exc) from exc
     hooks.progress("saving", 0.0, "saving the configuration")
     return _writer(ctx.job_id, spec, outcome, strategy)
